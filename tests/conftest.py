@@ -1,0 +1,62 @@
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from modeling_ems import EMSConfig, EMSModel
+from trainers.data import DEFAULT_HELDOUT, DEFAULT_TRAIN
+from trainers.tokenizer import train_tokenizer
+
+LANGUAGES = ["de", "en", "fr", "ja", "ru"]
+
+
+def read_pairs(path: Path, languages=LANGUAGES, per_language=None):
+    counts, rows = {}, []
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if row["tgt_lang"] in languages and counts.get(row["tgt_lang"], 0) < (per_language or 10**9):
+                counts[row["tgt_lang"]] = counts.get(row["tgt_lang"], 0) + 1
+                rows.append(row)
+    return rows
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_pairs():
+    """Real pairs from the embedded corpus: 4 languages with English, three scripts."""
+    return read_pairs(DEFAULT_TRAIN, per_language=1000)
+
+
+@pytest.fixture(scope="session")
+def heldout_pairs():
+    return read_pairs(DEFAULT_HELDOUT, per_language=100)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory, small_pairs):
+    folder = tmp_path_factory.mktemp("tokenizer")
+    texts = [text for row in small_pairs for text in (row["src"], row["tgt"])]
+    train_tokenizer(texts, LANGUAGES, vocab_size=1000, model_max_length=32, output_dir=folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_config():
+    return EMSConfig(
+        vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=16, language_embedding_size=8, contrastive_projection_size=16,
+        languages=["de", "en", "fr"],
+    )
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    torch.manual_seed(0)
+    return EMSModel(tiny_config).eval()

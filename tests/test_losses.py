@@ -1,0 +1,97 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainers.losses import contrastive_loss, xtr_loss
+
+
+def dense_xtr_reference(logits, target_ids, target_mask):
+    """KL(p || q) with p built as a dense batch x vocabulary bag of tokens (eq. 7)."""
+    p = torch.zeros_like(logits)
+    for row in range(target_ids.shape[0]):
+        tokens = target_ids[row][target_mask[row]]
+        for token in tokens:
+            p[row, token] += 1.0 / len(tokens)
+    log_q = torch.log_softmax(logits, dim=-1)
+    return torch.where(p > 0, p * (torch.log(p) - log_q), torch.zeros_like(p)).sum(dim=-1)
+
+
+def test_xtr_loss_hand_computed_with_repeated_token_and_padding():
+    # vocabulary of 4, uniform prediction: q(w) = 1/4 for every w.
+    logits = torch.zeros(2, 4)
+    # row 0: tokens [1, 1, 2] then padding -> p = {1: 2/3, 2: 1/3}
+    # row 1: tokens [3] plus a special token (id 0) that is masked out -> p = {3: 1}
+    target_ids = torch.tensor([[1, 1, 2, 0], [3, 0, 0, 0]])
+    target_mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    expected_row0 = (2 / 3) * math.log((2 / 3) / 0.25) + (1 / 3) * math.log((1 / 3) / 0.25)
+    expected_row1 = 1.0 * math.log(1.0 / 0.25)
+    loss = xtr_loss(logits, target_ids, target_mask)
+    assert loss.tolist() == pytest.approx([expected_row0, expected_row1], rel=1e-6)
+
+
+def test_xtr_loss_hand_computed_non_uniform_prediction():
+    logits = torch.tensor([[math.log(1.0), math.log(2.0), math.log(1.0)]])  # q = [1/4, 1/2, 1/4]
+    target_ids = torch.tensor([[1, 2, 1, 1]])  # p = {1: 3/4, 2: 1/4}
+    target_mask = torch.ones_like(target_ids, dtype=torch.bool)
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.25)
+    assert xtr_loss(logits, target_ids, target_mask).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_xtr_loss_is_zero_when_prediction_equals_bag_of_tokens():
+    p = torch.tensor([[0.0, 0.5, 0.25, 0.25]])
+    logits = torch.log(p.clamp(min=1e-30))
+    target_ids = torch.tensor([[1, 2, 1, 3]])
+    assert xtr_loss(logits, target_ids, torch.ones(1, 4, dtype=torch.bool)).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_sparse_xtr_equals_dense_reference_and_gradients():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 50, generator=generator, requires_grad=True)
+    target_ids = torch.randint(1, 50, (6, 12), generator=generator)
+    target_ids[:, 5:8] = target_ids[:, :3]  # repeated tokens
+    target_mask = torch.rand(6, 12, generator=generator) > 0.3
+    target_mask[:, 0] = True
+    sparse = xtr_loss(logits, target_ids, target_mask)
+    dense = dense_xtr_reference(logits, target_ids, target_mask)
+    torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-5)
+    (grad_sparse,) = torch.autograd.grad(sparse.sum(), logits)
+    (grad_dense,) = torch.autograd.grad(dense.sum(), logits)
+    torch.testing.assert_close(grad_sparse, grad_dense, rtol=1e-5, atol=1e-6)
+
+
+def test_xtr_loss_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="same batch"):
+        xtr_loss(torch.zeros(2, 4), torch.zeros(3, 5, dtype=torch.long), torch.ones(3, 5, dtype=torch.bool))
+
+
+def test_contrastive_loss_hand_computed():
+    # two pairs; cosines: s0.t0 = 1, s0.t1 = 0, s1.t0 = 0, s1.t1 = 1 (orthonormal) and T = 0.5
+    source = torch.tensor([[2.0, 0.0], [0.0, 3.0]])  # unnormalised on purpose: cosine, not dot product
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    per_direction = -math.log(math.exp(2.0) / (math.exp(2.0) + math.exp(0.0)))
+    loss = contrastive_loss(source, target, temperature=0.5)
+    assert loss.tolist() == pytest.approx([2 * per_direction, 2 * per_direction], rel=1e-6)
+
+
+def test_contrastive_loss_is_symmetric_in_its_two_terms():
+    source = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    target = torch.tensor([[1.0, 0.2], [0.3, 1.0], [-1.0, 1.0]])
+    T = 0.1
+    sim = F.normalize(source, dim=-1) @ F.normalize(target, dim=-1).T / T
+    expected = F.cross_entropy(sim, torch.arange(3), reduction="none") + F.cross_entropy(
+        sim.T, torch.arange(3), reduction="none"
+    )
+    torch.testing.assert_close(contrastive_loss(source, target, T), expected)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0])
+def test_contrastive_loss_rejects_bad_temperature(temperature):
+    with pytest.raises(ValueError, match="temperature"):
+        contrastive_loss(torch.ones(2, 3), torch.ones(2, 3), temperature)
+
+
+def test_contrastive_loss_rejects_mismatched_pairs():
+    with pytest.raises(ValueError, match="one shape"):
+        contrastive_loss(torch.ones(2, 3), torch.ones(3, 3), 0.1)

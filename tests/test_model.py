@@ -1,0 +1,147 @@
+import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from modeling_ems import EMSConfig, EMSModel, mean_pool
+
+
+def test_paper_defaults():
+    config = EMSConfig()
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) == (
+        6, 1024, 16, 4096)
+    assert (config.vocab_size, config.language_embedding_size, config.contrastive_projection_size) == (60000, 128, 128)
+    assert (config.temperature, config.max_position_embeddings, config.num_languages) == (0.1, 120, 62)
+    assert config.xtr_activation == "silu" and config.contrastive_activation == "relu"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"hidden_size": 100}, "multiple of num_attention_heads"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"num_hidden_layers": 0}, "num_hidden_layers"),
+        ({"hidden_dropout_prob": 1.5}, "hidden_dropout_prob"),
+        ({"languages": ["en", "de", "en"]}, "more than once"),
+        ({"xtr_activation": "nope"}, "xtr_activation"),
+        ({"vocab_size": 10, "pad_token_id": 10}, "pad_token_id"),
+    ],
+)
+def test_config_rejects_values_that_make_no_sense(kwargs, message):
+    with pytest.raises(Exception, match=message):
+        EMSConfig(**kwargs)
+
+
+def test_languages_set_num_languages_and_unknown_code_is_explained():
+    config = EMSConfig(languages=["de", "en"])
+    assert config.num_languages == 2 and config.language_id("en") == 1
+    with pytest.raises(ValueError, match="Unknown language code 'xx'.*de, en"):
+        config.language_id("xx")
+
+
+def test_forward_outputs_and_mean_pooling(tiny_model):
+    ids = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 10, 11, 12]])
+    mask = (ids != 0).long()
+    output = tiny_model(ids, mask)
+    assert output.last_hidden_state.shape == (2, 5, 32)
+    torch.testing.assert_close(output.pooler_output, mean_pool(output.last_hidden_state, mask))
+    torch.testing.assert_close(output.pooler_output[0], output.last_hidden_state[0, :3].mean(0))
+    assert output.xtr_logits is None and output.contrastive_embeddings is None  # inference skips the heads
+
+
+def test_padding_does_not_change_the_embedding(tiny_model):
+    short = tiny_model(torch.tensor([[5, 6, 7]])).pooler_output
+    padded = tiny_model(torch.tensor([[5, 6, 7, 0, 0, 0]]), torch.tensor([[1, 1, 1, 0, 0, 0]])).pooler_output
+    torch.testing.assert_close(short, padded, rtol=1e-5, atol=1e-6)
+
+
+def test_eager_and_sdpa_attention_agree(tiny_config):
+    torch.manual_seed(0)
+    ids = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]])
+    sdpa = AutoModel.from_config(copy.deepcopy(tiny_config), attn_implementation="sdpa").eval()
+    eager = AutoModel.from_config(copy.deepcopy(tiny_config), attn_implementation="eager").eval()
+    assert (sdpa.config._attn_implementation, eager.config._attn_implementation) == ("sdpa", "eager")
+    eager.load_state_dict(sdpa.state_dict())
+    mask = (ids != 0).long()
+    torch.testing.assert_close(sdpa(ids, mask).pooler_output, eager(ids, mask).pooler_output, rtol=1e-5, atol=1e-5)
+
+
+def test_training_heads_shapes(tiny_model):
+    ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    output = tiny_model(ids, target_language_ids=torch.tensor([0, 2]))
+    assert output.xtr_logits.shape == (2, 60)
+    assert output.contrastive_embeddings.shape == (2, 16)
+
+
+def test_too_long_input_is_an_error_that_says_to_truncate(tiny_model):
+    with pytest.raises(ValueError, match="truncation=True"):
+        tiny_model(torch.ones(1, 17, dtype=torch.long))
+
+
+def test_save_load_round_trip_with_auto_classes(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"] == {"AutoConfig": "configuration_ems.EMSConfig", "AutoModel": "modeling_ems.EMSModel"}
+    assert (tmp_path / "modeling_ems.py").is_file() and (tmp_path / "configuration_ems.py").is_file()
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), EMSConfig)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, EMSModel)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    torch.testing.assert_close(loaded(ids).pooler_output, tiny_model(ids).pooler_output)
+    head_keys = [k for k in loaded.state_dict() if k.startswith(("xtr_head.", "contrastive_head."))]
+    assert head_keys, "training heads must be saved with the model"
+    for key in head_keys:
+        torch.testing.assert_close(loaded.state_dict()[key], tiny_model.state_dict()[key])
+
+
+BLOCK_PACKAGE = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("modeling_ems", "trainers"):
+                raise ImportError(f"{name} is blocked: this process must not use the installed package")
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+
+def run_without_package(code: str, cwd) -> str:
+    """Run `code` in a fresh interpreter, offline, where importing this package fails."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(cwd / "modules")}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, "-c", BLOCK_PACKAGE + code], capture_output=True, text=True,
+                            cwd=cwd, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_folder_loads_with_trust_remote_code_without_the_package(tiny_model, tmp_path):
+    folder = tmp_path / "model"
+    tiny_model.save_pretrained(folder)
+    ids = [[5, 6, 7, 8]]
+    expected = tiny_model(torch.tensor(ids)).pooler_output[0].tolist()
+    out = run_without_package(
+        textwrap.dedent(
+            f"""
+            import json, torch
+            from transformers import AutoModel
+            try:
+                import modeling_ems
+                raise SystemExit("the package must not be importable here")
+            except ImportError:
+                pass
+            model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+            assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+            print(json.dumps(model(torch.tensor({ids})).pooler_output[0].tolist()))
+            """
+        ),
+        tmp_path,
+    )
+    torch.testing.assert_close(torch.tensor(json.loads(out.strip().splitlines()[-1])), torch.tensor(expected))

@@ -1,0 +1,94 @@
+"""Parallel-sentence data: load any `datasets` source with the pair columns and check it before training."""
+
+from pathlib import Path
+
+import datasets
+
+PAIR_COLUMNS = ("src", "tgt", "src_lang", "tgt_lang")
+# The layout of ../shared/data/parallel/train.tsv.gz: English <-> `lang` pairs.
+ENGLISH_PIVOT_COLUMNS = ("lang", "en", "text")
+DEFAULT_TRAIN = Path(__file__).resolve().parent.parent / "data" / "default" / "train.jsonl.gz"
+DEFAULT_HELDOUT = Path(__file__).resolve().parent.parent / "data" / "default" / "heldout.jsonl.gz"
+
+_BUILDERS = {
+    ".tsv": ("csv", {"delimiter": "\t", "quoting": 3}),
+    ".csv": ("csv", {}),
+    ".jsonl": ("json", {}),
+    ".json": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+
+
+def _local_builder(path: Path) -> tuple[str, dict]:
+    suffixes = [s for s in path.suffixes if s not in (".gz", ".bz2", ".xz", ".zst")]
+    if not suffixes or suffixes[-1] not in _BUILDERS:
+        raise ValueError(f"Cannot tell the format of {path}; use one of {', '.join(_BUILDERS)} (optionally .gz).")
+    return _BUILDERS[suffixes[-1]]
+
+
+def load_parallel_dataset(source: str | Path, split: str = "train") -> datasets.Dataset:
+    """Load parallel pairs with columns `src, tgt, src_lang, tgt_lang` from a local TSV / CSV / JSONL / Parquet file,
+    a local dataset folder, or a Hub dataset name. Rows in the English-pivot layout `lang, en, text` are converted."""
+    path = Path(source)
+    if path.is_file():
+        builder, options = _local_builder(path)
+        dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    elif path.is_dir():
+        dataset = datasets.load_dataset(str(path), split=split)
+    elif path.suffix or str(source).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"No such data file or folder: {source!r}.")
+    else:
+        dataset = datasets.load_dataset(str(source), split=split)
+    return as_pairs(dataset, name=str(source))
+
+
+def as_pairs(dataset: datasets.Dataset, name: str = "dataset") -> datasets.Dataset:
+    """Keep the pair columns; convert the English-pivot layout; raise if columns are missing."""
+    columns = set(dataset.column_names)
+    if set(PAIR_COLUMNS) <= columns:
+        return dataset.select_columns(list(PAIR_COLUMNS))
+    if set(ENGLISH_PIVOT_COLUMNS) <= columns:
+        return dataset.map(
+            lambda row: {"src": row["en"], "tgt": row["text"], "src_lang": "en", "tgt_lang": row["lang"]},
+            remove_columns=dataset.column_names,
+        )
+    raise ValueError(
+        f"{name} has columns {sorted(columns)}; parallel data needs {list(PAIR_COLUMNS)} "
+        f"(or the English-pivot layout {list(ENGLISH_PIVOT_COLUMNS)})."
+    )
+
+
+def validate_pairs(dataset: datasets.Dataset, languages: list[str] | None = None, name: str = "dataset") -> None:
+    """Raise a `ValueError` naming the first bad row: a missing / empty / whitespace-only text or an unknown
+    language code. Texts longer than the model's positions are not errors: the tokenizer truncates them."""
+    if len(dataset) == 0:
+        raise ValueError(f"{name} is empty: no parallel pairs to use.")
+    known = set(languages) if languages is not None else None
+    for column in PAIR_COLUMNS:
+        for index, value in enumerate(dataset[column]):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(
+                    f"{name}, row {index}: column {column!r} is {value!r}; every pair needs two non-empty texts and "
+                    "two language codes. Remove or fix that row."
+                )
+            if column.endswith("_lang") and known is not None and value not in known:
+                raise ValueError(
+                    f"{name}, row {index}: unknown language code {value!r} in {column!r}; the tokenizer has "
+                    f"<2xx> tokens for {sorted(known)}. Retrain the tokenizer with that language or drop the row."
+                )
+
+
+def pair_languages(dataset: datasets.Dataset) -> list[str]:
+    """Sorted language codes used on either side of the pairs."""
+    return sorted(set(dataset["src_lang"]) | set(dataset["tgt_lang"]))
+
+
+def add_token_lengths(pairs: datasets.Dataset, tokenizer, column: str = "length") -> datasets.Dataset:
+    """Add the longer side's token count as `column`, for length-grouped batching (less padding)."""
+
+    def lengths(batch):
+        sources = tokenizer(batch["src"], add_special_tokens=False)["input_ids"]
+        targets = tokenizer(batch["tgt"], add_special_tokens=False)["input_ids"]
+        return {column: [max(len(s), len(t)) for s, t in zip(sources, targets)]}
+
+    return pairs.map(lengths, batched=True, batch_size=1000, desc="token lengths")

@@ -1,0 +1,64 @@
+"""Training objectives, each written once and shared by every trainer that needs it."""
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.distributed.nn.functional import all_gather
+
+
+def xtr_loss(xtr_logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """Cross-lingual token-level reconstruction, EMS paper eqs. 6-7: `KL(p_S' || q_S)` for each sentence.
+
+    `p_S'(w) = N_w / ||S'||` is the bag of tokens of the translation `S'`; `q_S = softmax(xtr_logits)` is the model's
+    prediction from `S`. The KL divergence is a sum over the translation's token positions,
+    `(1 / ||S'||) * sum_i [log(N_{w_i} / ||S'||) - log q_S(w_i)]`, so no dense batch x vocabulary target is built.
+
+    Args:
+        xtr_logits: `(batch, vocab_size)` logits of `q_S` (eqs. 4-5).
+        target_ids: `(batch, target_len)` token ids of each sentence's translation.
+        target_mask: `(batch, target_len)`, true for the tokens that count (not padding, not special tokens).
+
+    Returns:
+        `(batch,)` KL divergences; a sentence whose translation has no counted token gets 0.
+    """
+    if xtr_logits.shape[0] != target_ids.shape[0] or target_ids.shape != target_mask.shape:
+        raise ValueError(
+            f"xtr_loss: logits {tuple(xtr_logits.shape)}, target_ids {tuple(target_ids.shape)} and target_mask "
+            f"{tuple(target_mask.shape)} do not describe the same batch."
+        )
+    mask = target_mask.bool()
+    length = mask.sum(dim=1, keepdim=True).clamp(min=1)  # ||S'||
+    same_token = (target_ids.unsqueeze(2) == target_ids.unsqueeze(1)) & mask.unsqueeze(1)
+    log_p = torch.log(same_token.sum(dim=2).clamp(min=1) / length)  # eq. 7: log(N_w / ||S'||) at each position
+    log_q = torch.log_softmax(xtr_logits.float(), dim=-1).gather(1, target_ids.masked_fill(~mask, 0))
+    return ((log_p - log_q) * mask).sum(dim=1) / length.squeeze(1)  # eq. 6, one direction
+
+
+def contrastive_loss(
+    source: torch.Tensor, target: torch.Tensor, temperature: float, gather_across_processes: bool = True
+) -> torch.Tensor:
+    """Symmetric in-batch InfoNCE on cosine similarity / T, EMS paper eq. 8 (with sim of eq. 9).
+
+    Row `j` of `source` and of `target` are translations; every other sentence of the other side is a negative. Under
+    `torch.distributed`, the negatives are gathered from all processes with gradients flowing back to their owners, so
+    P processes with batch b give the same loss and (DDP-averaged) gradients as one process with batch P * b.
+
+    Returns:
+        `(batch,)`: for each local pair, the source->target plus the target->source cross-entropy.
+    """
+    if source.shape != target.shape or source.dim() != 2:
+        raise ValueError(
+            f"contrastive_loss needs two (batch, dim) tensors of one shape, got {tuple(source.shape)} and "
+            f"{tuple(target.shape)}."
+        )
+    if not temperature > 0:
+        raise ValueError(f"contrastive_loss: temperature must be > 0, got {temperature!r}.")
+    source, target = F.normalize(source.float(), dim=-1), F.normalize(target.float(), dim=-1)
+    all_source, all_target, offset = source, target, 0
+    if gather_across_processes and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        all_source, all_target = torch.cat(all_gather(source)), torch.cat(all_gather(target))
+        offset = dist.get_rank() * source.shape[0]
+    labels = torch.arange(source.shape[0], device=source.device) + offset
+    source_to_target = F.cross_entropy(source @ all_target.T / temperature, labels, reduction="none")
+    target_to_source = F.cross_entropy(target @ all_source.T / temperature, labels, reduction="none")
+    return source_to_target + target_to_source  # eq. 8, both terms, per pair
