@@ -1,0 +1,109 @@
+import json
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModel, AutoTokenizer
+
+from trainers.encoding import encode
+from trainers.ems_pipeline import build_model, train_ems
+from trainers.evaluation.retrieval import embedding_similarity, retrieval_by_language
+from trainers.run_config import load_run_config
+
+from .conftest import write_jsonl
+
+TINY = {
+    "model": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+              "max_position_embeddings": 48, "language_embedding_size": 16, "contrastive_projection_size": 32,
+              "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+    "tokenizer": {"vocab_size": 1000},
+    "training": {"per_device_train_batch_size": 32, "max_steps": 150, "learning_rate": 0.003, "warmup_steps": 10,
+                 "logging_steps": 10, "save_steps": 50, "save_total_limit": 2, "report_to": "none", "seed": 0,
+                 "train_sampling_strategy": "group_by_length", "disable_tqdm": True},
+}
+
+
+def tiny_run_config(tmp_path, small_pairs, heldout_pairs, **training):
+    raw = json.loads(json.dumps(TINY))
+    raw["training"].update(training)
+    raw["data"] = {"train": str(write_jsonl(tmp_path / "train.jsonl", small_pairs)),
+                   "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs))}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_run_config(path)
+
+
+def log_history(output_dir):
+    (checkpoint,) = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1:]
+    return json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+
+
+@pytest.mark.slow
+def test_tiny_training_run_learns_retrieval_and_resumes(tmp_path, small_pairs, heldout_pairs):
+    output_dir = tmp_path / "run"
+    run_config = tiny_run_config(tmp_path, small_pairs, heldout_pairs)
+
+    train_ems(tiny_run_config(tmp_path, small_pairs, heldout_pairs, max_steps=100), output_dir)
+    assert (output_dir / "checkpoint-100").is_dir()
+    torch.manual_seed(0)
+    untrained = build_model(run_config, AutoTokenizer.from_pretrained(output_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    before = retrieval_by_language(
+        heldout_pairs, embedding_similarity(lambda texts: encode(untrained, tokenizer, texts)))["average"]["p@1"]
+
+    # the same command with more steps resumes from checkpoint-100 instead of starting over
+    results = train_ems(run_config, output_dir)
+    history = log_history(output_dir)
+    steps = [entry["step"] for entry in history if "loss" in entry]
+    assert steps == sorted(set(steps)) and steps[0] == 10 and steps[-1] == 150
+    assert results["training"]["global_step"] == 150
+
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    assert all("xtr_loss" in e and "contrastive_loss" in e for e in history if "loss" in e)
+
+    chance = 1 / 100  # 100 held-out pairs per language
+    after = results["model"]["average"]["p@1"]
+    assert after > 10 * chance and after > before + 0.05, (before, after)
+
+    # the output folder is Hub-ready
+    for name in ("config.json", "model.safetensors", "modeling_ems.py", "configuration_ems.py", "tokenizer.json",
+                 "training_config.yaml", "README.md", "eval_results.json"):
+        assert (output_dir / name).is_file(), name
+    card = (output_dir / "README.md").read_text()
+    assert "model-index" in card and f"{100 * after:.1f}" in card
+    reloaded = AutoModel.from_pretrained(output_dir)
+    reloaded_p1 = retrieval_by_language(
+        heldout_pairs, embedding_similarity(lambda texts: encode(reloaded, tokenizer, texts)))["average"]["p@1"]
+    assert reloaded_p1 == pytest.approx(after)
+
+
+def test_config_errors_are_clear(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modle: {}\n")
+    with pytest.raises(ValueError, match="unknown sections \\['modle'\\]"):
+        load_run_config(bad)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_run_config(tmp_path / "missing.yaml")
+    good = tmp_path / "good.yaml"
+    good.write_text("model: {}\n")
+    with pytest.raises(ValueError, match="SECTION.KEY=VALUE"):
+        load_run_config(good, ["max_steps=3"])
+    assert load_run_config(good, ["training.max_steps=3"]).training == {"max_steps": 3}
+    with pytest.raises(ValueError, match="tokenizer: .*unexpected keyword"):
+        bad.write_text("tokenizer: {vocab: 3}\n")
+        load_run_config(bad)
+
+
+def test_model_section_may_not_set_what_the_tokenizer_fixes(tmp_path, tokenizer_dir):
+    path = tmp_path / "clash.yaml"
+    path.write_text("model: {vocab_size: 10}\n")
+    with pytest.raises(ValueError, match="vocab_size.*come from the tokenizer"):
+        build_model(load_run_config(path), AutoTokenizer.from_pretrained(tokenizer_dir))
+
+
+def test_nonsense_training_weights_are_rejected(tmp_path):
+    from trainers.ems_trainer import EMSTrainingArguments
+
+    with pytest.raises(ValueError, match="at least one > 0"):
+        EMSTrainingArguments(output_dir=str(tmp_path), xtr_weight=0.0, contrastive_weight=0.0)
