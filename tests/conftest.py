@@ -5,8 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from transformers import AutoTokenizer
+
 from modeling_ems import EMSConfig, EMSModel
 from trainers.data import DEFAULT_HELDOUT, DEFAULT_TRAIN
+from trainers.hub import write_sentence_transformers_config
 from trainers.tokenizer import train_tokenizer
 
 LANGUAGES = ["de", "en", "fr", "ja", "ru"]
@@ -60,3 +63,21 @@ def tiny_config():
 def tiny_model(tiny_config):
     torch.manual_seed(0)
     return EMSModel(tiny_config).eval()
+
+
+@pytest.fixture
+def saved_model(tmp_path, tokenizer_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = EMSConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, max_position_embeddings=32, language_embedding_size=8,
+                       contrastive_projection_size=16, languages=sorted(LANGUAGES))
+    torch.manual_seed(0)
+    model = EMSModel(config).eval()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_sentence_transformers_config(folder, config.hidden_size, config.max_position_embeddings)
+    (folder / "checkpoint-5").mkdir()
+    (folder / "checkpoint-5" / "optimizer.pt").write_bytes(b"state")
+    (folder / "training_args.bin").write_bytes(b"args")
+    return folder, model, tokenizer

@@ -26,6 +26,7 @@ from .data import (
 from .ems_trainer import EMSTrainer, EMSTrainingArguments
 from .encoding import encode
 from .evaluation.retrieval import embedding_similarity, retrieval_by_language, tfidf_similarity
+from .hub import write_sentence_transformers_config
 from .run_config import RunConfig
 from .tokenizer import tokenizer_languages, train_tokenizer
 
@@ -120,6 +121,7 @@ def train_ems(run_config: RunConfig, output_dir: str | Path, resume: bool = True
     trainer.save_model(str(output_dir))
     if not trainer.is_world_process_zero():
         return {}
+    write_sentence_transformers_config(output_dir, model.config.hidden_size, model.config.max_position_embeddings)
 
     results = evaluate_heldout(trainer.model, tokenizer, heldout)
     results["training"] = {"train_pairs": len(train_pairs), "global_step": train_output.global_step,
