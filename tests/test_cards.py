@@ -25,7 +25,7 @@ def test_card_renders_measured_results_and_round_trips(saved_model):
     assert set(data["language"]) == {"de", "en", "fr", "ja", "ru"}
     (index,) = data["model-index"]
     values = {r["dataset"]["config"]: r["metrics"][0]["value"] for r in index["results"]}
-    assert values["en-de"] == 50.0 and values["average"] == 55.0
+    assert values["en-de"] == 0.5 and values["average"] == 0.55
     assert "| en-fr | 51.0 | 25.0 | 100 |" in card.text
     reloaded = ModelCard(str(card))
     assert reloaded.data.to_dict() == data

@@ -22,7 +22,7 @@ def retrieval_eval_results(results: dict, dataset_name: str, dataset_type: str) 
                 dataset_split="heldout",
                 metric_type="precision_at_1",
                 metric_name=f"P@1 ({name})",
-                metric_value=round(100 * row["p@1"], 2),
+                metric_value=round(row["p@1"], 4),
             )
         )
     return entries
@@ -65,4 +65,51 @@ def render_model_card(output_dir: Path, config, run_config, results: dict, datas
         training_summary=", ".join(f"{k}: {v}" for k, v in results.get("training", {}).items()),
     )
     card.save(Path(output_dir) / "README.md")
+    return card
+
+
+# How each evaluation-suite task shows up in a card's model-index.
+_CARD_TASKS = {
+    "retrieval": ("sentence-similarity", "Translation retrieval"),
+    "mining": ("sentence-similarity", "Bitext mining"),
+    "similarity": ("sentence-similarity", "Semantic similarity"),
+    "classification": ("text-classification", "Zero-shot cross-lingual classification"),
+}
+
+
+def suite_eval_results(results: dict[str, dict], suite: str) -> list[EvalResult]:
+    """`model-index` entries for `run_suite` results (standard deviations stay in the JSON, not the index)."""
+    entries = []
+    for name, entry in results.items():
+        task_type, task_name = _CARD_TASKS.get(entry["task"], ("feature-extraction", entry["task"]))
+        for metric, value in entry["metrics"].items():
+            if metric.endswith("_std"):
+                continue
+            # model-index groups results by dataset_type (the dataset id), so each task gets its own
+            entries.append(EvalResult(task_type=task_type, task_name=task_name, dataset_type=name,
+                                      dataset_name=f"{name} ({Path(suite).name})", metric_type=metric, metric_name=f"{name} {metric}",
+                                      metric_value=round(float(value), 4)))
+    return entries
+
+
+def update_card_results(folder: str | Path, results: dict[str, dict], suite: str) -> ModelCard:
+    """Add suite results to the card in `folder`: `model-index` entries (replacing earlier ones of the same task,
+    dataset and metric) and a results table in the text."""
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: train with scripts/train.py, which writes the card.")
+    card = ModelCard.load(path)
+    new = suite_eval_results(results, suite)
+    replaced = {(r.task_type, r.dataset_name, r.dataset_config, r.metric_type) for r in new}
+    kept = [r for r in (card.data.eval_results or [])
+            if (r.task_type, r.dataset_name, r.dataset_config, r.metric_type) not in replaced]
+    card.data.eval_results = kept + new
+    card.data.model_name = card.data.model_name or Path(folder).name
+    heading = f"## Evaluation suite `{suite}`"
+    rows = "\n".join(f"| {r.dataset_name} | {r.metric_type} | {r.metric_value:.4f} |" for r in new)
+    section = (f"{heading}\n\nReproduce: `python scripts/evaluate_model.py --model {folder} --suite {suite} --update_card`"
+               f"\n\n| task | metric | value |\n|---|---|---|\n{rows}\n")
+    text = card.text.split(heading)[0].rstrip() + "\n\n" + section
+    card = ModelCard(f"---\n{card.data.to_yaml()}\n---\n{text}")
+    card.save(path)
     return card

@@ -1,10 +1,17 @@
-"""Translation retrieval P@1 by cosine similarity, both directions (Tatoeba protocol, EMS paper sec. 5.1)."""
+"""Translation retrieval: P@1 by cosine similarity both ways (Tatoeba protocol, EMS paper sec. 5.1), P@N against
+K = 999 random distractors (multi-task dual-encoder paper, Chidambaram et al. 2019, sec. 3.4), and margin-scored
+retrieval from a large pool (ParaCrawl, 2k queries vs 200k candidates, EMS paper sec. 5.3). P@k values come from
+the `precision_at_k` metric."""
 
-from collections.abc import Callable
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
+
+from ..metrics import load_metric
+from .knn import BLOCK_ELEMENTS, checked_chunk_size, knn, l2_normalize
+from .mining import checked_texts, embed_texts, margin_scores, ratio_margin
 
 SimilarityFn = Callable[[list[str], list[str]], np.ndarray]
 
@@ -22,7 +29,9 @@ def precision_at_1(similarity: np.ndarray) -> tuple[float, float]:
     if np.isnan(similarity).any():
         raise ValueError("The similarity matrix holds NaN values; check the embeddings.")
     gold = np.arange(similarity.shape[0])
-    return float((similarity.argmax(axis=1) == gold).mean()), float((similarity.argmax(axis=0) == gold).mean())
+    forward = precision_at(similarity.argmax(axis=1)[:, None], gold, (1,))["precision_at_1"]
+    backward = precision_at(similarity.argmax(axis=0)[:, None], gold, (1,))["precision_at_1"]
+    return forward, backward
 
 
 def embedding_similarity(embed: Callable[[list[str]], np.ndarray]) -> SimilarityFn:
@@ -56,3 +65,155 @@ def retrieval_by_language(pairs, similarity: SimilarityFn) -> dict[str, dict[str
     results["average"] = {key: float(np.mean([r[key] for r in results.values()]))
                           for key in ("p@1", "p@1_src2tgt", "p@1_tgt2src")}
     return results
+
+
+def precision_at(rankings: np.ndarray, references: np.ndarray, cutoffs: Sequence[int]) -> dict[str, float]:
+    """`precision_at_<n>` for each cut-off n, from per-query ranked candidate ids and gold ids."""
+    return load_metric("precision_at_k").compute(predictions=rankings, references=references, k=list(cutoffs))
+
+
+def checked_cutoffs(n: Sequence[int]) -> list[int]:
+    """The P@N cut-offs as a sorted list, checked to be positive ints."""
+    cutoffs = [n] if isinstance(n, (int, np.integer)) else list(n)
+    if not cutoffs or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1 for c in cutoffs):
+        raise ValueError(f"n={n!r} must be a positive int or a non-empty list of them (the P@N cut-offs).")
+    return sorted({int(cut) for cut in cutoffs})
+
+
+def _paired(queries, candidates, query_name: str, candidate_name: str) -> tuple[np.ndarray, np.ndarray]:
+    queries, candidates = l2_normalize(queries, query_name), l2_normalize(candidates, candidate_name)
+    if len(candidates) < len(queries):
+        raise ValueError(
+            f"{len(queries)} {query_name} but only {len(candidates)} {candidate_name}: row i of the "
+            f"{candidate_name} is the translation of {query_name} row i, so pass at least as many {candidate_name}."
+        )
+    return queries, candidates
+
+
+def pool_retrieval(
+    queries,
+    candidates,
+    n: Sequence[int] = (1,),
+    margin: bool = False,
+    k: int = 4,
+    backend: str = "auto",
+    chunk_size: int | None = None,
+) -> dict[str, float]:
+    """P@N of finding each query's translation among all candidates; returns `precision_at_<n>` for each n.
+
+    Row i of `candidates` translates query i; rows from `len(queries)` on are extra pool (ParaCrawl protocol,
+    EMS paper sec. 5.3: 2k queries against 200k candidates). With `margin`, the max(n, k) nearest candidates by
+    cosine are re-ranked by ratio margin with k neighbours both ways (Artetxe & Schwenk 2019), as in the paper.
+    """
+    queries, candidates = _paired(queries, candidates, "queries", "candidates")
+    cutoffs = checked_cutoffs(n)
+    if margin:
+        margins = margin_scores(queries, candidates, k=k, candidates=max(k, cutoffs[-1]), backend=backend,
+                                chunk_size=chunk_size)
+        order = np.argsort(-margins.forward_scores, axis=1, kind="stable")
+        rankings = np.take_along_axis(margins.forward_indices, order, axis=1)
+    else:
+        rankings = knn(queries, candidates, cutoffs[-1], backend=backend, chunk_size=chunk_size)[1]
+    return precision_at(rankings[:, : cutoffs[-1]], np.arange(len(queries)), cutoffs)
+
+
+def distractor_retrieval(
+    sources,
+    targets,
+    n: Sequence[int] = (1,),
+    num_distractors: int = 999,
+    margin: bool = False,
+    k: int = 4,
+    seed: int = 0,
+    backend: str = "auto",
+    chunk_size: int | None = None,
+) -> dict[str, float]:
+    """P@N of ranking each source's translation among it and `num_distractors` random other targets (Chidambaram
+    et al. 2019, sec. 3.4: K = 999); returns `precision_at_<n>` for each n.
+
+    Row i of `targets` translates source i; rows from `len(sources)` on only serve as distractors. Distractors are
+    drawn per source with `seed`; a distractor scoring the same as the gold target ranks before it. With
+    `margin`, cosines are replaced by ratio margins whose k-neighbourhoods span all sources and all targets.
+    """
+    sources, targets = _paired(sources, targets, "sources", "targets")
+    cutoffs = checked_cutoffs(n)
+    if isinstance(num_distractors, bool) or not isinstance(num_distractors, (int, np.integer)) or num_distractors < 1:
+        raise ValueError(f"num_distractors={num_distractors!r} must be a positive int.")
+    if num_distractors >= len(targets):
+        raise ValueError(f"num_distractors={num_distractors} needs at least {num_distractors + 1} targets, got "
+                         f"{len(targets)}; lower num_distractors or add targets.")
+    if cutoffs[-1] > num_distractors + 1:
+        raise ValueError(f"P@{cutoffs[-1]} exceeds the {num_distractors + 1} ranked candidates; lower n.")
+    rng = np.random.default_rng(seed)
+    candidates = np.empty((len(sources), num_distractors + 1), dtype=np.int64)
+    for row in range(len(sources)):
+        others = rng.choice(len(targets) - 1, size=num_distractors, replace=False)
+        candidates[row, :-1] = others + (others >= row)  # skip the gold target
+        candidates[row, -1] = row  # gold last, so that the stable sort ranks ties against it
+    step = checked_chunk_size(chunk_size, max(1, BLOCK_ELEMENTS // (candidates.shape[1] * targets.shape[1])))
+    scores = np.empty(candidates.shape, dtype=np.float64)
+    for start in range(0, len(sources), step):
+        rows = slice(start, start + step)
+        scores[rows] = np.einsum("qd,qcd->qc", sources[rows], targets[candidates[rows]])
+    if margin:
+        margins = margin_scores(sources, targets, k=k, backend=backend, chunk_size=chunk_size)
+        scores = ratio_margin(scores, margins.source_means[:, None], margins.target_means[candidates])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, : cutoffs[-1]]
+    return precision_at(np.take_along_axis(candidates, order, axis=1), np.arange(len(sources)), cutoffs)
+
+
+class RetrievalEvaluator:
+    """Translation retrieval of an embedding function on parallel `sources` / `targets` (row i translates row i).
+
+    Calling it with `embed` (texts -> `(len(texts), dim)` array) returns Tatoeba P@1 by cosine both ways over the
+    pairs: `{name}_p@1` (mean), `{name}_p@1_src2tgt`, `{name}_p@1_tgt2src`. With `precision_at` (e.g. `(1, 5, 10)`)
+    it adds `{name}_p@{n}_k{num_distractors}` for each n, sources against random distractor targets
+    (`distractor_retrieval`, `_margin` appended when `margin`). With a `pool` of extra target-language texts it adds
+    `{name}_pool_p@1_margin`: margin-scored P@1 of the sources among targets + pool (`pool_retrieval`), and the
+    pool also supplies distractors.
+    """
+
+    def __init__(
+        self,
+        sources: list[str],
+        targets: list[str],
+        pool: list[str] | None = None,
+        precision_at: Sequence[int] | None = None,
+        num_distractors: int = 999,
+        margin: bool = False,
+        k: int = 4,
+        seed: int = 0,
+        backend: str = "auto",
+        chunk_size: int | None = None,
+        name: str = "retrieval",
+    ):
+        self.sources = checked_texts(sources, "sources")
+        self.targets = checked_texts(targets, "targets")
+        if len(self.sources) != len(self.targets):
+            raise ValueError(f"{len(self.sources)} sources but {len(self.targets)} targets: retrieval needs parallel "
+                             "lists where targets[i] translates sources[i].")
+        self.pool = [] if pool is None else checked_texts(pool, "pool")
+        self.precision_at = None if precision_at is None else checked_cutoffs(precision_at)
+        if self.precision_at is not None and num_distractors >= len(self.targets) + len(self.pool):
+            raise ValueError(f"num_distractors={num_distractors} needs at least {num_distractors + 1} targets and pool "
+                             f"texts, got {len(self.targets) + len(self.pool)}; lower it or pass a larger pool.")
+        self.num_distractors, self.margin, self.k, self.seed = num_distractors, margin, k, seed
+        self.search = {"backend": backend, "chunk_size": chunk_size}
+        self.name = name
+
+    def __call__(self, embed: Callable[[list[str]], np.ndarray]) -> dict[str, float]:
+        sources = embed_texts(embed, self.sources, "source")
+        targets = embed_texts(embed, self.targets + self.pool, "target")
+        paired = targets[: len(self.sources)]
+        forward = pool_retrieval(sources, paired, **self.search)["precision_at_1"]
+        backward = pool_retrieval(paired, sources, **self.search)["precision_at_1"]
+        results = {"p@1": (forward + backward) / 2, "p@1_src2tgt": forward, "p@1_tgt2src": backward}
+        if self.precision_at is not None:
+            suffix = f"_k{self.num_distractors}" + ("_margin" if self.margin else "")
+            precision = distractor_retrieval(sources, targets, self.precision_at, self.num_distractors, self.margin,
+                                             self.k, self.seed, **self.search)
+            results.update({f"p@{cut}{suffix}": precision[f"precision_at_{cut}"] for cut in self.precision_at})
+        if self.pool:
+            results["pool_p@1_margin"] = pool_retrieval(sources, targets, margin=True, k=self.k,
+                                                        **self.search)["precision_at_1"]
+        return {f"{self.name}_{key}": value for key, value in results.items()}
