@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.evaluation.similarity import EmbedFn, embed_distinct, read_tsv
+from trainers.evaluation.common import EmbedFn, embed_distinct, read_tsv
 from trainers.metrics import load_metric
 
 Split = tuple[Sequence[str], Sequence[int]]
@@ -115,8 +115,9 @@ class ZeroShotClassificationEvaluator:
 
     def __call__(self, embed: EmbedFn) -> dict[str, float]:
         languages = list(self.tests)
-        groups = [self.train[0], self.validation[0]] + [self.tests[language][0] for language in languages]
-        train_x, validation_x, *test_xs = (torch.from_numpy(x).float() for x in embed_distinct(embed, *groups))
+        groups = {"train": self.train[0], "validation": self.validation[0]}
+        groups.update({f"{language} test": self.tests[language][0] for language in languages})
+        train_x, validation_x, *test_xs = (torch.from_numpy(x) for x in embed_distinct(embed, groups, np.float32))
         train_y, validation_y = torch.from_numpy(self.train[1]), torch.from_numpy(self.validation[1])
         extra = {"num_labels": self.num_labels} if self.metric_name == "qwk" else {}
         scores = {language: [] for language in languages}

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trainers.evaluation.similarity import EmbedFn, embed_distinct, normalize_rows
+from trainers.evaluation.common import EmbedFn, embed_distinct, l2_normalize
 
 
 def check_sampling(num_pairs: int, sample_size: int, num_samples: int) -> None:
@@ -20,10 +20,11 @@ def check_sampling(num_pairs: int, sample_size: int, num_samples: int) -> None:
         raise ValueError(f"num_samples is {num_samples}: draw at least one sample.")
 
 
-def laplacian_spectra(embeddings: np.ndarray, samples: np.ndarray) -> np.ndarray:
+def laplacian_spectra(embeddings: np.ndarray, samples: np.ndarray, name: str = "embeddings") -> np.ndarray:
     """Ascending eigenvalues `(N, K)` of the graph Laplacian of each sample, a row of `samples` `(N, K)` indexing
-    `embeddings`. The graph's edge weights are the pairwise cosine distances within the sample: L = D - W."""
-    vectors = normalize_rows(embeddings)[samples]
+    `embeddings` (called `name` in errors). The graph's edge weights are the pairwise cosine distances within the
+    sample: L = D - W."""
+    vectors = l2_normalize(embeddings, name, np.float64)[samples]
     weights = 1.0 - vectors @ vectors.transpose(0, 2, 1)
     diagonal = np.arange(samples.shape[1])
     weights[:, diagonal, diagonal] = 0.0
@@ -41,7 +42,7 @@ def eigen_similarity(
 ) -> float:
     """Psi(S, T) of the two spaces, where row i of `embeddings_a` and row i of `embeddings_b` embed a translation
     pair: `num_samples` (N) random sets of `sample_size` (K) pairs, each compared through its Laplacians' spectra."""
-    embeddings_a, embeddings_b = np.asarray(embeddings_a, dtype=np.float64), np.asarray(embeddings_b, dtype=np.float64)
+    embeddings_a, embeddings_b = np.asarray(embeddings_a), np.asarray(embeddings_b)
     if embeddings_a.ndim != 2 or embeddings_b.ndim != 2 or len(embeddings_a) != len(embeddings_b):
         raise ValueError(
             f"eigen_similarity needs two 2-d arrays with one row per translation pair, got shapes "
@@ -50,7 +51,8 @@ def eigen_similarity(
     check_sampling(len(embeddings_a), sample_size, num_samples)
     rng = np.random.default_rng(seed)
     samples = np.stack([rng.choice(len(embeddings_a), size=sample_size, replace=False) for _ in range(num_samples)])
-    spectra_a, spectra_b = laplacian_spectra(embeddings_a, samples), laplacian_spectra(embeddings_b, samples)
+    spectra_a = laplacian_spectra(embeddings_a, samples, "embeddings_a")
+    spectra_b = laplacian_spectra(embeddings_b, samples, "embeddings_b")
     # eq. 3: Psi(S, T) = 1/N sum_i sum_j (lambda_j(L_i^(s)) - lambda_j(L_i^(t)))^2
     return float(((spectra_a - spectra_b) ** 2).sum(axis=1).mean())
 
@@ -77,6 +79,7 @@ class EigenSimilarityEvaluator:
         self.name, self.sample_size, self.num_samples, self.seed = name, sample_size, num_samples, seed
 
     def __call__(self, embed: EmbedFn) -> dict[str, float]:
-        embeddings_a, embeddings_b = embed_distinct(embed, self.texts_a, self.texts_b)
+        embeddings_a, embeddings_b = embed_distinct(embed, {"texts_a": self.texts_a, "texts_b": self.texts_b},
+                                                    dtype=np.float64)
         value = eigen_similarity(embeddings_a, embeddings_b, self.sample_size, self.num_samples, self.seed)
         return {f"{self.name}_eigen_similarity": value}

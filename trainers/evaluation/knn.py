@@ -11,6 +11,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .common import l2_normalize
+
 BACKENDS = ("auto", "exact", "faiss")
 # "auto" switches to faiss from this pool size on: from 10k candidates up it was as fast as "exact" or faster (about
 # 25% at 100k per side) on a 2-core CPU (benchmarks/bench_mining.py), for an index that copies the pool; below, both
@@ -23,31 +25,6 @@ BLOCK_ELEMENTS = 2**24
 FAISS_QUERY_BLOCK = 4096
 
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-
-
-def l2_normalize(embeddings, name: str = "embeddings") -> np.ndarray:
-    """`embeddings` as a C-contiguous float32 `(count, dim)` array of unit rows; returned as is when it already is."""
-    array = np.asarray(embeddings)
-    if array.ndim != 2 or 0 in array.shape:
-        raise ValueError(
-            f"{name} must be a non-empty 2-D (count, dim) array, got shape {array.shape}; embed at least one text."
-        )
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(f"{name} has dtype {array.dtype}; pass real-valued (float) embeddings.")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", array, array, dtype=np.float64))  # no (count, dim) temporary
-    if not np.isfinite(norms).all():
-        rows = np.flatnonzero(~np.isfinite(norms))
-        raise ValueError(
-            f"{name} row {rows[0]} holds NaN or infinite values ({len(rows)} such rows); "
-            "check the encoder output (e.g. an fp16 overflow) before searching."
-        )
-    if (norms == 0).any():
-        row = int(np.flatnonzero(norms == 0)[0])
-        raise ValueError(f"{name} row {row} is all zeros and has no cosine similarity; drop it or fix its encoding.")
-    if np.allclose(norms, 1.0, rtol=0, atol=1e-5):
-        return array
-    return array / norms.astype(np.float32)[:, None]
 
 
 def knn(

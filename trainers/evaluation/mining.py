@@ -7,13 +7,14 @@ of the sources for the best F1 against the gold pairs (`select_threshold`), and 
 remaining test sources with the `bitext_mining` metric (`evaluate_mining`, `BitextMiningEvaluator`).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..metrics import load_metric
-from .knn import knn, l2_normalize
+from .common import EmbedFn, checked_texts, embed_distinct, l2_normalize
+from .knn import knn
 
 MODES = ("max", "forward", "backward", "intersection")
 
@@ -232,26 +233,6 @@ def evaluate_mining(
     return {**results, "threshold": threshold, "dev_f1": dev_f1}
 
 
-def checked_texts(texts, name: str) -> list[str]:
-    """`texts` as a list, after checking that it is a non-empty list of strings."""
-    if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
-        raise ValueError(f"{name} must be a non-empty list of strings, got {type(texts).__name__} of length "
-                         f"{len(texts) if isinstance(texts, Sequence) else 'n/a'}.")
-    bad = [index for index, text in enumerate(texts) if not isinstance(text, str)]
-    if bad:
-        raise ValueError(f"{name}[{bad[0]}] is {texts[bad[0]]!r}, not a string; every item must be a sentence.")
-    return list(texts)
-
-
-def embed_texts(embed: Callable[[list[str]], np.ndarray], texts: list[str], side: str) -> np.ndarray:
-    """`embed(texts)` as unit float32 rows (`l2_normalize`), checked to hold one row per text of that `side`."""
-    embeddings = np.asarray(embed(texts))
-    if embeddings.ndim != 2 or len(embeddings) != len(texts):
-        raise ValueError(f"embed returned an array of shape {embeddings.shape} for {len(texts)} {side} texts; it "
-                         "must return a (len(texts), dim) array, one row per text.")
-    return l2_normalize(embeddings, f"{side} embeddings")
-
-
 class BitextMiningEvaluator:
     """BUCC-style bitext mining of an embedding function on a comparable corpus with gold translation pairs.
 
@@ -283,11 +264,8 @@ class BitextMiningEvaluator:
                         "chunk_size": chunk_size}
         self.name = name
 
-    def __call__(self, embed: Callable[[list[str]], np.ndarray]) -> dict[str, float]:
-        results = evaluate_mining(
-            embed_texts(embed, self.sources, "source"),
-            embed_texts(embed, self.targets, "target"),
-            self.gold,
-            **self.options,
-        )
+    def __call__(self, embed: EmbedFn) -> dict[str, float]:
+        (sources,) = embed_distinct(embed, {"source": self.sources})
+        (targets,) = embed_distinct(embed, {"target": self.targets})
+        results = evaluate_mining(sources, targets, self.gold, **self.options)
         return {f"{self.name}_{key}": value for key, value in results.items()}

@@ -10,16 +10,16 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from ..metrics import load_metric
-from .knn import BLOCK_ELEMENTS, checked_chunk_size, knn, l2_normalize
-from .mining import checked_texts, embed_texts, margin_scores, ratio_margin
+from .common import EmbedFn, checked_texts, embed_distinct, l2_normalize
+from .knn import BLOCK_ELEMENTS, checked_chunk_size, knn
+from .mining import margin_scores, ratio_margin
 
 SimilarityFn = Callable[[list[str], list[str]], np.ndarray]
 
 
-def cosine_similarity_matrix(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    source = source / np.maximum(np.linalg.norm(source, axis=1, keepdims=True), 1e-12)
-    target = target / np.maximum(np.linalg.norm(target, axis=1, keepdims=True), 1e-12)
-    return source @ target.T
+def cosine_similarity_matrix(source, target) -> np.ndarray:
+    """`(len(source), len(target))` float32 cosines between the rows of two embedding arrays."""
+    return l2_normalize(source, "source embeddings") @ l2_normalize(target, "target embeddings").T
 
 
 def precision_at_1(similarity: np.ndarray) -> tuple[float, float]:
@@ -34,9 +34,11 @@ def precision_at_1(similarity: np.ndarray) -> tuple[float, float]:
     return forward, backward
 
 
-def embedding_similarity(embed: Callable[[list[str]], np.ndarray]) -> SimilarityFn:
-    """Cosine similarity between the embeddings of two lists of texts."""
-    return lambda sources, targets: cosine_similarity_matrix(embed(sources), embed(targets))
+def embedding_similarity(embed: EmbedFn) -> SimilarityFn:
+    """Cosine similarity between the embeddings of two lists of texts, each side's distinct texts embedded once."""
+    return lambda sources, targets: cosine_similarity_matrix(
+        embed_distinct(embed, {"source": sources})[0], embed_distinct(embed, {"target": targets})[0]
+    )
 
 
 def tfidf_similarity(sources: list[str], targets: list[str]) -> np.ndarray:
@@ -201,9 +203,10 @@ class RetrievalEvaluator:
         self.search = {"backend": backend, "chunk_size": chunk_size}
         self.name = name
 
-    def __call__(self, embed: Callable[[list[str]], np.ndarray]) -> dict[str, float]:
-        sources = embed_texts(embed, self.sources, "source")
-        targets = embed_texts(embed, self.targets + self.pool, "target")
+    def __call__(self, embed: EmbedFn) -> dict[str, float]:
+        (sources,) = embed_distinct(embed, {"source": self.sources})
+        (targets,) = embed_distinct(embed, {"target": self.targets + self.pool})
+        sources, targets = l2_normalize(sources, "source embeddings"), l2_normalize(targets, "target embeddings")
         paired = targets[: len(self.sources)]
         forward = pool_retrieval(sources, paired, **self.search)["precision_at_1"]
         backward = pool_retrieval(paired, sources, **self.search)["precision_at_1"]

@@ -1,68 +1,14 @@
 """Semantic textual similarity: correlation between embedding similarities and human scores (calibrated-similarity
 paper sec. 3.1: Spearman of the cosine; multi-task paper sec. 3.5: Pearson of the angular similarity)."""
 
-import csv
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from trainers.evaluation.common import EmbedFn, embed_distinct, l2_normalize, read_tsv
 from trainers.metrics import load_metric
-
-EmbedFn = Callable[[list[str]], np.ndarray]
-
-
-def read_tsv(
-    path: str | Path, columns: Sequence[str], limit: int | None = None, where: dict[str, str] | None = None
-) -> dict[str, list[str]]:
-    """`columns` of the first `limit` rows (all when None) of a headed, tab-separated file, column by column,
-    keeping only the rows whose values equal those of `where`."""
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit is {limit}: pass a positive number of rows, or None for the whole file.")
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        if reader.fieldnames is None:
-            raise ValueError(f"{path} is empty: expected a header with the columns {list(columns)} and rows.")
-        missing = [column for column in columns if column not in reader.fieldnames]
-        if missing:
-            raise ValueError(
-                f"{path} lacks the columns {missing} (it has {reader.fieldnames}): write a header with {list(columns)}."
-            )
-        table = {column: [] for column in columns}
-        for line, row in enumerate(reader, start=2):
-            if len(table[columns[0]]) == limit:
-                break
-            if None in row.values():
-                raise ValueError(
-                    f"{path}, line {line} has fewer fields than the header {reader.fieldnames}: fix that row."
-                )
-            if all(row[column] == value for column, value in (where or {}).items()):
-                for column in columns:
-                    table[column].append(row[column])
-    if not table[columns[0]]:
-        condition = f" with {where}" if where else ""
-        raise ValueError(f"{path} has no rows{condition}: nothing to evaluate on.")
-    return table
-
-
-def embed_distinct(embed: EmbedFn, *groups: Sequence[str]) -> list[np.ndarray]:
-    """Embed every distinct text of `groups` once and return one `(len(group), dim)` array per group."""
-    distinct = list(dict.fromkeys(text for group in groups for text in group))
-    vectors = np.asarray(embed(distinct), dtype=np.float64)
-    if vectors.ndim != 2 or vectors.shape[0] != len(distinct):
-        raise ValueError(
-            f"embed returned an array of shape {vectors.shape} for {len(distinct)} texts: "
-            "it must return one row per text, shape (len(texts), dim)."
-        )
-    if not np.isfinite(vectors).all():
-        raise ValueError("embed returned NaN or infinite values: check the model and its inputs.")
-    index = {text: row for row, text in enumerate(distinct)}
-    return [vectors[[index[text] for text in group]] for group in groups]
-
-
-def normalize_rows(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
 class SimilarityEvaluator:
@@ -121,8 +67,12 @@ class SimilarityEvaluator:
         return cls(table["text1"], table["text2"], scores, name=name, angular=angular)
 
     def __call__(self, embed: EmbedFn) -> dict[str, float]:
-        first, second = embed_distinct(embed, self.text1, self.text2)
-        similarities = (normalize_rows(first) * normalize_rows(second)).sum(axis=1)
+        groups = {"text1": self.text1, "text2": self.text2}
+        first, second = (
+            l2_normalize(vectors, f"{name} embeddings", np.float64)
+            for name, vectors in zip(groups, embed_distinct(embed, groups, dtype=np.float64))
+        )
+        similarities = (first * second).sum(axis=1)
         if self.angular:
             # multi-task paper sec. 3.5: sim(u, v) = -arccos(uv / (|u| |v|))
             similarities = -np.arccos(np.clip(similarities, -1.0, 1.0))
