@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pytest
 import torch
@@ -107,3 +108,29 @@ def test_nonsense_training_weights_are_rejected(tmp_path):
 
     with pytest.raises(ValueError, match="at least one > 0"):
         EMSTrainingArguments(output_dir=str(tmp_path), xtr_weight=0.0, contrastive_weight=0.0)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_processes_trains_and_saves(tmp_path, small_pairs, heldout_pairs):
+    """`accelerate launch --multi_gpu --num_processes 2` with use_cpu: real 2-process DDP on CPU (gloo)."""
+    import os
+    import subprocess
+
+    run_config = tiny_run_config(tmp_path, small_pairs[:1200], heldout_pairs[:100], max_steps=6, save_steps=3,
+                                 logging_steps=3)
+    config_file = tmp_path / "tiny.yaml"
+    output_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--main_process_port", "0", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "scripts/train.py", "--config", str(config_file), "--output_dir", str(output_dir)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((output_dir / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    # 2 processes x 32 pairs a step: one epoch of 1200 pairs is 18 steps, so 6 steps are a third of it
+    assert state["epoch"] == pytest.approx(6 / (1200 // 64), rel=0.01)
+    assert (output_dir / "model.safetensors").is_file() and (output_dir / "README.md").is_file()
+    assert run_config.training["max_steps"] == 6

@@ -38,6 +38,11 @@ def training_arguments(run_config: RunConfig, output_dir: str | Path) -> EMSTrai
     options = dict(run_config.training)
     if not torch.cuda.is_available():
         options.setdefault("use_cpu", True)
+        # `accelerate launch` without `--cpu` pins OMP_NUM_THREADS=1: give each local process its share of the cores
+        share = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        if torch.get_num_threads() == 1 and share > 1:
+            logger.warning("Training on the CPU with %d threads per process (OMP_NUM_THREADS was 1).", share)
+            torch.set_num_threads(share)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             options.setdefault("ddp_backend", "gloo")
     try:

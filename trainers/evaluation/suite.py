@@ -1,22 +1,19 @@
 """Evaluation suites as data: build the papers' evaluators from a YAML task list, run them on any encoder, and run
 them during training as a Trainer callback."""
 
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import yaml
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from ..encoding import encode
 from .classification import ZeroShotClassificationEvaluator
+from .common import EmbedFn
 from .mining import BitextMiningEvaluator
 from .retrieval import RetrievalEvaluator
 from .similarity import SimilarityEvaluator, read_tsv
 
-EmbedFn = Callable[[list[str]], np.ndarray]
-TASK_TYPES = ("retrieval", "similarity", "classification", "mining")
 
 
 def _retrieval(name: str, task: dict, languages: list[str] | None) -> list:
@@ -62,6 +59,7 @@ def _mining(name: str, task: dict, languages: list[str] | None) -> list:
 
 _BUILDERS = {"retrieval": _retrieval, "similarity": _similarity, "classification": _classification,
              "mining": _mining}
+TASK_TYPES = tuple(_BUILDERS)
 
 
 def load_suite(path: str | Path, languages: list[str] | None = None) -> list:
