@@ -14,12 +14,12 @@ from trainers.run_config import load_run_config
 from .conftest import write_jsonl
 
 TINY = {
-    "model": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+    "model": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256,
               "max_position_embeddings": 48, "language_embedding_size": 16, "contrastive_projection_size": 32,
               "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
-    "tokenizer": {"vocab_size": 1000},
-    "training": {"per_device_train_batch_size": 32, "max_steps": 150, "learning_rate": 0.003, "warmup_steps": 10,
-                 "logging_steps": 10, "save_steps": 50, "save_total_limit": 2, "report_to": "none", "seed": 0,
+    "tokenizer": {"vocab_size": 4000},
+    "training": {"per_device_train_batch_size": 64, "max_steps": 300, "learning_rate": 0.002, "warmup_steps": 10,
+                 "logging_steps": 20, "save_steps": 50, "save_total_limit": 2, "report_to": "none", "seed": 0,
                  "train_sampling_strategy": "group_by_length", "disable_tqdm": True},
 }
 
@@ -56,16 +56,24 @@ def test_tiny_training_run_learns_retrieval_and_resumes(tmp_path, small_pairs, h
     results = train_ems(run_config, output_dir)
     history = log_history(output_dir)
     steps = [entry["step"] for entry in history if "loss" in entry]
-    assert steps == sorted(set(steps)) and steps[0] == 10 and steps[-1] == 150
-    assert results["training"]["global_step"] == 150
+    assert steps == sorted(set(steps)) and steps[0] == 20 and steps[-1] == 300
+    assert results["training"]["global_step"] == 300
 
-    losses = [entry["loss"] for entry in history if "loss" in entry]
-    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    def mean_of(key, part):
+        values = [entry[key] for entry in history if key in entry]
+        return sum(values[part]) / len(values[part])
+
+    # total loss falls, and so does each term
+    assert mean_of("loss", slice(-3, None)) < 0.8 * mean_of("loss", slice(0, 3)), history
+    assert mean_of("contrastive_loss", slice(-3, None)) < 0.8 * mean_of("contrastive_loss", slice(0, 3)), history
+    assert mean_of("xtr_loss", slice(-3, None)) < 0.8 * mean_of("xtr_loss", slice(0, 3)), history
     assert all("xtr_loss" in e and "contrastive_loss" in e for e in history if "loss" in e)
 
-    chance = 1 / 100  # 100 held-out pairs per language
+    # chance is 1 / 100 (100 held-out pairs per language); an untrained encoder already gets some P@1 from the
+    # words that translations share (names, numbers); training must add far more than that
+    chance = 1 / 100
     after = results["model"]["average"]["p@1"]
-    assert after > 10 * chance and after > before + 0.05, (before, after)
+    assert after > 20 * chance and after > before + 0.1, (before, after)
 
     # the output folder is Hub-ready
     for name in ("config.json", "model.safetensors", "modeling_ems.py", "configuration_ems.py", "tokenizer.json",
@@ -91,7 +99,7 @@ def test_config_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="SECTION.KEY=VALUE"):
         load_run_config(good, ["max_steps=3"])
     assert load_run_config(good, ["training.max_steps=3"]).training == {"max_steps": 3}
-    with pytest.raises(ValueError, match="tokenizer: .*unexpected keyword"):
+    with pytest.raises(ValueError, match="unexpected keyword argument 'vocab'"):
         bad.write_text("tokenizer: {vocab: 3}\n")
         load_run_config(bad)
 
@@ -130,7 +138,8 @@ def test_accelerate_launch_two_processes_trains_and_saves(tmp_path, small_pairs,
     assert result.returncode == 0, result.stderr[-3000:]
     state = json.loads((output_dir / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
-    # 2 processes x 32 pairs a step: one epoch of 1200 pairs is 18 steps, so 6 steps are a third of it
-    assert state["epoch"] == pytest.approx(6 / (1200 // 64), rel=0.01)
+    # each step takes a batch on each of the 2 processes: one epoch of 1200 pairs is 1200 // (2 * batch) steps
+    batch = run_config.training["per_device_train_batch_size"]
+    assert state["epoch"] == pytest.approx(6 / (1200 // (2 * batch)), rel=0.01)
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "README.md").is_file()
     assert run_config.training["max_steps"] == 6
