@@ -2,6 +2,7 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,8 @@ from trainers.hub import write_sentence_transformers_config
 from trainers.tokenizer import train_tokenizer
 
 LANGUAGES = ["de", "en", "fr", "ja", "ru"]
+# ../shared/data beside the checkout (CI clones the repository next to shared/)
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def read_pairs(path: Path, languages=LANGUAGES, per_language=None):
@@ -81,3 +84,14 @@ def saved_model(tmp_path, tokenizer_dir):
     (folder / "checkpoint-5" / "optimizer.pt").write_bytes(b"state")
     (folder / "training_args.bin").write_bytes(b"args")
     return folder, model, tokenizer
+
+
+class FakeEmbed:
+    """A dict text -> vector as `embed`, recording the texts of every call."""
+
+    def __init__(self, vectors):
+        self.vectors, self.calls = vectors, []
+
+    def __call__(self, texts):
+        self.calls.append(list(texts))
+        return np.stack([self.vectors[text] for text in texts])

@@ -8,7 +8,9 @@ import torch
 
 from trainers.evaluation.classification import ZeroShotClassificationEvaluator
 
-TOPICS = Path("/work/shared/data/classification/topics")
+from .conftest import SHARED_DATA, FakeEmbed
+
+TOPICS = SHARED_DATA / "classification" / "topics"
 FAST = {"seeds": (0, 1), "hidden_size": 32, "learning_rate": 1e-2, "batch_size": 16, "max_epochs": 30, "patience": 3}
 
 
@@ -21,15 +23,6 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-class FakeEmbed:
-    """A dict text -> vector as `embed`, recording the texts of every call."""
-
-    def __init__(self, vectors):
-        self.vectors, self.calls = vectors, []
-
-    def __call__(self, texts):
-        self.calls.append(list(texts))
-        return np.stack([self.vectors[text] for text in texts])
 
 
 def clusters(language, split, size, centroids, rng, shift=0.0):

@@ -11,9 +11,8 @@ from trainers.evaluation.suite import EvaluatorCallback, flat_metrics, load_suit
 from trainers.loading import load_embedder, load_encoder
 from trainers.run_config import RunConfig
 
+from .conftest import SHARED_DATA
 from .test_cards import fake_results
-
-SHARED = "../shared/data"
 
 
 def write_suite(tmp_path, dev_dir):
@@ -26,12 +25,12 @@ tasks:
     languages: model
   wordsim:
     type: similarity
-    path: {SHARED}/similarity/en-wordsim353-sim.tsv
+    path: {SHARED_DATA}/similarity/en-wordsim353-sim.tsv
     limit: 40
   topics:
     type: classification
-    train_dir: {SHARED}/classification/topics/en
-    test_dirs: {{de: {SHARED}/classification/topics/de}}
+    train_dir: {SHARED_DATA}/classification/topics/en
+    test_dirs: {{de: {SHARED_DATA}/classification/topics/de}}
     metric: accuracy
     seeds: [0]
     limit: 60

@@ -4,18 +4,9 @@ from scipy.stats import pearsonr, spearmanr
 
 from trainers.evaluation.similarity import SimilarityEvaluator
 
-SHARED_SIMILARITY = "/work/shared/data/similarity/en-wordsim353-sim.tsv"
+from .conftest import SHARED_DATA, FakeEmbed
 
-
-class FakeEmbed:
-    """A dict text -> vector as `embed`, recording the texts of every call."""
-
-    def __init__(self, vectors):
-        self.vectors, self.calls = vectors, []
-
-    def __call__(self, texts):
-        self.calls.append(list(texts))
-        return np.stack([self.vectors[text] for text in texts])
+SHARED_SIMILARITY = SHARED_DATA / "similarity" / "en-wordsim353-sim.tsv"
 
 
 def random_vectors(texts, dim=8, seed=0):
