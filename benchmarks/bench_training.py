@@ -20,7 +20,7 @@ from trainers.data import DEFAULT_TRAIN, add_token_lengths, load_parallel_datase
 from trainers.ems_pipeline import build_model
 from trainers.losses import contrastive_loss, xtr_loss
 from trainers.run_config import DEFAULT_CONFIG, load_run_config
-from trainers.tokenizer import tokenizer_languages, train_tokenizer
+from trainers.tokenizer import train_tokenizer
 
 
 def step(model, optimizer, batch, with_xtr: bool, bf16: bool) -> float:
@@ -63,7 +63,7 @@ def main():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch_size = run_config.training.get("per_device_train_batch_size", 8)
     bf16 = bool(run_config.training.get("bf16", False))
-    collator = ParallelPairCollator(tokenizer, tokenizer_languages(tokenizer), model.config.max_position_embeddings)
+    collator = ParallelPairCollator(tokenizer, model.config)
 
     # length-grouped batches drawn across the corpus, as the trainer's sampler makes them
     pairs = add_token_lengths(pairs, tokenizer).shuffle(seed=0).select(range(batch_size * 50 * 4))

@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from modeling_ems import EMSConfig
 from trainers.collators import ParallelPairCollator
 from trainers.data import DEFAULT_TRAIN, load_parallel_dataset, pair_languages, validate_pairs
 
@@ -95,9 +96,13 @@ def test_empty_dataset_is_an_error():
         validate_pairs(empty)
 
 
+def pair_config(tokenizer):
+    return EMSConfig(vocab_size=len(tokenizer), languages=sorted(LANGUAGES), max_position_embeddings=32)
+
+
 def test_collator_builds_both_sides_and_xtr_targets(tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    collator = ParallelPairCollator(tokenizer, sorted(LANGUAGES), max_length=32)
+    collator = ParallelPairCollator(tokenizer, pair_config(tokenizer))
     batch = collator(ROWS)
     n = len(ROWS)
     assert batch["input_ids"].shape[0] == 2 * n
@@ -114,14 +119,14 @@ def test_collator_builds_both_sides_and_xtr_targets(tokenizer_dir):
 
 def test_collator_truncates_long_text_as_the_paper_does(tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    collator = ParallelPairCollator(tokenizer, sorted(LANGUAGES), max_length=32)
+    collator = ParallelPairCollator(tokenizer, pair_config(tokenizer))
     batch = collator([{**ROWS[0], "src": "a very long sentence " * 100}])
     assert batch["input_ids"].shape[1] == 32
 
 
 def test_collator_rejects_unknown_language_and_empty_text(tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    collator = ParallelPairCollator(tokenizer, sorted(LANGUAGES), max_length=32)
+    collator = ParallelPairCollator(tokenizer, pair_config(tokenizer))
     with pytest.raises(ValueError, match="Unknown language code 'zz'"):
         collator([{**ROWS[0], "tgt_lang": "zz"}])
     with pytest.raises(ValueError, match="empty or missing"):

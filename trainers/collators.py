@@ -5,6 +5,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from modeling_ems import EMSConfig
+
 
 @dataclass
 class ParallelPairCollator:
@@ -13,24 +15,14 @@ class ParallelPairCollator:
 
     Adds what the EMS objectives need: `target_language_ids` (the language of each sentence's translation, eqs. 2-3),
     and `xtr_target_ids` / `xtr_target_mask` (the translation's tokens, without padding and special tokens, eq. 7).
-    Texts longer than `max_length` tokens are truncated, as in the paper (120 tokens).
+    Texts longer than the model's `max_position_embeddings` are truncated, as in the paper (120 tokens).
     """
 
     tokenizer: PreTrainedTokenizerBase
-    languages: list[str]
-    max_length: int
+    config: EMSConfig
 
     def __post_init__(self):
-        self._language_ids = {code: index for index, code in enumerate(self.languages)}
         self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)))
-
-    def language_id(self, code: str) -> int:
-        if code not in self._language_ids:
-            raise ValueError(
-                f"Unknown language code {code!r}; the model knows {sorted(self._language_ids)}. Retrain the tokenizer "
-                "and model with that language, or drop those pairs."
-            )
-        return self._language_ids[code]
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         n = len(features)
@@ -39,7 +31,7 @@ class ParallelPairCollator:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"Parallel pair with an empty or missing text: {text!r}.")
         encoded = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+            texts, padding=True, truncation=True, max_length=self.config.max_position_embeddings, return_tensors="pt",
             return_token_type_ids=False,
         )
         input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
@@ -48,7 +40,7 @@ class ParallelPairCollator:
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "target_language_ids": torch.tensor([self.language_id(code) for code in languages]),
+            "target_language_ids": torch.tensor([self.config.language_id(code) for code in languages]),
             "xtr_target_ids": input_ids.roll(n, dims=0),  # row i's translation is row i +- n
             "xtr_target_mask": counted.roll(n, dims=0),
         }

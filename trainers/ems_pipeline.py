@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_ems import EMSConfig, EMSModel
@@ -108,6 +108,7 @@ def train_ems(run_config: RunConfig, output_dir: str | Path, resume: bool = True
     validate_pairs(heldout, languages, name=str(run_config.data.heldout or DEFAULT_HELDOUT))
     if args.train_sampling_strategy == "group_by_length":
         train_pairs = add_token_lengths(train_pairs, tokenizer, args.length_column_name)
+    set_seed(args.seed)  # before the weights are drawn: the same config gives the same run
     model = build_model(run_config, tokenizer)
     if args.process_index == 0:
         (output_dir / "training_config.yaml").write_text(yaml.safe_dump(run_config.to_dict(), sort_keys=False))
@@ -116,7 +117,7 @@ def train_ems(run_config: RunConfig, output_dir: str | Path, resume: bool = True
         model=model,
         args=args,
         train_dataset=train_pairs,
-        data_collator=ParallelPairCollator(tokenizer, languages, model.config.max_position_embeddings),
+        data_collator=ParallelPairCollator(tokenizer, model.config),
         processing_class=tokenizer,
     )
     checkpoint = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
