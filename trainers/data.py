@@ -59,11 +59,11 @@ def as_pairs(dataset: datasets.Dataset, name: str = "dataset") -> datasets.Datas
 
 
 def validate_pairs(dataset: datasets.Dataset, languages: list[str] | None = None, name: str = "dataset") -> None:
-    """Raise a `ValueError` naming the first bad row: a missing / empty / whitespace-only text or an unknown
-    language code. Texts longer than the model's positions are not errors: the tokenizer truncates them."""
+    """Raise a `ValueError` naming the first bad row: a missing / empty / whitespace-only text or, when `languages`
+    is given, an unknown language code. Texts longer than the model's positions are not errors: the tokenizer
+    truncates them."""
     if len(dataset) == 0:
         raise ValueError(f"{name} is empty: no parallel pairs to use.")
-    known = set(languages) if languages is not None else None
     for column in PAIR_COLUMNS:
         for index, value in enumerate(dataset[column]):
             if not isinstance(value, str) or not value.strip():
@@ -71,7 +71,16 @@ def validate_pairs(dataset: datasets.Dataset, languages: list[str] | None = None
                     f"{name}, row {index}: column {column!r} is {value!r}; every pair needs two non-empty texts and "
                     "two language codes. Remove or fix that row."
                 )
-            if column.endswith("_lang") and known is not None and value not in known:
+    if languages is not None:
+        check_languages(dataset, languages, name)
+
+
+def check_languages(dataset: datasets.Dataset, languages: list[str], name: str = "dataset") -> None:
+    """Raise a `ValueError` naming the first row whose language code has no `<2xx>` token."""
+    known = set(languages)
+    for column in ("src_lang", "tgt_lang"):
+        for index, value in enumerate(dataset[column]):
+            if value not in known:
                 raise ValueError(
                     f"{name}, row {index}: unknown language code {value!r} in {column!r}; the tokenizer has "
                     f"<2xx> tokens for {sorted(known)}. Retrain the tokenizer with that language or drop the row."

@@ -19,6 +19,7 @@ from .data import (
     DEFAULT_HELDOUT,
     DEFAULT_TRAIN,
     add_token_lengths,
+    check_languages,
     load_parallel_dataset,
     pair_languages,
     validate_pairs,
@@ -100,11 +101,12 @@ def train_ems(run_config: RunConfig, output_dir: str | Path, resume: bool = True
     args = training_arguments(run_config, output_dir)
     train_pairs = load_pairs(run_config.data.train, DEFAULT_TRAIN, run_config.data.max_train_pairs)
     heldout = load_pairs(run_config.data.heldout, DEFAULT_HELDOUT)
-    validate_pairs(train_pairs, name=str(run_config.data.train or DEFAULT_TRAIN))
+    train_name = str(run_config.data.train or DEFAULT_TRAIN)
+    validate_pairs(train_pairs, name=train_name)
     output_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = prepare_tokenizer(run_config, train_pairs, output_dir, args)
     languages = tokenizer_languages(tokenizer)
-    validate_pairs(train_pairs, languages, name=str(run_config.data.train or DEFAULT_TRAIN))
+    check_languages(train_pairs, languages, name=train_name)
     validate_pairs(heldout, languages, name=str(run_config.data.heldout or DEFAULT_HELDOUT))
     if args.train_sampling_strategy == "group_by_length":
         train_pairs = add_token_lengths(train_pairs, tokenizer, args.length_column_name)
