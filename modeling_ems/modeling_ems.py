@@ -1,32 +1,27 @@
 """EMS sentence encoder (Mao, Chu & Kurohashi, "EMS: Efficient and Effective Massively Multilingual Sentence
 Representation Learning").
 
-A transformer encoder whose mean-pooled token states (eq. 1) are the language-agnostic sentence embedding. Two
-training heads live in the model so that they are saved, loaded and wrapped by DDP with it, and run only when the
-caller asks for them by passing `target_language_ids`:
-
-* `xtr_head`: cross-lingual token-level reconstruction (XTR, eqs. 2-5): language embedding, `L_fc` with swish and an
-  output embedding `L_emb` that is not shared with the input embedding;
-* `contrastive_head`: the two-layer projection of the sentence-level contrastive objective (eqs. 10-11).
+* `EMSModel`: the bare encoder (embeddings, pre-LayerNorm layers, final norm) whose mean-pooled token states
+  (eq. 1) are the language-agnostic sentence embedding. This is what `AutoModel` loads and what inference uses.
+* `EMSForPreTraining`: `EMSModel` plus the two training heads, as `BertForPreTraining` holds `BertModel`:
+  `xtr_head`, cross-lingual token-level reconstruction (XTR, eqs. 2-5), and `contrastive_head`, the two-layer
+  projection of the sentence-level contrastive objective (eqs. 10-11). This is what the EMS trainer trains.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_ems import EMSConfig
+from .layers import EncoderEmbeddings, EncoderLayer, SentenceEncoderPreTrainedModel
 
 
 @dataclass
-class EMSModelOutput(BaseModelOutputWithPooling):
-    """`BaseModelOutputWithPooling` plus the training heads' outputs (set only when `target_language_ids` is given).
+class EMSForPreTrainingOutput(BaseModelOutputWithPooling):
+    """The encoder's outputs plus the training heads' outputs.
 
     Args:
         last_hidden_state: token states, `(batch, seq_len, hidden_size)`.
@@ -37,99 +32,6 @@ class EMSModelOutput(BaseModelOutputWithPooling):
 
     xtr_logits: torch.FloatTensor | None = None
     contrastive_embeddings: torch.FloatTensor | None = None
-
-
-def mean_pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the token states over real (non-padding) tokens."""
-    mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
-    return (token_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # eq. 1
-
-
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs,
-):
-    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        attn_weights = attn_weights + attention_mask
-    attn_weights = nn.functional.softmax(attn_weights, dim=-1)
-    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
-    return attn_output, attn_weights
-
-
-class EMSEmbeddings(nn.Module):
-    """Token embeddings plus learned absolute positions."""
-
-    def __init__(self, config: EMSConfig):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        return self.dropout(self.word_embeddings(input_ids) + self.position_embeddings(positions))
-
-
-class EMSAttention(nn.Module):
-    """Multi-head self-attention over the padding mask, dispatched to eager / sdpa / flash like transformers' models."""
-
-    def __init__(self, config: EMSConfig):
-        super().__init__()
-        self.config = config
-        self.head_dim = config.hidden_size // config.num_attention_heads
-        self.scaling = self.head_dim**-0.5
-        self.is_causal = False
-        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
-
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        batch, seq_len, _ = hidden_states.shape
-        shape = (batch, seq_len, -1, self.head_dim)
-        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
-        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        attn_output, _ = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
-            scaling=self.scaling,
-        )
-        return self.out_proj(attn_output.reshape(batch, seq_len, -1))
-
-
-class EMSLayer(nn.Module):
-    """Pre-LayerNorm transformer encoder layer: self-attention and a feed-forward block, each residual."""
-
-    def __init__(self, config: EMSConfig):
-        super().__init__()
-        self.self_attn_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.self_attn = EMSAttention(config)
-        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.activation = ACT2FN[config.hidden_act]
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        hidden_states = hidden_states + self.dropout(self.self_attn(self.self_attn_layer_norm(hidden_states), attention_mask))
-        feed_forward = self.fc2(self.dropout(self.activation(self.fc1(self.final_layer_norm(hidden_states)))))
-        return hidden_states + self.dropout(feed_forward)
 
 
 class EMSXTRHead(nn.Module):
@@ -166,34 +68,25 @@ class EMSContrastiveHead(nn.Module):
         return self.projection(self.activation(self.dense(sentence_embedding)))  # eqs. 10-11
 
 
-class EMSPreTrainedModel(PreTrainedModel):
+class EMSPreTrainedModel(SentenceEncoderPreTrainedModel):
     config: EMSConfig
     config_class = EMSConfig
     base_model_prefix = "ems"
-    main_input_name = "input_ids"
-    _no_split_modules = ["EMSLayer"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_attention_backend = True
-    # forward() takes **kwargs for callers that pass extra tokenizer outputs, not loss arguments.
-    accepts_loss_kwargs = False
 
 
 class EMSModel(EMSPreTrainedModel):
-    """The EMS encoder with its XTR and contrastive training heads.
+    """The bare EMS encoder: `forward(input_ids, attention_mask)` returns the token states and the mean-pooled
+    sentence embedding (`pooler_output`, eq. 1)."""
 
-    `forward(input_ids, attention_mask)` returns token states and the mean-pooled sentence embedding; pass
-    `target_language_ids` (one row of `config.languages` per sentence: the language of its translation) to also get
-    `xtr_logits` and `contrastive_embeddings` for training.
-    """
+    produces_sentence_embedding = True
+    # A folder saved from `EMSForPreTraining` also holds the training heads; inference does not need them.
+    _keys_to_ignore_on_load_unexpected = [r"^(xtr_head|contrastive_head)\."]
 
     def __init__(self, config: EMSConfig):
         super().__init__(config)
-        self.embeddings = EMSEmbeddings(config)
-        self.layers = nn.ModuleList(EMSLayer(config) for _ in range(config.num_hidden_layers))
+        self.embeddings = EncoderEmbeddings(config)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.xtr_head = EMSXTRHead(config)
-        self.contrastive_head = EMSContrastiveHead(config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -203,12 +96,8 @@ class EMSModel(EMSPreTrainedModel):
         self.embeddings.word_embeddings = value
 
     def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        target_language_ids: torch.Tensor | None = None,
-        **kwargs,
-    ) -> EMSModelOutput:
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}.")
         if input_ids.shape[1] > self.config.max_position_embeddings:
@@ -218,17 +107,50 @@ class EMSModel(EMSPreTrainedModel):
             )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden_states = self.embeddings(input_ids)
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, mask)
-        hidden_states = self.layer_norm(hidden_states)
-        sentence_embedding = mean_pool(hidden_states, attention_mask)
-        output = EMSModelOutput(last_hidden_state=hidden_states, pooler_output=sentence_embedding)
-        if target_language_ids is not None:
-            output.xtr_logits = self.xtr_head(sentence_embedding, target_language_ids)
-            output.contrastive_embeddings = self.contrastive_head(sentence_embedding)
-        return output
+        return self.encode_embeddings(self.embeddings(input_ids), attention_mask)
 
 
-__all__ = ["EMSModel", "EMSPreTrainedModel", "EMSModelOutput", "mean_pool"]
+class EMSForPreTraining(EMSPreTrainedModel):
+    """`EMSModel` with the XTR and contrastive heads, trained by `EMSTrainer`.
+
+    `forward(input_ids, attention_mask, target_language_ids)` takes one target-language row of `config.languages`
+    per sentence (the language of its translation) and returns `xtr_logits` and `contrastive_embeddings` beside the
+    encoder's outputs.
+    """
+
+    def __init__(self, config: EMSConfig):
+        super().__init__(config)
+        self.ems = EMSModel(config)
+        self.xtr_head = EMSXTRHead(config)
+        self.contrastive_head = EMSContrastiveHead(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.ems.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.ems.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        target_language_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> EMSForPreTrainingOutput:
+        if target_language_ids is None:
+            raise ValueError(
+                "EMSForPreTraining needs target_language_ids (the language of each sentence's translation) for the "
+                "XTR head; for sentence embeddings use EMSModel (AutoModel) or `model.ems`."
+            )
+        encoded = self.ems(input_ids, attention_mask)
+        sentence_embedding = encoded.pooler_output
+        return EMSForPreTrainingOutput(
+            last_hidden_state=encoded.last_hidden_state,
+            pooler_output=sentence_embedding,
+            xtr_logits=self.xtr_head(sentence_embedding, target_language_ids),
+            contrastive_embeddings=self.contrastive_head(sentence_embedding),
+        )
+
+
+__all__ = ["EMSForPreTraining", "EMSForPreTrainingOutput", "EMSModel", "EMSPreTrainedModel"]

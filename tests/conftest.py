@@ -8,7 +8,7 @@ import torch
 
 from transformers import AutoTokenizer
 
-from modeling_ems import EMSConfig, EMSModel
+from modeling_ems import EMSConfig, EMSForPreTraining, EMSModel
 from trainers.data import DEFAULT_HELDOUT, DEFAULT_TRAIN
 from trainers.hub import write_sentence_transformers_config
 from trainers.tokenizer import train_tokenizer
@@ -16,6 +16,8 @@ from trainers.tokenizer import train_tokenizer
 LANGUAGES = ["de", "en", "fr", "ja", "ru"]
 # ../shared/data beside the checkout (CI clones the repository next to shared/)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# tests on the real shared data skip on a clone with nothing beside it (CI has ../shared and runs them)
+requires_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"needs the shared data at {SHARED_DATA}")
 
 
 def read_pairs(path: Path, languages=LANGUAGES, per_language=None):
@@ -66,6 +68,12 @@ def tiny_config():
 def tiny_model(tiny_config):
     torch.manual_seed(0)
     return EMSModel(tiny_config).eval()
+
+
+@pytest.fixture
+def tiny_pretraining_model(tiny_config):
+    torch.manual_seed(0)
+    return EMSForPreTraining(tiny_config).eval()
 
 
 @pytest.fixture

@@ -4,8 +4,10 @@ import sys
 
 from huggingface_hub import ModelCard
 
-from trainers.cards import render_model_card
-from trainers.run_config import RunConfig
+import pytest
+
+from trainers.config import load_run_config
+from trainers.recipes.ems import EMSRecipe
 
 
 def fake_results(languages):
@@ -15,10 +17,15 @@ def fake_results(languages):
     return {"model": model, "tfidf_baseline": baseline, "training": {"global_step": 10}}
 
 
+def write_ems_card(folder, model, results):
+    """The EMS recipe's card for `model` saved in `folder`, with the shipped default config."""
+    EMSRecipe(load_run_config("configs/ems_default.yaml"), folder).card(model, results)
+
+
 def test_card_renders_measured_results_and_round_trips(saved_model):
     folder, model, _ = saved_model
     results = fake_results([c for c in model.config.languages if c != "en"])
-    render_model_card(folder, model.config, RunConfig(source="x.yaml"), results, dataset_name="held-out pairs")
+    write_ems_card(folder, model, results)
     card = ModelCard.load(folder / "README.md")
     data = card.data.to_dict()
     assert data["license"] == "mpl-2.0" and data["library_name"] == "transformers"
@@ -33,8 +40,7 @@ def test_card_renders_measured_results_and_round_trips(saved_model):
 
 def test_card_usage_snippets_really_run(saved_model, tmp_path):
     folder, model, _ = saved_model
-    render_model_card(folder, model.config, RunConfig(source="x.yaml"),
-                      fake_results([c for c in model.config.languages if c != "en"]), dataset_name="held-out pairs")
+    write_ems_card(folder, model, fake_results([c for c in model.config.languages if c != "en"]))
     text = (folder / "README.md").read_text()
     snippets = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert len(snippets) == 2
@@ -44,3 +50,11 @@ def test_card_usage_snippets_really_run(saved_model, tmp_path):
                                 cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
         assert result.returncode == 0, result.stderr[-2000:]
         assert "tensor" in result.stdout
+
+
+def test_each_model_type_picks_its_own_template():
+    from hub_cards import template
+
+    assert template("ems").name == "ems.md"
+    with pytest.raises(ValueError, match="No model-card template for model_type 'bert'.*'ems'"):
+        template("bert")

@@ -8,7 +8,7 @@ import torch
 
 from trainers.evaluation.classification import ZeroShotClassificationEvaluator
 
-from .conftest import SHARED_DATA, FakeEmbed
+from .conftest import SHARED_DATA, FakeEmbed, requires_shared
 
 TOPICS = SHARED_DATA / "classification" / "topics"
 FAST = {"seeds": (0, 1), "hidden_size": 32, "learning_rate": 1e-2, "batch_size": 16, "max_epochs": 30, "patience": 3}
@@ -118,6 +118,7 @@ def test_from_tsv_dirs_rejects_bad_files(tmp_path):
         ZeroShotClassificationEvaluator.from_tsv_dirs(tmp_path, {"en": tmp_path}, num_labels=2)
 
 
+@requires_shared
 def test_real_slice_of_topics_trained_on_english_tested_on_german():
     # an oracle embed that puts each text at its topic's centroid checks that texts and labels are read in step
     num_labels = len(json.loads((TOPICS / "labels.json").read_text(encoding="utf-8")))

@@ -5,9 +5,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from modeling_ems import EMSConfig
-from trainers.collators import ParallelPairCollator
-from trainers.data import DEFAULT_TRAIN, load_parallel_dataset, pair_languages, validate_pairs
+from trainers.collators import PairLayout, ParallelPairCollator
+from trainers.data import DEFAULT_TRAIN, data_file, load_parallel_dataset, pair_languages, validate_pairs
 
 from .conftest import LANGUAGES, write_jsonl
 
@@ -18,6 +17,7 @@ ROWS = [
 
 
 def test_embedded_default_corpus_loads_with_pair_columns():
+    assert data_file("default/train.jsonl.gz") == DEFAULT_TRAIN  # shipped data is found by name
     pairs = load_parallel_dataset(DEFAULT_TRAIN)
     assert pairs.column_names == ["src", "tgt", "src_lang", "tgt_lang"]
     assert 20 <= len(pair_languages(pairs)) - 1 <= 30 and len(pairs) > 30000
@@ -96,38 +96,50 @@ def test_empty_dataset_is_an_error():
         validate_pairs(empty)
 
 
-def pair_config(tokenizer):
-    return EMSConfig(vocab_size=len(tokenizer), languages=sorted(LANGUAGES), max_position_embeddings=32)
+def pair_collator(tokenizer):
+    return ParallelPairCollator(tokenizer, 32, languages=sorted(LANGUAGES), translation_tokens=True)
 
 
-def test_collator_builds_both_sides_and_xtr_targets(tokenizer_dir):
+def test_collator_builds_both_sides_in_the_pair_layout_and_xtr_targets(tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    collator = ParallelPairCollator(tokenizer, pair_config(tokenizer))
+    collator = pair_collator(tokenizer)
     batch = collator(ROWS)
     n = len(ROWS)
     assert batch["input_ids"].shape[0] == 2 * n
     # sentence i's translation is row i + n (and back); its target language is the translation's
-    torch.testing.assert_close(batch["xtr_target_ids"][:n], batch["input_ids"][n:])
-    torch.testing.assert_close(batch["xtr_target_ids"][n:], batch["input_ids"][:n])
+    sources, translations = PairLayout.split(batch["input_ids"])
+    assert tokenizer.decode(sources[0], skip_special_tokens=True) == "open the file."
+    torch.testing.assert_close(batch["translation_ids"][:n], translations)
+    torch.testing.assert_close(batch["translation_ids"][n:], sources)
     languages = sorted(LANGUAGES)
     assert batch["target_language_ids"].tolist() == [languages.index(c) for c in ("de", "fr", "en", "en")]
     # padding and special tokens never count as XTR targets
     special = torch.tensor(tokenizer.all_special_ids)
-    assert not torch.isin(batch["xtr_target_ids"][batch["xtr_target_mask"]], special).any()
-    assert batch["xtr_target_mask"].sum() == batch["attention_mask"].sum()
+    assert not torch.isin(batch["translation_ids"][batch["translation_mask"]], special).any()
+    assert batch["translation_mask"].sum() == batch["attention_mask"].sum()
+
+
+def test_plain_pair_collator_adds_only_what_is_asked(tokenizer_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    batch = ParallelPairCollator(tokenizer, 32)(ROWS)
+    assert set(batch) == {"input_ids", "attention_mask"}
+    with pytest.raises(ValueError, match="even number of rows"):
+        PairLayout.split(batch["input_ids"][:3])
+    with pytest.raises(ValueError, match="2 sources but 1 translations"):
+        PairLayout.rows(["a", "b"], ["c"])
 
 
 def test_collator_truncates_long_text_as_the_paper_does(tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    collator = ParallelPairCollator(tokenizer, pair_config(tokenizer))
+    collator = pair_collator(tokenizer)
     batch = collator([{**ROWS[0], "src": "a very long sentence " * 100}])
     assert batch["input_ids"].shape[1] == 32
 
 
 def test_collator_rejects_unknown_language_and_empty_text(tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    collator = ParallelPairCollator(tokenizer, pair_config(tokenizer))
-    with pytest.raises(ValueError, match="Unknown language code 'zz'"):
+    collator = pair_collator(tokenizer)
+    with pytest.raises(ValueError, match=r"Unknown language codes \['zz'\]; this model knows 5 languages: de, en, fr, ja, ru"):
         collator([{**ROWS[0], "tgt_lang": "zz"}])
     with pytest.raises(ValueError, match="empty or missing"):
         collator([{**ROWS[0], "tgt": " "}])

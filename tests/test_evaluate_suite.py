@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 from huggingface_hub import ModelCard
 
-from trainers.cards import render_model_card, update_card_results
+from trainers.cards import update_card_results
 from trainers.evaluation.suite import EvaluatorCallback, flat_metrics, load_suite, run_suite
 from trainers.loading import load_embedder, load_encoder
-from trainers.run_config import RunConfig
 
-from .conftest import SHARED_DATA
-from .test_cards import fake_results
+from .conftest import SHARED_DATA, requires_shared
+from .test_cards import fake_results, write_ems_card
 
 
 def write_suite(tmp_path, dev_dir):
@@ -51,6 +50,7 @@ def dev_dir(tmp_path, heldout_pairs):
     return folder
 
 
+@requires_shared
 def test_suite_runs_every_task_on_a_saved_model_and_updates_the_card(saved_model, tmp_path, dev_dir):
     folder, model, _ = saved_model
     embed, languages = load_embedder(folder)
@@ -65,8 +65,7 @@ def test_suite_runs_every_task_on_a_saved_model_and_updates_the_card(saved_model
     flat = flat_metrics(results)
     assert all(np.isfinite(v) for v in flat.values())
 
-    render_model_card(folder, model.config, RunConfig(source="x.yaml"),
-                      fake_results([c for c in languages if c != "en"]), dataset_name="held-out")
+    write_ems_card(folder, model, fake_results([c for c in languages if c != "en"]))
     update_card_results(folder, results, suite="suite.yaml")
     update_card_results(folder, results, suite="suite.yaml")  # idempotent: replaces, never duplicates
     card = ModelCard.load(folder / "README.md")
@@ -102,7 +101,9 @@ def test_callback_logs_into_the_trainer_log(saved_model, dev_dir, tmp_path):
     from transformers import TrainerControl, TrainerState
 
     folder, model, tokenizer = saved_model
-    evaluators = load_suite(write_suite(tmp_path, dev_dir), model.config.languages)[:1]
+    suite = tmp_path / "dev.yaml"
+    suite.write_text(f"tasks:\n  dev: {{type: retrieval, pairs_dir: {dev_dir}, languages: [de]}}\n")
+    evaluators = load_suite(suite, model.config.languages)
     callback = EvaluatorCallback(evaluators, tokenizer, eval_steps=5)
     state = TrainerState(global_step=5, max_steps=10)
     callback.on_step_end(None, state, TrainerControl(), model=model)
@@ -110,6 +111,16 @@ def test_callback_logs_into_the_trainer_log(saved_model, dev_dir, tmp_path):
     callback.on_step_end(None, state, TrainerControl(), model=model)
     assert [entry["step"] for entry in state.log_history] == [5]
     assert "eval_dev_en-de_p@1" in state.log_history[0]
+
+
+def test_shipped_default_suite_runs_on_the_embedded_heldout_pairs(saved_model):
+    folder, model, _ = saved_model
+    embed, languages = load_embedder(folder)
+    evaluators = load_suite("configs/eval_default.yaml", languages)  # shipped suite, found by name
+    assert [e.name for e in evaluators][:3] == ["heldout_en-ar", "heldout_en-cs", "heldout_en-da"]
+    assert len(evaluators) == 24 and len(evaluators[0].sources) == 200
+    results = run_suite(evaluators[:2], embed)
+    assert 0 <= results["heldout_en-ar"]["metrics"]["p@1"] <= 1
 
 
 def test_bad_suites_are_clear_errors(tmp_path, dev_dir):

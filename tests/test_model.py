@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from modeling_ems import EMSConfig, EMSModel, mean_pool
+from modeling_ems import EMSConfig, EMSForPreTraining, EMSModel, mean_pool
 
 
 def test_paper_defaults():
@@ -52,7 +52,7 @@ def test_forward_outputs_and_mean_pooling(tiny_model):
     assert output.last_hidden_state.shape == (2, 5, 32)
     torch.testing.assert_close(output.pooler_output, mean_pool(output.last_hidden_state, mask))
     torch.testing.assert_close(output.pooler_output[0], output.last_hidden_state[0, :3].mean(0))
-    assert output.xtr_logits is None and output.contrastive_embeddings is None  # inference skips the heads
+    assert not any(name.startswith(("xtr_head", "contrastive_head")) for name in tiny_model.state_dict())
 
 
 def test_padding_does_not_change_the_embedding(tiny_model):
@@ -72,11 +72,24 @@ def test_eager_and_sdpa_attention_agree(tiny_config):
     torch.testing.assert_close(sdpa(ids, mask).pooler_output, eager(ids, mask).pooler_output, rtol=1e-5, atol=1e-5)
 
 
-def test_training_heads_shapes(tiny_model):
+def test_training_heads_shapes_and_the_bare_encoder_inside(tiny_pretraining_model):
     ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
-    output = tiny_model(ids, target_language_ids=torch.tensor([0, 2]))
+    output = tiny_pretraining_model(ids, target_language_ids=torch.tensor([0, 2]))
     assert output.xtr_logits.shape == (2, 60)
     assert output.contrastive_embeddings.shape == (2, 16)
+    assert tiny_pretraining_model.base_model is tiny_pretraining_model.ems  # base_model_prefix = "ems"
+    torch.testing.assert_close(output.pooler_output, tiny_pretraining_model.ems(ids).pooler_output)
+    with pytest.raises(ValueError, match="needs target_language_ids"):
+        tiny_pretraining_model(ids)
+
+
+def test_heads_hold_a_third_of_the_paper_model():
+    """The paper-size model: the XTR output embedding over 60k pieces is large; inference need not carry it."""
+    with torch.device("meta"):
+        full = EMSForPreTraining(EMSConfig())
+    total = sum(p.numel() for p in full.parameters())
+    encoder = sum(p.numel() for p in full.ems.parameters())
+    assert 0.30 < 1 - encoder / total < 0.40, (encoder, total)
 
 
 def test_too_long_input_is_an_error_that_says_to_truncate(tiny_model):
@@ -84,20 +97,58 @@ def test_too_long_input_is_an_error_that_says_to_truncate(tiny_model):
         tiny_model(torch.ones(1, 17, dtype=torch.long))
 
 
-def test_save_load_round_trip_with_auto_classes(tiny_model, tmp_path):
-    tiny_model.save_pretrained(tmp_path)
+def test_save_load_round_trip_with_auto_classes(tiny_pretraining_model, tmp_path, caplog):
+    from transformers import AutoModelForPreTraining
+
+    tiny_pretraining_model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["auto_map"] == {"AutoConfig": "configuration_ems.EMSConfig", "AutoModel": "modeling_ems.EMSModel"}
-    assert (tmp_path / "modeling_ems.py").is_file() and (tmp_path / "configuration_ems.py").is_file()
+    # the whole family is in auto_map, though the head class saved the folder
+    assert config["auto_map"] == {"AutoConfig": "configuration_ems.EMSConfig", "AutoModel": "modeling_ems.EMSModel",
+                                  "AutoModelForPreTraining": "modeling_ems.EMSForPreTraining"}
+    for name in ("modeling_ems.py", "configuration_ems.py", "layers.py"):
+        assert (tmp_path / name).is_file(), name
     assert isinstance(AutoConfig.from_pretrained(tmp_path), EMSConfig)
-    loaded = AutoModel.from_pretrained(tmp_path).eval()
-    assert isinstance(loaded, EMSModel)
     ids = torch.tensor([[5, 6, 7, 8]])
-    torch.testing.assert_close(loaded(ids).pooler_output, tiny_model(ids).pooler_output)
-    head_keys = [k for k in loaded.state_dict() if k.startswith(("xtr_head.", "contrastive_head."))]
-    assert head_keys, "training heads must be saved with the model"
-    for key in head_keys:
-        torch.testing.assert_close(loaded.state_dict()[key], tiny_model.state_dict()[key])
+    with caplog.at_level("WARNING"):
+        bare = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(bare) is EMSModel
+    assert "UNEXPECTED" not in caplog.text and "MISSING" not in caplog.text, caplog.text  # heads skipped quietly
+    torch.testing.assert_close(bare(ids).pooler_output, tiny_pretraining_model.ems(ids).pooler_output)
+    with caplog.at_level("WARNING"):
+        heads = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
+    assert type(heads) is EMSForPreTraining and "MISSING" not in caplog.text, caplog.text
+    for key, value in tiny_pretraining_model.state_dict().items():
+        torch.testing.assert_close(heads.state_dict()[key], value)
+
+
+def test_folder_of_the_bare_encoder_before_the_split_loads_both_ways(tiny_model, tmp_path):
+    """Folders saved before the heads moved out (`EMSModel` with `xtr_head.*` keys, no `ems.` prefix) still load."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(1)
+    old_heads = EMSForPreTraining(tiny_model.config)
+    tiny_model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    weights.update({k: v.contiguous() for k, v in old_heads.state_dict().items() if not k.startswith("ems.")})
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    ids = torch.tensor([[5, 6, 7, 8]])
+    bare = AutoModel.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(bare(ids).pooler_output, tiny_model(ids).pooler_output)
+    heads = EMSForPreTraining.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(heads.ems(ids).pooler_output, tiny_model(ids).pooler_output)
+    torch.testing.assert_close(heads.xtr_head.fc.weight, old_heads.xtr_head.fc.weight)
+
+
+def test_a_folder_of_another_model_type_is_refused_by_name(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="type 'bert', but EMSForPreTraining needs model_type 'ems'"):
+        EMSForPreTraining.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        EMSForPreTraining.from_pretrained(tmp_path)
 
 
 BLOCK_PACKAGE = textwrap.dedent(
@@ -122,11 +173,11 @@ def run_without_package(code: str, cwd) -> str:
     return result.stdout
 
 
-def test_folder_loads_with_trust_remote_code_without_the_package(tiny_model, tmp_path):
+def test_folder_loads_with_trust_remote_code_without_the_package(tiny_pretraining_model, tmp_path):
     folder = tmp_path / "model"
-    tiny_model.save_pretrained(folder)
+    tiny_pretraining_model.save_pretrained(folder)  # a training folder: encoder and heads
     ids = [[5, 6, 7, 8]]
-    expected = tiny_model(torch.tensor(ids)).pooler_output[0].tolist()
+    expected = tiny_pretraining_model.ems(torch.tensor(ids)).pooler_output[0].tolist()
     out = run_without_package(
         textwrap.dedent(
             f"""
@@ -139,6 +190,8 @@ def test_folder_loads_with_trust_remote_code_without_the_package(tiny_model, tmp
                 pass
             model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
             assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+            assert type(model).__name__ == "EMSModel", type(model).__name__  # the bare encoder
+            assert not hasattr(model, "xtr_head")
             print(json.dumps(model(torch.tensor({ids})).pooler_output[0].tolist()))
             """
         ),

@@ -4,7 +4,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from trainers.evaluation.similarity import SimilarityEvaluator
 
-from .conftest import SHARED_DATA, FakeEmbed
+from .conftest import SHARED_DATA, FakeEmbed, requires_shared
 
 SHARED_SIMILARITY = SHARED_DATA / "similarity" / "en-wordsim353-sim.tsv"
 
@@ -101,6 +101,7 @@ def test_embed_with_a_wrong_shape_is_rejected():
         evaluator(lambda texts: np.ones((3, 2)))
 
 
+@requires_shared
 def test_real_slice_of_wordsim353():
     evaluator = SimilarityEvaluator.from_tsv(SHARED_SIMILARITY, limit=30)
     assert evaluator.name == "en-wordsim353-sim" and len(evaluator.scores) == 30

@@ -6,14 +6,17 @@ import torch
 import yaml
 from transformers import AutoModel, AutoTokenizer
 
+from modeling_ems import EMSForPreTraining
+from trainers.config import load_run_config
 from trainers.encoding import encode
-from trainers.ems_pipeline import build_model, train_ems
 from trainers.evaluation.retrieval import embedding_similarity, retrieval_by_language
-from trainers.run_config import load_run_config
+from trainers.recipes import run_recipe
+from trainers.recipes.ems import EMSRecipe
 
 from .conftest import write_jsonl
 
 TINY = {
+    "recipe": "ems",
     "model": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256,
               "max_position_embeddings": 48, "language_embedding_size": 16, "contrastive_projection_size": 32,
               "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
@@ -44,16 +47,16 @@ def test_tiny_training_run_learns_retrieval_and_resumes(tmp_path, small_pairs, h
     output_dir = tmp_path / "run"
     run_config = tiny_run_config(tmp_path, small_pairs, heldout_pairs)
 
-    train_ems(tiny_run_config(tmp_path, small_pairs, heldout_pairs, max_steps=100), output_dir)
+    run_recipe(tiny_run_config(tmp_path, small_pairs, heldout_pairs, max_steps=100), output_dir)
     assert (output_dir / "checkpoint-100").is_dir()
     torch.manual_seed(0)
-    untrained = build_model(run_config, AutoTokenizer.from_pretrained(output_dir)).eval()
+    untrained = EMSRecipe(run_config, output_dir).build_model(AutoTokenizer.from_pretrained(output_dir)).eval()
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     before = retrieval_by_language(
         heldout_pairs, embedding_similarity(lambda texts: encode(untrained, tokenizer, texts)))["average"]["p@1"]
 
     # the same command with more steps resumes from checkpoint-100 instead of starting over
-    results = train_ems(run_config, output_dir)
+    results = run_recipe(run_config, output_dir)
     history = log_history(output_dir)
     steps = [entry["step"] for entry in history if "loss" in entry]
     assert steps == sorted(set(steps)) and steps[0] == 20 and steps[-1] == 300
@@ -76,12 +79,13 @@ def test_tiny_training_run_learns_retrieval_and_resumes(tmp_path, small_pairs, h
     assert after > 20 * chance and after > before + 0.1, (before, after)
 
     # the output folder is Hub-ready
-    for name in ("config.json", "model.safetensors", "modeling_ems.py", "configuration_ems.py", "tokenizer.json",
-                 "training_config.yaml", "README.md", "eval_results.json"):
+    for name in ("config.json", "model.safetensors", "modeling_ems.py", "configuration_ems.py", "layers.py",
+                 "tokenizer.json", "training_config.yaml", "README.md", "eval_results.json", "modules.json"):
         assert (output_dir / name).is_file(), name
     card = (output_dir / "README.md").read_text()
     assert "model-index" in card and f"{100 * after:.1f}" in card
-    reloaded = AutoModel.from_pretrained(output_dir)
+    reloaded = AutoModel.from_pretrained(output_dir)  # the bare encoder of the trained head class
+    assert type(reloaded).__name__ == "EMSModel"
     reloaded_p1 = retrieval_by_language(
         heldout_pairs, embedding_similarity(lambda texts: encode(reloaded, tokenizer, texts)))["average"]["p@1"]
     assert reloaded_p1 == pytest.approx(after)
@@ -89,26 +93,57 @@ def test_tiny_training_run_learns_retrieval_and_resumes(tmp_path, small_pairs, h
 
 def test_config_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("modle: {}\n")
-    with pytest.raises(ValueError, match="unknown sections \\['modle'\\]"):
+    bad.write_text("recipe: ems\nmodle: {}\n")
+    with pytest.raises(ValueError, match="unknown sections \\['modle'\\]; recipe 'ems' takes"):
         load_run_config(bad)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist.*shipped: .*ems_default"):
         load_run_config(tmp_path / "missing.yaml")
     good = tmp_path / "good.yaml"
-    good.write_text("model: {}\n")
+    good.write_text("recipe: ems\nmodel: {}\ntokenizer: {}\n")
     with pytest.raises(ValueError, match="SECTION.KEY=VALUE"):
         load_run_config(good, ["max_steps=3"])
     assert load_run_config(good, ["training.max_steps=3"]).training == {"max_steps": 3}
     with pytest.raises(ValueError, match="unexpected keyword argument 'vocab'"):
-        bad.write_text("tokenizer: {vocab: 3}\n")
+        bad.write_text("recipe: ems\nmodel: {}\ntokenizer: {vocab: 3}\n")
         load_run_config(bad)
+
+
+def test_recipe_errors_name_the_offending_value(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("recipe: telepathy\ntraining: {}\n")
+    with pytest.raises(ValueError, match="names recipe 'telepathy', which does not exist; recipes: ems"):
+        load_run_config(path)
+    path.write_text("model: {}\ntokenizer: {}\n")
+    with pytest.raises(ValueError, match="names no recipe; add e.g. `recipe: ems`"):
+        load_run_config(path)
+    path.write_text("recipe: ems\nmodel: {hidden_size: 64}\n")
+    with pytest.raises(ValueError, match="recipe 'ems' needs the sections \\['tokenizer'\\]"):
+        load_run_config(path)
+    path.write_text("recipe: ems\nmodel: 12\ntokenizer: {}\n")
+    with pytest.raises(ValueError, match="section 'model' must be a mapping of settings, got 12"):
+        load_run_config(path)
+
+
+def test_shipped_configs_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("ems_default", "ems_default.yaml", "configs/ems_default.yaml"):
+        config = load_run_config(name)
+        assert config.recipe == "ems" and config.source == "configs/ems_default.yaml"
+        assert config.model["hidden_size"] == 256 and config.tokenizer.vocab_size == 8000
 
 
 def test_model_section_may_not_set_what_the_tokenizer_fixes(tmp_path, tokenizer_dir):
     path = tmp_path / "clash.yaml"
-    path.write_text("model: {vocab_size: 10}\n")
+    path.write_text("recipe: ems\nmodel: {vocab_size: 10}\ntokenizer: {}\n")
     with pytest.raises(ValueError, match="vocab_size.*come from the tokenizer"):
-        build_model(load_run_config(path), AutoTokenizer.from_pretrained(tokenizer_dir))
+        EMSRecipe(load_run_config(path), tmp_path).build_model(AutoTokenizer.from_pretrained(tokenizer_dir))
+
+
+def test_recipe_builds_the_head_class(tmp_path, tokenizer_dir):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "data": {}}))
+    model = EMSRecipe(load_run_config(path), tmp_path).build_model(AutoTokenizer.from_pretrained(tokenizer_dir))
+    assert isinstance(model, EMSForPreTraining) and model.config.languages == ["de", "en", "fr", "ja", "ru"]
 
 
 def test_nonsense_training_weights_are_rejected(tmp_path):

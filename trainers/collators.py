@@ -1,46 +1,81 @@
-"""Batch builders for the trainers."""
+"""Batch builders for the trainers, for any encoder and tokenizer the package handles."""
 
 from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from modeling_ems import EMSConfig
+
+class PairLayout:
+    """The layout of a batch of `n` parallel pairs, shared by the pair collator and every trainer that reads it:
+    `2n` rows, rows `0..n-1` the sources and rows `n..2n-1` their translations, so the encoder runs once per step
+    and row `i`'s translation is row `(i + n) mod 2n`."""
+
+    @staticmethod
+    def rows(sources: list, targets: list) -> list:
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} translations: pairs must match one to one.")
+        return list(sources) + list(targets)
+
+    @staticmethod
+    def split(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(sources, translations)` halves of a `2n`-row tensor."""
+        if batch.shape[0] % 2:
+            raise ValueError(f"A pair batch has an even number of rows (2n), got {batch.shape[0]}.")
+        n = batch.shape[0] // 2
+        return batch[:n], batch[n:]
+
+    @staticmethod
+    def translations(batch: torch.Tensor) -> torch.Tensor:
+        """Row `i` of the result is row `i`'s translation."""
+        return batch.roll(batch.shape[0] // 2, dims=0)
 
 
 @dataclass
 class ParallelPairCollator:
-    """Tokenize parallel pairs into one batch of `2 * n` sentences: rows `0..n-1` the sources, rows `n..2n-1` their
-    translations, so the encoder runs once per step.
+    """Tokenize parallel pairs (`src, tgt, src_lang, tgt_lang`) into one `PairLayout` batch of `2n` sentences.
 
-    Adds what the EMS objectives need: `target_language_ids` (the language of each sentence's translation, eqs. 2-3),
-    and `xtr_target_ids` / `xtr_target_mask` (the translation's tokens, without padding and special tokens, eq. 7).
-    Texts longer than the model's `max_position_embeddings` are truncated, as in the paper (120 tokens).
+    Args:
+        tokenizer: any tokenizer; texts are truncated to `max_length` tokens (EMS paper: 120).
+        max_length: truncation length, e.g. the model's `max_position_embeddings`.
+        languages: when given, the batch also holds `target_language_ids`: for each row, the index in `languages` of
+            its translation's language (the `<2xx>` row of EMS eqs. 2-3).
+        translation_tokens: when true, the batch also holds `translation_ids` / `translation_mask`: each row's
+            translation's tokens, true in the mask for real, non-special tokens (EMS eq. 7).
     """
 
     tokenizer: PreTrainedTokenizerBase
-    config: EMSConfig
+    max_length: int
+    languages: list[str] | None = None
+    translation_tokens: bool = False
 
     def __post_init__(self):
         self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)))
+        self._language_index = {code: index for index, code in enumerate(self.languages or [])}
+
+    def _language_ids(self, codes: list[str]) -> torch.Tensor:
+        unknown = sorted(set(codes) - set(self._language_index))
+        if unknown:
+            raise ValueError(f"Unknown language codes {unknown}; this model knows {len(self._language_index)} "
+                             f"languages: {', '.join(self._language_index)}.")
+        return torch.tensor([self._language_index[code] for code in codes])
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        n = len(features)
-        texts = [f["src"] for f in features] + [f["tgt"] for f in features]
+        texts = PairLayout.rows([f["src"] for f in features], [f["tgt"] for f in features])
         for text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"Parallel pair with an empty or missing text: {text!r}.")
         encoded = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.config.max_position_embeddings, return_tensors="pt",
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
             return_token_type_ids=False,
         )
-        input_ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
-        languages = [f["tgt_lang"] for f in features] + [f["src_lang"] for f in features]
-        counted = attention_mask.bool() & ~torch.isin(input_ids, self._special_ids)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "target_language_ids": torch.tensor([self.config.language_id(code) for code in languages]),
-            "xtr_target_ids": input_ids.roll(n, dims=0),  # row i's translation is row i +- n
-            "xtr_target_mask": counted.roll(n, dims=0),
-        }
+        batch = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+        if self.languages is not None:
+            # each row's translation's language: targets' languages for the sources, sources' for the targets
+            languages = PairLayout.rows([f["tgt_lang"] for f in features], [f["src_lang"] for f in features])
+            batch["target_language_ids"] = self._language_ids(languages)
+        if self.translation_tokens:
+            counted = batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], self._special_ids)
+            batch["translation_ids"] = PairLayout.translations(batch["input_ids"])
+            batch["translation_mask"] = PairLayout.translations(counted)
+        return batch

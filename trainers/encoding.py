@@ -1,4 +1,5 @@
-"""Sentence encoding with any transformers encoder that returns `pooler_output` (ours) or token states."""
+"""Sentence encoding with any transformers encoder: the package's models (bare or with their training heads) give
+their sentence embedding as `pooler_output`; any other encoder is mean-pooled over its token states."""
 
 import numpy as np
 import torch
@@ -18,14 +19,18 @@ def encode(
 ) -> np.ndarray:
     """Embed `texts` as a `(len(texts), dim)` float32 array, in input order.
 
-    Texts are encoded longest first so that batches carry little padding. The embedding is the model's
-    `pooler_output` when it is a mean-pooled EMS model, otherwise the mean of the token states over real tokens.
+    Texts are encoded longest first so that batches carry little padding. A head class (e.g. `EMSForPreTraining`)
+    is encoded through its bare encoder (`model.base_model`). The embedding is that encoder's `pooler_output` when it
+    declares `produces_sentence_embedding` (the package's models), otherwise the mean of the token states over real
+    tokens.
     """
     for index, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"Text {index} is {text!r}: cannot embed an empty or missing text.")
     was_training = model.training
     model.eval()
+    encoder = getattr(model, "base_model", model)
+    pooled = getattr(encoder, "produces_sentence_embedding", False)
     device = next(model.parameters()).device
     max_length = max_length or getattr(model.config, "max_position_embeddings", None)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -36,11 +41,8 @@ def encode(
             batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
             return_token_type_ids=False,
         ).to(device)
-        output = model(**encoded)
-        if getattr(model.config, "model_type", None) == "ems":
-            embeddings = output.pooler_output
-        else:
-            embeddings = mean_pool(output.last_hidden_state, encoded["attention_mask"])
+        output = encoder(**encoded)
+        embeddings = output.pooler_output if pooled else mean_pool(output.last_hidden_state, encoded["attention_mask"])
         chunks.append(embeddings.float().cpu())
     model.train(was_training)
     embeddings = torch.cat(chunks) if chunks else torch.empty(0, model.config.hidden_size)

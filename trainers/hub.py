@@ -1,10 +1,15 @@
 """Hub-ready output folders: sentence-transformers configuration and publishing through `huggingface_hub`."""
 
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from huggingface_hub import HfApi
 from huggingface_hub.utils import filter_repo_objects
+from transformers import AutoModel
 
 # Training state stays local; everything else in the folder is the model repository.
 PUBLISH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "training_args.bin", ".git/**", ".cache/**"]
@@ -45,11 +50,44 @@ def files_to_publish(folder: str | Path) -> list[str]:
     return list(filter_repo_objects(paths, ignore_patterns=PUBLISH_IGNORE))
 
 
-def publish(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None,
-            commit_message: str = "Upload EMS sentence encoder", api: HfApi | None = None):
-    """Create `repo_id` on the Hub if needed and upload the model folder (model, tokenizer, code, card)."""
+@contextmanager
+def publishable_folder(folder: str | Path, heads: bool = False) -> Iterator[Path]:
+    """The folder to upload. With `heads=False` (the default) a folder saved from a head class (e.g.
+    `EMSForPreTraining`) is staged as its bare encoder, what `AutoModel` and inference load: same files, weights and
+    config of the encoder alone. With `heads=True`, or when the folder holds a bare encoder already, the folder
+    itself."""
+    import modeling_ems  # noqa: F401  (registers the package's Auto classes)
+
+    folder = Path(folder)
+    files = files_to_publish(folder)
+    architectures = json.loads((folder / "config.json").read_text()).get("architectures") or []
+    encoder = None if heads else AutoModel.from_pretrained(folder)
+    if encoder is None or architectures == [type(encoder).__name__]:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory() as staging:
+        weights = {"config.json"} | {name for name in files if name.endswith((".safetensors", ".bin", ".safetensors.index.json"))}
+        for name in files:
+            if name not in weights:
+                (Path(staging) / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / name, Path(staging) / name)
+        encoder.save_pretrained(staging)
+        yield Path(staging)
+
+
+def upload(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None,
+           commit_message: str = "Upload sentence encoder", api: HfApi | None = None):
+    """Create `repo_id` on the Hub if needed and upload `folder` as it is, minus `PUBLISH_IGNORE`."""
     files_to_publish(folder)  # validates the folder
     api = api or HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     return api.upload_folder(repo_id=repo_id, folder_path=str(folder), ignore_patterns=PUBLISH_IGNORE,
                              commit_message=commit_message)
+
+
+def publish(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None, heads: bool = False,
+            api: HfApi | None = None):
+    """Upload a trained model folder (model, tokenizer, code, card); the training heads only with `heads=True`
+    (see `publishable_folder`)."""
+    with publishable_folder(folder, heads=heads) as source:
+        return upload(source, repo_id, private=private, token=token, api=api)

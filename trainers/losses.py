@@ -5,6 +5,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.nn.functional import all_gather
 
+from .collators import PairLayout
+
 
 def xtr_loss(xtr_logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
     """Cross-lingual token-level reconstruction, EMS paper eqs. 6-7: `KL(p_S' || q_S)` for each sentence.
@@ -62,3 +64,27 @@ def contrastive_loss(
     source_to_target = F.cross_entropy(source @ all_target.T / temperature, labels, reduction="none")
     target_to_source = F.cross_entropy(target @ all_source.T / temperature, labels, reduction="none")
     return source_to_target + target_to_source  # eq. 8, both terms, per pair
+
+
+def ems_objective(
+    xtr_logits: torch.Tensor,
+    contrastive_embeddings: torch.Tensor,
+    translation_ids: torch.Tensor,
+    translation_mask: torch.Tensor,
+    temperature: float,
+    xtr_weight: float = 1.0,
+    contrastive_weight: float = 1.0,
+    gather_across_processes: bool = True,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The joint EMS loss (eq. 12) on a `PairLayout` batch of `2n` rows (sources, then their translations).
+
+    Returns the weighted loss and its terms `{"xtr_loss", "contrastive_loss"}`, each a mean over the local pairs:
+    XTR in both directions (eq. 6) and the symmetric contrastive loss (eq. 8) with negatives gathered across
+    processes, so the mean of P processes' losses with b pairs each equals one process's loss on the P * b pairs.
+    """
+    source_kl, target_kl = PairLayout.split(xtr_loss(xtr_logits, translation_ids, translation_mask))
+    xtr = (source_kl + target_kl).mean()  # eq. 6, both directions, per pair
+    sources, translations = PairLayout.split(contrastive_embeddings)
+    contrastive = contrastive_loss(sources, translations, temperature, gather_across_processes).mean()  # eq. 8
+    loss = xtr_weight * xtr + contrastive_weight * contrastive  # eq. 12
+    return loss, {"xtr_loss": xtr, "contrastive_loss": contrastive}

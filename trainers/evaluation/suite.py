@@ -7,6 +7,8 @@ import yaml
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from ..config import find_config
+from ..data import data_file, load_parallel_dataset
 from ..encoding import encode
 from .classification import ZeroShotClassificationEvaluator
 from .common import EmbedFn
@@ -15,24 +17,43 @@ from .retrieval import RetrievalEvaluator
 from .similarity import SimilarityEvaluator, read_tsv
 
 
+def _pairs_by_language(task: dict) -> tuple[str, dict[str, tuple[list[str], list[str]]]]:
+    """The source's name and `{language: (english, translations)}` from a multi-parallel dev folder (`pairs_dir` of
+    `LANG.tsv` files with columns `en, text`) or a parallel-pairs file (`pairs_file`, any format
+    `load_parallel_dataset` reads, English on the source side, e.g. the shipped `default/heldout.jsonl.gz`)."""
+    limit = task.get("limit")
+    if "pairs_file" in task:
+        source = data_file(task["pairs_file"])
+        grouped = {}
+        for row in load_parallel_dataset(source):
+            if row["src_lang"] == "en":
+                english, translations = grouped.setdefault(row["tgt_lang"], ([], []))
+                english.append(row["src"])
+                translations.append(row["tgt"])
+        return str(source), {code: (english[:limit], translations[:limit])
+                             for code, (english, translations) in grouped.items()}
+    source = data_file(task["pairs_dir"])
+    tables = {path.stem: read_tsv(path, ("en", "text"), limit=limit) for path in sorted(source.glob("*.tsv"))}
+    return str(source), {code: (table["en"], table["text"]) for code, table in tables.items()}
+
 
 def _retrieval(name: str, task: dict, languages: list[str] | None) -> list:
-    """One evaluator per language of a multi-parallel dev folder (`LANG.tsv` with columns `en, text`)."""
-    folder = Path(task["pairs_dir"])
-    available = sorted(path.name[: -len(".tsv")] for path in folder.glob("*.tsv"))
+    """One evaluator per language of a multi-parallel dev folder or a pairs file (see `_pairs_by_language`)."""
+    source, grouped = _pairs_by_language(task)
+    available = sorted(grouped)
     wanted = task.get("languages", "all")
     chosen = available if wanted == "all" else (languages or []) if wanted == "model" else list(wanted)
     chosen = [code for code in chosen if code != "en"]
     missing = sorted(set(chosen) - set(available))
     if wanted not in ("all", "model") and missing:
-        raise ValueError(f"task {name!r}: no {folder}/<lang>.tsv for {missing}; available: {available}.")
-    evaluators = []
-    for code in sorted(set(chosen) & set(available)):
-        table = read_tsv(folder / f"{code}.tsv", ("en", "text"), limit=task.get("limit"))
-        evaluators.append(RetrievalEvaluator(table["en"], table["text"], name=f"{name}_en-{code}",
-                                             precision_at=task.get("precision_at"), margin=task.get("margin", False)))
+        raise ValueError(f"task {name!r}: {source} has no pairs for {missing}; available: {available}.")
+    evaluators = [
+        RetrievalEvaluator(*grouped[code], name=f"{name}_en-{code}", precision_at=task.get("precision_at"),
+                           margin=task.get("margin", False))
+        for code in sorted(set(chosen) & set(available))
+    ]
     if not evaluators:
-        raise ValueError(f"task {name!r}: none of the languages {chosen} has a file in {folder}.")
+        raise ValueError(f"task {name!r}: none of the languages {chosen} has pairs in {source}.")
     return evaluators
 
 
@@ -49,7 +70,7 @@ def _classification(name: str, task: dict, languages: list[str] | None) -> list:
 
 def _mining(name: str, task: dict, languages: list[str] | None) -> list:
     """Mine translations of `sources_file` (`en, text` pairs) hidden among the pool of the other texts."""
-    table = read_tsv(task["pairs_file"], ("en", "text"), limit=task.get("limit"))
+    table = read_tsv(data_file(task["pairs_file"]), ("en", "text"), limit=task.get("limit"))
     paired = int(len(table["en"]) * task.get("paired_fraction", 0.5))
     middle = (len(table["en"]) + paired) // 2  # sources keep en[paired:middle], targets text[middle:]: no gold
     sources = table["en"][:paired] + table["en"][paired:middle]
@@ -64,9 +85,7 @@ TASK_TYPES = tuple(_BUILDERS)
 
 def load_suite(path: str | Path, languages: list[str] | None = None) -> list:
     """Evaluators of a YAML file `{tasks: {NAME: {type: ..., ...}}}`; `languages` fills `languages: model`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Evaluation suite {str(path)!r} does not exist; see configs/eval_*.yaml.")
+    path = find_config(path)
     tasks = (yaml.safe_load(path.read_text()) or {}).get("tasks")
     if not isinstance(tasks, dict) or not tasks:
         raise ValueError(f"{path} has no `tasks:` mapping of task names to settings.")

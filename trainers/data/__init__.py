@@ -1,5 +1,9 @@
-"""Parallel-sentence data: load any `datasets` source with the pair columns and check it before training."""
+"""Parallel-sentence data: load any `datasets` source with the pair columns and check it before training.
 
+The embedded default corpus ships inside this package (`default/`, LibreOffice, MPL-2.0: see its NOTICE), so a
+wheel install trains without any data beside it."""
+
+from importlib.resources import files
 from pathlib import Path
 
 import datasets
@@ -7,8 +11,23 @@ import datasets
 PAIR_COLUMNS = ("src", "tgt", "src_lang", "tgt_lang")
 # The layout of ../shared/data/parallel/train.tsv.gz: English <-> `lang` pairs.
 ENGLISH_PIVOT_COLUMNS = ("lang", "en", "text")
-DEFAULT_TRAIN = Path(__file__).resolve().parent.parent / "data" / "default" / "train.jsonl.gz"
-DEFAULT_HELDOUT = Path(__file__).resolve().parent.parent / "data" / "default" / "heldout.jsonl.gz"
+DEFAULT_CORPUS = Path(str(files(__name__) / "default"))
+DEFAULT_TRAIN = DEFAULT_CORPUS / "train.jsonl.gz"
+DEFAULT_HELDOUT = DEFAULT_CORPUS / "heldout.jsonl.gz"
+
+
+
+def data_file(value: str | Path) -> Path:
+    """An existing path, else the file of that name shipped in this package (e.g. `default/heldout.jsonl.gz`), so
+    that configs and suites name shipped data the same way from a clone and from an installed wheel."""
+    path = Path(value)
+    if path.exists():
+        return path
+    shipped = Path(str(files(__name__))) / path
+    if not path.is_absolute() and shipped.exists():
+        return shipped
+    raise FileNotFoundError(f"No such data file or folder: {str(value)!r} (nor shipped with the package as {shipped}).")
+
 
 _BUILDERS = {
     ".tsv": ("csv", {"delimiter": "\t", "quoting": 3}),

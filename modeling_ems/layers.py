@@ -1,0 +1,187 @@
+"""Encoder blocks shared by every model of this package: token + position embeddings, self-attention dispatched
+through transformers' attention interface, the pre-LayerNorm transformer layer, mean pooling (EMS eq. 1), and the
+`PreTrainedModel` base that gives each model family its save / load behaviour.
+
+Model files import this module relatively (`from .layers import ...`), so `save_pretrained` copies it into the
+folder and a Hub repository loads with `trust_remote_code=True` where this package is not installed.
+"""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+
+def mean_pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token states over real (non-padding) tokens."""
+    mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
+    return (token_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # EMS eq. 1
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class EncoderEmbeddings(nn.Module):
+    """Token embeddings plus learned absolute positions."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.dropout(self.word_embeddings(input_ids) + self.position_embeddings(positions))
+
+
+class EncoderAttention(nn.Module):
+    """Multi-head self-attention over the padding mask, dispatched to eager / sdpa / flash like transformers' models.
+    Plain `nn.Linear` projections, so peft adapters (LoRA on `q_proj`, `v_proj`, ...) take effect."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        batch, seq_len, _ = hidden_states.shape
+        shape = (batch, seq_len, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, _ = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        return self.out_proj(attn_output.reshape(batch, seq_len, -1))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LayerNorm transformer encoder layer: self-attention and a feed-forward block, each residual."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.self_attn_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = EncoderAttention(config)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        attention = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_mask)
+        hidden_states = hidden_states + self.dropout(attention)
+        feed_forward = self.fc2(self.dropout(self.activation(self.fc1(self.final_layer_norm(hidden_states)))))
+        return hidden_states + self.dropout(feed_forward)
+
+
+class SentenceEncoderPreTrainedModel(PreTrainedModel):
+    """Base of every model in this package, bare encoders and head classes alike.
+
+    * A bare encoder (what `AutoModel` loads) sets `produces_sentence_embedding = True`: its `pooler_output` is the
+      sentence embedding. Head classes hold it under `base_model_prefix`, as `BertForPreTraining` holds `BertModel`.
+    * `save_pretrained` writes the `auto_map` of the whole family (the bare encoder and every head class), so a folder
+      saved from a head class still loads with `AutoModel` through `trust_remote_code`.
+    * `from_pretrained` refuses a folder of another model type, naming it, instead of building a random model.
+    """
+
+    main_input_name = "input_ids"
+    _no_split_modules = ["EncoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    # forward() takes **kwargs for callers that pass extra tokenizer outputs, not loss arguments.
+    accepts_loss_kwargs = False
+    produces_sentence_embedding = False
+
+    @classmethod
+    def _family_auto_map(cls) -> dict[str, str]:
+        """`auto_map` entries of every registered class of this model family (subclasses of its own base)."""
+        root = [base for base in cls.__mro__ if issubclass(base, SentenceEncoderPreTrainedModel)][-2]
+        family, pending = {}, [root]
+        while pending:
+            klass = pending.pop()
+            pending += klass.__subclasses__()
+            if getattr(klass, "_auto_class", None):
+                family[klass._auto_class] = f"{klass.__module__.split('.')[-1]}.{klass.__name__}"
+        return family
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        family = self._family_auto_map()
+        if family:
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **family}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        config_file = Path(str(pretrained_model_name_or_path)) / "config.json"
+        if kwargs.get("config") is None and config_file.is_file():
+            try:
+                found = json.loads(config_file.read_text()).get("model_type")
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{config_file} is not valid JSON ({error}); the checkpoint is corrupt.") from None
+            expected = cls.config_class.model_type
+            if found != expected:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} holds a model of type {found!r}, but {cls.__name__} needs "
+                    f"model_type {expected!r}. Load it with the class of its own type (AutoModel picks it)."
+                )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def encode_embeddings(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> BaseModelOutputWithPooling:
+        """Run `self.layers` and `self.layer_norm` over embedded tokens and mean-pool the result (eq. 1)."""
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, mask)
+        hidden_states = self.layer_norm(hidden_states)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden_states,
+                                          pooler_output=mean_pool(hidden_states, attention_mask))
+
+
+__all__ = [
+    "EncoderAttention",
+    "EncoderEmbeddings",
+    "EncoderLayer",
+    "SentenceEncoderPreTrainedModel",
+    "eager_attention_forward",
+    "mean_pool",
+]

@@ -1,0 +1,123 @@
+"""Run configuration as data: a YAML file that names its `recipe` and holds that recipe's sections.
+
+Every recipe has `data`, `training` (fields of the recipe's `TrainingArguments` class) and an optional `evaluation`
+(a suite run during training); a recipe adds the sections it needs (EMS: `model`, `tokenizer`). Configs shipped with the package (`trainers/configs/`) are found
+by name: `--config ems_default`, `--config configs/ems_default.yaml` and a path to any YAML file all work, from a
+clone or from an installed wheel.
+"""
+
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+import yaml
+
+SHIPPED_CONFIGS = Path(str(files("trainers") / "configs"))
+DEFAULT_CONFIG = SHIPPED_CONFIGS / "ems_default.yaml"
+
+
+def shipped_configs() -> list[str]:
+    return sorted(path.stem for path in SHIPPED_CONFIGS.glob("*.yaml"))
+
+
+def find_config(value: str | Path) -> Path:
+    """An existing YAML path, else the shipped config of that name (`ems_default`, `ems_default.yaml`,
+    `configs/ems_default.yaml`)."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_CONFIGS / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent in (Path("."), Path("configs")) and shipped.is_file():
+        return shipped
+    raise FileNotFoundError(
+        f"Config file {str(value)!r} does not exist, and the package ships no config of that name; shipped: "
+        f"{', '.join(shipped_configs())}."
+    )
+
+
+@dataclass
+class DataSettings:
+    train: str | None = None  # file, folder or Hub name; None: the recipe's embedded default data
+    heldout: str | None = None
+    max_train_pairs: int | None = None
+
+
+@dataclass
+class EvaluationSettings:
+    suite: str | None = None  # an evaluation suite (YAML) to run during training; None: none
+    eval_steps: int | None = None  # every N steps; None: at every checkpoint (training.save_steps)
+
+
+@dataclass
+class RunConfig:
+    """A parsed config: `recipe`, `data`, `training`, `evaluation`, and the recipe's own `sections`."""
+
+    recipe: str = "ems"
+    data: DataSettings = field(default_factory=DataSettings)
+    training: dict = field(default_factory=dict)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    sections: dict = field(default_factory=dict)
+    source: str = ""
+
+    def __getattr__(self, name):  # run_config.model, run_config.tokenizer: the recipe's sections
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no section {name!r}")
+
+    def to_dict(self) -> dict:
+        own = {name: vars(value).copy() if hasattr(value, "__dataclass_fields__") else dict(value)
+               for name, value in self.sections.items()}
+        return {"recipe": self.recipe, **own, "data": vars(self.data).copy(), "training": dict(self.training),
+                "evaluation": vars(self.evaluation).copy()}
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Apply `section.key=value` (value parsed as YAML) to a raw config dict."""
+    key, sep, value = override.partition("=")
+    section, dot, name = key.partition(".")
+    if not sep or not dot or not section or not name:
+        raise ValueError(f"Override {override!r} is not of the form SECTION.KEY=VALUE, e.g. training.max_steps=100.")
+    current = raw.setdefault(section, {})
+    if not isinstance(current, dict):
+        raise ValueError(f"Override {override!r}: section {section!r} is {current!r}, not a mapping.")
+    current[name] = yaml.safe_load(value)
+
+
+def load_run_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config, apply `--set` overrides and check it against the sections of the recipe it names."""
+    from .recipes import RECIPES, get_recipe  # the registry imports the recipes, which import this module
+
+    path = find_config(path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a mapping of sections, got {type(raw).__name__}.")
+    for override in overrides:
+        apply_override(raw, override)
+    recipe_name = raw.pop("recipe", None)
+    if recipe_name is None:
+        raise ValueError(f"{path} names no recipe; add e.g. `recipe: ems` (one of: {', '.join(sorted(RECIPES))}).")
+    recipe = get_recipe(recipe_name, source=str(path))
+    known = {"data", "training", "evaluation", *recipe.sections}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {unknown}; recipe {recipe_name!r} takes {sorted(known)}.")
+    missing = sorted(name for name in recipe.sections if name not in raw)
+    if missing:
+        raise ValueError(f"{path}: recipe {recipe_name!r} needs the sections {missing}; see the shipped config "
+                         f"{recipe.example_config!r} for an example.")
+    for name, value in raw.items():
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{path}: section {name!r} must be a mapping of settings, got {value!r}.")
+    try:
+        return RunConfig(
+            recipe=recipe_name,
+            data=DataSettings(**(raw.get("data") or {})),
+            training=dict(raw.get("training") or {}),
+            evaluation=EvaluationSettings(**(raw.get("evaluation") or {})),
+            sections={name: settings(**(raw.get(name) or {})) for name, settings in recipe.sections.items()},
+            source=f"configs/{path.name}" if path.parent == SHIPPED_CONFIGS else str(path),
+        )
+    except TypeError as error:
+        raise ValueError(f"{path}: {error}") from None
+

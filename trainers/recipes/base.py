@@ -1,0 +1,198 @@
+"""What every recipe shares, written once: training arguments and seeding, data loading and validation, the
+tokenizer step, resume from the last complete checkpoint, evaluation during training, the saved folder (model,
+tokenizer, code files, config, sentence-transformers config, card) and publishing.
+
+A recipe subclasses `Recipe`, sets its name, config sections and arguments class, and implements the hooks that are
+its own (`build_model`, `make_trainer`, `evaluate`, `card`); `run_recipe` runs the steps in order.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import ClassVar
+
+import datasets
+import torch
+import yaml
+from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments, set_seed
+
+from ..config import RunConfig
+from ..data import DEFAULT_HELDOUT, DEFAULT_TRAIN, add_token_lengths, load_parallel_dataset, validate_pairs
+from ..evaluation.suite import EvaluatorCallback, load_suite
+from ..hub import publish, write_sentence_transformers_config
+from ..tokenizer import train_tokenizer
+
+logger = logging.getLogger(__name__)
+
+RECIPES: dict[str, type["Recipe"]] = {}
+
+
+def register_recipe(cls: type["Recipe"]) -> type["Recipe"]:
+    """Class decorator: make a recipe available to configs under `cls.name`."""
+    if cls.name in RECIPES and RECIPES[cls.name] is not cls:
+        raise ValueError(f"Two recipes are named {cls.name!r}: {RECIPES[cls.name].__qualname__} and {cls.__qualname__}.")
+    RECIPES[cls.name] = cls
+    return cls
+
+
+def get_recipe(name: str, source: str = "the config") -> type["Recipe"]:
+    if name not in RECIPES:
+        raise ValueError(f"{source} names recipe {name!r}, which does not exist; recipes: {', '.join(sorted(RECIPES))}.")
+    return RECIPES[name]
+
+
+def training_arguments(arguments_class: type[TrainingArguments], run_config: RunConfig,
+                       output_dir: str | Path) -> tuple[TrainingArguments, bool]:
+    """The recipe's arguments from the `training` section, and whether to publish at the end.
+
+    On a machine without CUDA, training runs on the CPU (gloo for many processes) with each local process's share
+    of the cores. `push_to_hub` is taken out of the Trainer's hands: the Trainer would upload at every save, before
+    the folder has its card and sentence-transformers config; `run_recipe` publishes the finished folder instead.
+    """
+    options = dict(run_config.training)
+    push_to_hub = bool(options.pop("push_to_hub", False))
+    if not torch.cuda.is_available():
+        options.setdefault("use_cpu", True)
+        # `accelerate launch` without `--cpu` pins OMP_NUM_THREADS=1: give each local process its share of the cores
+        share = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        if torch.get_num_threads() == 1 and share > 1:
+            logger.warning("Training on the CPU with %d threads per process (OMP_NUM_THREADS was 1).", share)
+            torch.set_num_threads(share)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            options.setdefault("ddp_backend", "gloo")
+    try:
+        return arguments_class(output_dir=str(output_dir), **options), push_to_hub
+    except TypeError as error:
+        raise ValueError(f"training section of {run_config.source}: {error}") from None
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest `checkpoint-N` that holds a `trainer_state.json` (the Trainer writes it last); a checkpoint cut
+    short by a kill is skipped with a warning rather than crashing the resume."""
+    checkpoints = sorted(
+        (path for path in output_dir.glob("checkpoint-*") if path.is_dir() and path.name.split("-")[-1].isdigit()),
+        key=lambda path: int(path.name.split("-")[-1]), reverse=True,
+    )
+    for path in checkpoints:
+        if (path / "trainer_state.json").is_file():
+            return path
+        logger.warning("Skipping %s: it has no trainer_state.json (the run was stopped while writing it).", path)
+    return None
+
+
+class Recipe:
+    """A training method: its config sections, arguments class and the steps that are its own.
+
+    Class attributes:
+        name: what a config's `recipe:` names.
+        sections: the config sections this recipe adds to `data` and `training`, name -> settings type
+            (a dataclass, or `dict` for free-form settings such as a model config).
+        arguments_class: the `TrainingArguments` subclass its trainer takes.
+        example_config: the shipped config to point users to.
+        dataset_type: the `model-index` dataset type of its held-out data.
+    """
+
+    name: ClassVar[str]
+    sections: ClassVar[dict[str, type]] = {}
+    arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
+    example_config: ClassVar[str]
+    dataset_type: ClassVar[str] = "parallel"
+
+    def __init__(self, run_config: RunConfig, output_dir: str | Path):
+        self.run_config, self.output_dir = run_config, Path(output_dir)
+
+    # Steps with a default every pair-trained recipe uses; override where the data differ.
+    def load_data(self) -> tuple[datasets.Dataset, datasets.Dataset]:
+        """Training and held-out parallel pairs: the configured sources or the embedded default corpus."""
+        data = self.run_config.data
+        train = load_parallel_dataset(data.train or DEFAULT_TRAIN)
+        if data.max_train_pairs is not None:
+            train = train.select(range(min(data.max_train_pairs, len(train))))
+        heldout = load_parallel_dataset(data.heldout or DEFAULT_HELDOUT)
+        validate_pairs(train, name=self.train_name)
+        validate_pairs(heldout, name=self.heldout_name)
+        return train, heldout
+
+    @property
+    def train_name(self) -> str:
+        return str(self.run_config.data.train or DEFAULT_TRAIN)
+
+    @property
+    def heldout_name(self) -> str:
+        return str(self.run_config.data.heldout or DEFAULT_HELDOUT)
+
+    def prepare_train_data(self, train, tokenizer, args: TrainingArguments):
+        """Pairs with their token lengths when batches are grouped by length (less padding)."""
+        if args.train_sampling_strategy == "group_by_length":
+            train = add_token_lengths(train, tokenizer, args.length_column_name)
+        return train
+
+    def prepare_tokenizer(self, train, heldout, args: TrainingArguments):
+        """The tokenizer, after checking that it covers the training and held-out data."""
+        raise NotImplementedError
+
+    def build_model(self, tokenizer) -> PreTrainedModel:
+        raise NotImplementedError
+
+    def make_trainer(self, model, args, train, tokenizer) -> Trainer:
+        raise NotImplementedError
+
+    def evaluate(self, model, tokenizer, heldout) -> dict:
+        raise NotImplementedError
+
+    def card(self, model, results: dict) -> None:
+        """Write the folder's `README.md` (through `trainers.cards.render_model_card`)."""
+        raise NotImplementedError
+
+    # Helpers for recipes that train a SentencePiece vocabulary from scratch.
+    def sentencepiece_tokenizer(self, train, args, vocab_size: int, languages: list[str], max_length: int,
+                                path: str | None = None):
+        """Load `path`, the tokenizer an earlier run saved in the output folder, or train one on the pairs (the
+        main process first; the others load what it saved)."""
+        with args.main_process_first(desc="tokenizer"):
+            source = path or (self.output_dir if (self.output_dir / "tokenizer.json").is_file() else None)
+            if source is not None:
+                return AutoTokenizer.from_pretrained(source)
+            texts = (text for row in train for text in (row["src"], row["tgt"]))
+            return train_tokenizer(texts, languages, vocab_size, max_length, self.output_dir)
+
+
+def run_recipe(run_config: RunConfig, output_dir: str | Path, resume: bool = True) -> dict:
+    """Train with the recipe the config names, evaluate, and write a Hub-ready folder; publish it when the config's
+    `training.push_to_hub` asks. Returns the evaluation results (also in `eval_results.json`; `{}` on processes
+    other than the main one)."""
+    recipe = get_recipe(run_config.recipe, source=run_config.source)(run_config, output_dir)
+    output_dir = recipe.output_dir
+    args, push_to_hub = training_arguments(recipe.arguments_class, run_config, output_dir)
+    train, heldout = recipe.load_data()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = recipe.prepare_tokenizer(train, heldout, args)
+    train = recipe.prepare_train_data(train, tokenizer, args)
+    set_seed(args.seed)  # before the weights are drawn: the same config gives the same run
+    model = recipe.build_model(tokenizer)
+    if args.process_index == 0:
+        (output_dir / "training_config.yaml").write_text(yaml.safe_dump(run_config.to_dict(), sort_keys=False))
+
+    trainer = recipe.make_trainer(model, args, train, tokenizer)
+    evaluation = run_config.evaluation
+    if evaluation.suite:
+        evaluators = load_suite(evaluation.suite, getattr(model.config, "languages", None))
+        trainer.add_callback(EvaluatorCallback(evaluators, tokenizer, eval_steps=evaluation.eval_steps or args.save_steps))
+    checkpoint = last_complete_checkpoint(output_dir) if resume else None
+    if checkpoint:
+        logger.warning("Resuming from %s", checkpoint)
+    train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.save_model(str(output_dir))
+    if not trainer.is_world_process_zero():
+        return {}
+    write_sentence_transformers_config(output_dir, model.config.hidden_size, model.config.max_position_embeddings)
+    results = recipe.evaluate(trainer.model, tokenizer, heldout)
+    results["training"] = {"train_examples": len(train), "global_step": train_output.global_step,
+                           "train_runtime_s": round(train_output.metrics["train_runtime"], 1),
+                           "train_loss": round(train_output.training_loss, 4)}
+    (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
+    recipe.card(trainer.model, results)
+    if push_to_hub:
+        print(publish(output_dir, args.hub_model_id or output_dir.name, private=bool(args.hub_private_repo)))
+    return results

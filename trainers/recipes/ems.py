@@ -1,0 +1,103 @@
+"""`recipe: ems`: the EMS encoder trained from scratch on parallel pairs (XTR + contrastive, eq. 12).
+
+What is EMS's own: a SentencePiece vocabulary with `<2xx>` language tokens, `EMSForPreTraining` built from the
+`model` section and the tokenizer, `EMSTrainer`, held-out retrieval P@1 beside the char 2-4-gram TF-IDF baseline,
+and the card `hub_cards/ems.md`. Everything else is `Recipe`'s.
+"""
+
+from dataclasses import dataclass
+
+import yaml
+
+from modeling_ems import EMSConfig, EMSForPreTraining
+
+from ..cards import render_model_card, retrieval_card_context
+from ..collators import ParallelPairCollator
+from ..data import check_languages, pair_languages
+from ..ems_trainer import EMSTrainer, EMSTrainingArguments
+from ..encoding import encode
+from ..evaluation.retrieval import embedding_similarity, retrieval_by_language, tfidf_similarity
+from ..tokenizer import tokenizer_languages
+from .base import Recipe, register_recipe
+
+
+@dataclass
+class TokenizerSettings:
+    vocab_size: int = 8000
+    path: str | None = None  # an existing tokenizer folder instead of training one
+
+
+@register_recipe
+class EMSRecipe(Recipe):
+    name = "ems"
+    sections = {"model": dict, "tokenizer": TokenizerSettings}  # model: EMSConfig fields
+    arguments_class = EMSTrainingArguments
+    example_config = "ems_default"
+    dataset_type = "libreoffice-parallel"
+    # set by the tokenizer, never by the model section
+    tokenizer_fixed = ("vocab_size", "languages", "pad_token_id")
+
+    def prepare_tokenizer(self, train, heldout, args):
+        settings = self.run_config.tokenizer
+        max_length = self.run_config.model.get("max_position_embeddings", EMSConfig.max_position_embeddings)
+        tokenizer = self.sentencepiece_tokenizer(train, args, settings.vocab_size, pair_languages(train), max_length,
+                                                 path=settings.path)
+        languages = tokenizer_languages(tokenizer)
+        check_languages(train, languages, name=self.train_name)
+        check_languages(heldout, languages, name=self.heldout_name)
+        return tokenizer
+
+    def build_model(self, tokenizer) -> EMSForPreTraining:
+        return EMSForPreTraining(self.model_config(tokenizer))
+
+    def model_config(self, tokenizer) -> EMSConfig:
+        section = self.run_config.model
+        clash = sorted(set(self.tokenizer_fixed) & set(section))
+        if clash:
+            raise ValueError(f"model section of {self.run_config.source} sets {clash}; these come from the tokenizer.")
+        try:
+            return EMSConfig(**section, vocab_size=len(tokenizer), languages=tokenizer_languages(tokenizer),
+                             pad_token_id=tokenizer.pad_token_id)
+        except TypeError as error:
+            raise ValueError(f"model section of {self.run_config.source}: {error}") from None
+
+    def make_trainer(self, model, args, train, tokenizer) -> EMSTrainer:
+        collator = ParallelPairCollator(tokenizer, model.config.max_position_embeddings,
+                                        languages=model.config.languages, translation_tokens=True)
+        return EMSTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
+                          processing_class=tokenizer)
+
+    def evaluate(self, model, tokenizer, heldout) -> dict:
+        """Retrieval P@1 per language on the held-out pairs, for the model and the char 2-4-gram TF-IDF baseline."""
+        embed = lambda texts: encode(model, tokenizer, texts, batch_size=128)  # noqa: E731
+        return {
+            "model": retrieval_by_language(heldout, embedding_similarity(embed)),
+            "tfidf_baseline": retrieval_by_language(heldout, tfidf_similarity),
+        }
+
+    def card(self, model, results: dict) -> None:
+        config = model.config
+        dataset_name = str(self.run_config.data.heldout or "embedded held-out LibreOffice pairs")
+        retrieval = retrieval_card_context(results, dataset_name, self.dataset_type)
+        card_data = {
+            "language": sorted({code.split("_")[0] for code in config.languages}),
+            "license": "mpl-2.0",
+            "library_name": "transformers",
+            "tags": ["sentence-embeddings", "multilingual", "ems", "feature-extraction"],
+            "pipeline_tag": "feature-extraction",
+            "eval_results": retrieval.pop("eval_results"),
+        }
+        render_model_card(
+            self.output_dir, config, card_data,
+            languages=config.languages,
+            eval_description=(
+                f"Translation retrieval P@1 (Tatoeba protocol: cosine, mean of both directions) on {dataset_name}, "
+                "each language pair retrieved among its own held-out sentences."
+            ),
+            command=f"accelerate launch scripts/train.py --config {self.run_config.source} --output_dir {self.output_dir}",
+            training_data=str(self.run_config.data.train or
+                              "the embedded LibreOffice parallel corpus (trainers/data/default, MPL-2.0)"),
+            hyperparameters=yaml.safe_dump(self.run_config.to_dict(), sort_keys=False).strip(),
+            training_summary=", ".join(f"{k}: {v}" for k, v in results.get("training", {}).items()),
+            **retrieval,
+        )
