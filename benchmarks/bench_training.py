@@ -15,28 +15,24 @@ import time
 import torch
 from transformers import AutoTokenizer
 
-from trainers.collators import ParallelPairCollator
+from trainers.collators import PairLayout, ParallelPairCollator
+from trainers.config import DEFAULT_CONFIG, load_run_config
 from trainers.data import DEFAULT_TRAIN, add_token_lengths, load_parallel_dataset, pair_languages
-from trainers.ems_pipeline import build_model
-from trainers.losses import contrastive_loss, xtr_loss
-from trainers.run_config import DEFAULT_CONFIG, load_run_config
+from trainers.losses import contrastive_loss, ems_objective
+from trainers.recipes.ems import EMSRecipe
 from trainers.tokenizer import train_tokenizer
 
 
 def step(model, optimizer, batch, with_xtr: bool, bf16: bool) -> float:
     start = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        n = batch["input_ids"].shape[0] // 2
-        if with_xtr:
+        if with_xtr:  # EMSForPreTraining: encoder, both heads, eq. 12
             output = model(batch["input_ids"], batch["attention_mask"], batch["target_language_ids"])
-            kl = xtr_loss(output.xtr_logits, batch["xtr_target_ids"], batch["xtr_target_mask"])
-            loss = (kl[:n] + kl[n:]).mean()
-        else:
-            output = model(batch["input_ids"], batch["attention_mask"])
-            output.contrastive_embeddings = model.contrastive_head(output.pooler_output)
-            loss = 0.0
-        embeddings = output.contrastive_embeddings
-        loss = loss + contrastive_loss(embeddings[:n], embeddings[n:], model.config.temperature).mean()
+            loss, _ = ems_objective(output.xtr_logits, output.contrastive_embeddings, batch["translation_ids"],
+                                    batch["translation_mask"], model.config.temperature)
+        else:  # the XTR head and loss skipped
+            embeddings = model.contrastive_head(model.ems(batch["input_ids"], batch["attention_mask"]).pooler_output)
+            loss = contrastive_loss(*PairLayout.split(embeddings), model.config.temperature).mean()
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -45,7 +41,7 @@ def step(model, optimizer, batch, with_xtr: bool, bf16: bool) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
+    parser.add_argument("--config", default=f"configs/{DEFAULT_CONFIG.name}", help="Run config (default: %(default)s).")
     parser.add_argument("--tokenizer", default=None, help="A tokenizer folder; default: train one on the corpus.")
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
@@ -59,11 +55,12 @@ def main():
         tokenizer = train_tokenizer(texts, pair_languages(pairs), run_config.tokenizer.vocab_size,
                                     run_config.model.get("max_position_embeddings", 120), "/tmp/bench_tokenizer")
     torch.manual_seed(0)
-    model = build_model(run_config, tokenizer).train()
+    model = EMSRecipe(run_config, "/tmp/bench_training").build_model(tokenizer).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch_size = run_config.training.get("per_device_train_batch_size", 8)
     bf16 = bool(run_config.training.get("bf16", False))
-    collator = ParallelPairCollator(tokenizer, model.config)
+    collator = ParallelPairCollator(tokenizer, model.config.max_position_embeddings, languages=model.config.languages,
+                                    translation_tokens=True)
 
     # length-grouped batches drawn across the corpus, as the trainer's sampler makes them
     pairs = add_token_lengths(pairs, tokenizer).shuffle(seed=0).select(range(batch_size * 50 * 4))

@@ -1,9 +1,14 @@
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
+from transformers import AutoModel
 from trainers.encoding import encode
 from trainers.hub import PUBLISH_IGNORE, files_to_publish, publish
 
@@ -24,21 +29,55 @@ def test_files_to_publish_leave_training_state_out(saved_model):
     assert not any(name.startswith("checkpoint-") or name == "training_args.bin" for name in files)
 
 
+class RecordingApi:
+    """`HfApi` stand-in: records the calls and what the uploaded folder held at upload time."""
+
+    def __init__(self):
+        self.calls, self.uploaded = [], {}
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs))
+        folder = Path(kwargs["folder_path"])
+        self.uploaded = {name: (folder / name).read_bytes() for name in files_to_publish(folder)}
+        return "commit"
+
+
 def test_publish_goes_through_huggingface_hub_upload_folder(saved_model):
     folder, _, _ = saved_model
-    calls = []
+    api = RecordingApi()
+    assert publish(folder, "me/ems", api=api, heads=True) == "commit"
+    assert api.calls[0] == ("create_repo", "me/ems", {"private": False, "exist_ok": True})
+    assert api.calls[1][1]["folder_path"] == str(folder) and api.calls[1][1]["ignore_patterns"] == PUBLISH_IGNORE
 
-    class RecordingApi:
-        def create_repo(self, repo_id, **kwargs):
-            calls.append(("create_repo", repo_id, kwargs))
 
-        def upload_folder(self, **kwargs):
-            calls.append(("upload_folder", kwargs))
-            return "commit"
-
-    assert publish(folder, "me/ems", api=RecordingApi()) == "commit"
-    assert calls[0] == ("create_repo", "me/ems", {"private": False, "exist_ok": True})
-    assert calls[1][1]["folder_path"] == str(folder) and calls[1][1]["ignore_patterns"] == PUBLISH_IGNORE
+def test_published_folder_is_the_bare_encoder_unless_heads_are_asked_for(tiny_pretraining_model, saved_model, tmp_path):
+    source, _, tokenizer = saved_model
+    folder = tmp_path / "trained"
+    tiny_pretraining_model.save_pretrained(folder)  # what training leaves: encoder and heads
+    for name in files_to_publish(source):
+        if not (folder / name).exists():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes((source / name).read_bytes())
+    api = RecordingApi()
+    publish(folder, "me/ems", api=api)
+    published = tmp_path / "published"
+    for name, content in api.uploaded.items():
+        (published / name).parent.mkdir(parents=True, exist_ok=True)
+        (published / name).write_bytes(content)
+    keys = load_file(published / "model.safetensors").keys()
+    assert keys and not any(key.startswith(("xtr_head", "contrastive_head", "ems.")) for key in keys)
+    assert json.loads((published / "config.json").read_text())["architectures"] == ["EMSModel"]
+    assert set(api.uploaded) == set(files_to_publish(folder))  # tokenizer, code, card: all there
+    assert len(api.uploaded["model.safetensors"]) < 0.9 * (folder / "model.safetensors").stat().st_size
+    ids = torch.tensor([[5, 6, 7, 8]])
+    torch.testing.assert_close(AutoModel.from_pretrained(published).eval()(ids).pooler_output,
+                               tiny_pretraining_model.ems(ids).pooler_output)
+    publish(folder, "me/ems", api=api, heads=True)
+    assert any(key.startswith("xtr_head.") for key in load_file(folder / "model.safetensors"))
+    assert api.uploaded["model.safetensors"] == (folder / "model.safetensors").read_bytes()
 
 
 def test_publish_rejects_a_folder_without_a_model(tmp_path):

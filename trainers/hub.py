@@ -12,6 +12,7 @@ from huggingface_hub.utils import filter_repo_objects
 from transformers import AutoModel
 
 # Training state stays local; everything else in the folder is the model repository.
+WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json")
 PUBLISH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "training_args.bin", ".git/**", ".cache/**"]
 
 
@@ -52,21 +53,19 @@ def files_to_publish(folder: str | Path) -> list[str]:
 
 @contextmanager
 def publishable_folder(folder: str | Path, heads: bool = False) -> Iterator[Path]:
-    """The folder to upload. With `heads=False` (the default) a folder saved from a head class (e.g.
-    `EMSForPreTraining`) is staged as its bare encoder, what `AutoModel` and inference load: same files, weights and
-    config of the encoder alone. With `heads=True`, or when the folder holds a bare encoder already, the folder
-    itself."""
+    """The folder to upload. With `heads=True`, the folder itself. With `heads=False` (the default), a staged copy
+    whose weights and config are those of the bare encoder that `AutoModel` loads (what inference needs), so a folder
+    saved from a head class (e.g. `EMSForPreTraining`) is published without its training heads."""
     import modeling_ems  # noqa: F401  (registers the package's Auto classes)
 
     folder = Path(folder)
     files = files_to_publish(folder)
-    architectures = json.loads((folder / "config.json").read_text()).get("architectures") or []
-    encoder = None if heads else AutoModel.from_pretrained(folder)
-    if encoder is None or architectures == [type(encoder).__name__]:
+    if heads:
         yield folder
         return
+    encoder = AutoModel.from_pretrained(folder)
+    weights = {"config.json"} | {name for name in files if name.endswith(WEIGHT_SUFFIXES)}
     with tempfile.TemporaryDirectory() as staging:
-        weights = {"config.json"} | {name for name in files if name.endswith((".safetensors", ".bin", ".safetensors.index.json"))}
         for name in files:
             if name not in weights:
                 (Path(staging) / name).parent.mkdir(parents=True, exist_ok=True)
