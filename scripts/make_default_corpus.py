@@ -1,6 +1,6 @@
 """Build the embedded default corpus: a small, seeded slice of the shared LibreOffice parallel data.
 
-    python scripts/make_default_corpus.py --source ../shared/data/parallel/train.tsv.gz --output_dir data/default
+    python scripts/make_default_corpus.py --source ../shared/data/parallel/train.tsv.gz --output_dir trainers/data/default
 
 Writes `train.jsonl.gz` and `heldout.jsonl.gz` with columns `src, tgt, src_lang, tgt_lang` (English is the source
 side). No English string of the held-out part occurs anywhere in the train part.
@@ -22,7 +22,7 @@ DEFAULT_LANGUAGES = (
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default="../shared/data/parallel/train.tsv.gz")
-    parser.add_argument("--output_dir", default="data/default")
+    parser.add_argument("--output_dir", default="trainers/data/default")
     parser.add_argument("--languages", nargs="+", default=DEFAULT_LANGUAGES)
     parser.add_argument("--train_per_language", type=int, default=1500)
     parser.add_argument("--heldout_per_language", type=int, default=200)

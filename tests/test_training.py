@@ -32,6 +32,10 @@ def tiny_run_config(tmp_path, small_pairs, heldout_pairs, **training):
     raw["training"].update(training)
     raw["data"] = {"train": str(write_jsonl(tmp_path / "train.jsonl", small_pairs)),
                    "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs))}
+    suite = tmp_path / "suite.yaml"  # evaluation during training: retrieval on 30 held-out pairs per language
+    suite.write_text(f"tasks:\n  dev: {{type: retrieval, pairs_file: {raw['data']['heldout']}, languages: model, "
+                     "limit: 30}\n")
+    raw["evaluation"] = {"suite": str(suite), "eval_steps": 100}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     return load_run_config(path)
@@ -71,6 +75,9 @@ def test_tiny_training_run_learns_retrieval_and_resumes(tmp_path, small_pairs, h
     assert mean_of("contrastive_loss", slice(-3, None)) < 0.8 * mean_of("contrastive_loss", slice(0, 3)), history
     assert mean_of("xtr_loss", slice(-3, None)) < 0.8 * mean_of("xtr_loss", slice(0, 3)), history
     assert all("xtr_loss" in e and "contrastive_loss" in e for e in history if "loss" in e)
+    evaluated = [entry for entry in history if "eval_dev_en-de_p@1" in entry]
+    assert [entry["step"] for entry in evaluated] == [100, 200, 300], history
+    assert evaluated[-1]["eval_dev_en-de_p@1"] > evaluated[0]["eval_dev_en-de_p@1"]
 
     # chance is 1 / 100 (100 held-out pairs per language); an untrained encoder already gets some P@1 from the
     # words that translations share (names, numbers); training must add far more than that
