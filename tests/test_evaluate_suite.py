@@ -118,7 +118,8 @@ def test_shipped_default_suite_runs_on_the_embedded_heldout_pairs(saved_model):
     embed, languages = load_embedder(folder)
     evaluators = load_suite("configs/eval_default.yaml", languages)  # shipped suite, found by name
     assert [e.name for e in evaluators][:3] == ["heldout_en-ar", "heldout_en-cs", "heldout_en-da"]
-    assert len(evaluators) == 24 and len(evaluators[0].sources) == 200
+    assert len(evaluators) == 26 and len(evaluators[0].sources) == 200
+    assert [e.name for e in evaluators][-2:] == ["debian_en-de", "debian_en-fr"] and len(evaluators[-1].sources) == 739
     results = run_suite(evaluators[:2], embed)
     assert 0 <= results["heldout_en-ar"]["metrics"]["p@1"] <= 1
 

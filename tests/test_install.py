@@ -26,7 +26,7 @@ def installed(tmp_path_factory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     for resource in ("trainers/configs/ems_default.yaml", "trainers/configs/eval_default.yaml",
                      "trainers/data/default/train.jsonl.gz", "trainers/data/default/heldout.jsonl.gz",
-                     "trainers/data/default/NOTICE.md", "hub_cards/ems.md", "trainers/metrics/qwk/qwk.py",
+                     "trainers/data/default/NOTICE.md", "trainers/data/debian/fr.tsv", "hub_cards/ems.md", "trainers/metrics/qwk/qwk.py",
                      "modeling_ems/layers.py", "trainers/recipes/ems.py"):
         assert resource in names, resource
     assert not any(name.startswith(("tests/", "scripts/", "benchmarks/")) for name in names)
@@ -64,7 +64,7 @@ def test_wheel_trains_evaluates_and_publishes_away_from_the_clone(installed, tmp
                         cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     results = json.loads((run / "eval_suite_results.json").read_text())["results"]
-    assert len(results) == 24 and all(0 <= r["metrics"]["p@1"] <= 1 for r in results.values())
+    assert len(results) == 26 and all(0 <= r["metrics"]["p@1"] <= 1 for r in results.values())
 
     published = command(installed, "ems-publish", "run", "--repo_id", "me/ems-tiny", "--dry_run", cwd=tmp_path)
     assert published.returncode == 0, published.stderr[-3000:]
