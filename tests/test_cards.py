@@ -14,7 +14,11 @@ def fake_results(languages):
     model = {f"en-{code}": {"p@1": 0.5 + i / 100, "size": 100} for i, code in enumerate(languages)}
     model["average"] = {"p@1": 0.55}
     baseline = {name: {"p@1": 0.25, "size": 100} for name in model}
-    return {"model": model, "tfidf_baseline": baseline, "training": {"global_step": 10}}
+    out_of_domain = {"en-de": {"p@1": 0.2, "size": 404}, "en-fr": {"p@1": 0.3, "size": 739}, "average": {"p@1": 0.25}}
+    return {"heldout": {"model": model, "tfidf_baseline": baseline},
+            "out_of_domain": {"model": out_of_domain,
+                              "tfidf_baseline": {k: {**v, "p@1": 0.4} for k, v in out_of_domain.items()}},
+            "training": {"global_step": 10}}
 
 
 def write_ems_card(folder, model, results):
@@ -28,12 +32,18 @@ def test_card_renders_measured_results_and_round_trips(saved_model):
     write_ems_card(folder, model, results)
     card = ModelCard.load(folder / "README.md")
     data = card.data.to_dict()
-    assert data["license"] == "mpl-2.0" and data["library_name"] == "transformers"
+    # the folder loads in sentence-transformers (modules.json), so the Hub should show it as such
+    assert data["license"] == "mpl-2.0" and data["library_name"] == "sentence-transformers"
+    assert data["pipeline_tag"] == "sentence-similarity" and "transformers" in data["tags"]
     assert set(data["language"]) == {"de", "en", "fr", "ja", "ru"}
     (index,) = data["model-index"]
-    values = {r["dataset"]["config"]: r["metrics"][0]["value"] for r in index["results"]}
-    assert values["en-de"] == 0.5 and values["average"] == 0.55
+    values = {(r["dataset"]["type"], r["dataset"]["config"]): r["metrics"][0]["value"] for r in index["results"]}
+    assert values["libreoffice-parallel", "en-de"] == 0.5 and values["libreoffice-parallel", "average"] == 0.55
+    assert values["out-of-domain-parallel", "en-fr"] == 0.3
     assert "| en-fr | 51.0 | 25.0 | 100 |" in card.text
+    # in domain and out of domain, each beside TF-IDF, with where the model wins
+    assert "### In domain" in card.text and "### Out of domain: Debian package descriptions (de, fr)" in card.text
+    assert "| en-fr | 30.0 | 40.0 | 739 |" in card.text and "beats TF-IDF on 0 of 2 language pairs" in card.text
     reloaded = ModelCard(str(card))
     assert reloaded.data.to_dict() == data
 
@@ -58,3 +68,18 @@ def test_each_model_type_picks_its_own_template():
     assert template("ems").name == "ems.md"
     with pytest.raises(ValueError, match="No model-card template for model_type 'bert'.*'ems'"):
         template("bert")
+
+
+def test_evaluating_a_folder_without_a_card_starts_one_that_fits_its_library(saved_model, tmp_path):
+    from trainers.cards import update_card_results
+
+    folder, _, _ = saved_model
+    results = {"dev_en-de": {"task": "retrieval", "metrics": {"p@1": 0.75}}}
+    card = update_card_results(folder, results, suite="suite.yaml")
+    assert card.data.library_name == "sentence-transformers" and card.data.pipeline_tag == "sentence-similarity"
+    (folder / "modules.json").unlink()
+    (folder / "README.md").unlink()
+    card = update_card_results(folder, results, suite="suite.yaml")
+    assert card.data.library_name == "transformers" and card.data.eval_results[0].metric_value == 0.75
+    with pytest.raises(FileNotFoundError, match="holds no model"):
+        update_card_results(tmp_path, results, suite="suite.yaml")

@@ -8,6 +8,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from modeling_ems import EMSForPreTraining
 from trainers.config import load_run_config
+from trainers.data import DEFAULT_OUT_OF_DOMAIN
 from trainers.encoding import encode
 from trainers.evaluation.retrieval import embedding_similarity, retrieval_by_language
 from trainers.recipes import run_recipe
@@ -82,8 +83,13 @@ def test_tiny_training_run_learns_retrieval_and_resumes(tmp_path, small_pairs, h
     # chance is 1 / 100 (100 held-out pairs per language); an untrained encoder already gets some P@1 from the
     # words that translations share (names, numbers); training must add far more than that
     chance = 1 / 100
-    after = results["model"]["average"]["p@1"]
+    after = results["heldout"]["model"]["average"]["p@1"]
     assert after > 20 * chance and after > before + 0.1, (before, after)
+    # out of domain too, beside TF-IDF, on pairs none of whose texts the model trained on
+    assert set(results["out_of_domain"]["model"]) == {"en-de", "en-fr", "average"}
+    assert results["out_of_domain"]["tfidf_baseline"]["average"]["p@1"] > 0
+    assert results["data"]["out_of_domain"] == {"source": str(DEFAULT_OUT_OF_DOMAIN), "pairs": 1143,
+                                                "removed_seen_in_training": 0}
 
     # the output folder is Hub-ready
     for name in ("config.json", "model.safetensors", "modeling_ems.py", "configuration_ems.py", "layers.py",
@@ -93,8 +99,9 @@ def test_tiny_training_run_learns_retrieval_and_resumes(tmp_path, small_pairs, h
     assert "model-index" in card and f"{100 * after:.1f}" in card
     reloaded = AutoModel.from_pretrained(output_dir)  # the bare encoder of the trained head class
     assert type(reloaded).__name__ == "EMSModel"
+    _, evaluation = EMSRecipe(run_config, output_dir).load_data()  # the held-out pairs the run scored
     reloaded_p1 = retrieval_by_language(
-        heldout_pairs, embedding_similarity(lambda texts: encode(reloaded, tokenizer, texts)))["average"]["p@1"]
+        evaluation["heldout"], embedding_similarity(lambda texts: encode(reloaded, tokenizer, texts)))["average"]["p@1"]
     assert reloaded_p1 == pytest.approx(after)
 
 
@@ -144,6 +151,23 @@ def test_model_section_may_not_set_what_the_tokenizer_fixes(tmp_path, tokenizer_
     path.write_text("recipe: ems\nmodel: {vocab_size: 10}\ntokenizer: {}\n")
     with pytest.raises(ValueError, match="vocab_size.*come from the tokenizer"):
         EMSRecipe(load_run_config(path), tmp_path).build_model(AutoTokenizer.from_pretrained(tokenizer_dir))
+
+
+def test_heldout_pairs_seen_in_training_are_removed_or_refused(tmp_path, small_pairs, heldout_pairs):
+    train = small_pairs[:300] + heldout_pairs[:7]  # 7 held-out pairs leak into the training data
+    raw = {**TINY, "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", train)),
+                            "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs[:50]))}}
+    path = tmp_path / "leak.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    recipe = EMSRecipe(load_run_config(path), tmp_path)
+    _, evaluation = recipe.load_data()
+    assert len(evaluation["heldout"]) == 43 and recipe.data_report["heldout"]["removed_seen_in_training"] == 7
+    seen = {row["src"] for row in train} | {row["tgt"] for row in train}
+    assert not any(row["src"] in seen or row["tgt"] in seen for row in evaluation["heldout"])
+    with pytest.raises(ValueError, match="7 of the heldout pairs .* share a text with the training data"):
+        EMSRecipe(load_run_config(path, ["data.on_training_overlap=error"]), tmp_path).load_data()
+    with pytest.raises(ValueError, match="on_training_overlap='keep'"):
+        load_run_config(path, ["data.on_training_overlap=keep"])
 
 
 def test_recipe_builds_the_head_class(tmp_path, tokenizer_dir):

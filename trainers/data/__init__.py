@@ -3,6 +3,7 @@
 The embedded default corpus ships inside this package (`default/`, LibreOffice, MPL-2.0: see its NOTICE), so a
 wheel install trains without any data beside it."""
 
+import re
 from importlib.resources import files
 from pathlib import Path
 
@@ -14,7 +15,11 @@ ENGLISH_PIVOT_COLUMNS = ("lang", "en", "text")
 DEFAULT_CORPUS = Path(str(files(__name__) / "default"))
 DEFAULT_TRAIN = DEFAULT_CORPUS / "train.jsonl.gz"
 DEFAULT_HELDOUT = DEFAULT_CORPUS / "heldout.jsonl.gz"
-
+# Out-of-domain held-out pairs: Debian package descriptions (de, fr), one `LANG.tsv` with columns `en, text` each.
+DEFAULT_OUT_OF_DOMAIN = Path(str(files(__name__) / "debian"))
+# A folder of `LANG.tsv` files, each with English and its translation into LANG (../shared/data/parallel/dev too).
+LANGUAGE_FOLDER_COLUMNS = ("en", "text")
+_LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}(_[A-Za-z]{2,4})?$")
 
 
 def data_file(value: str | Path) -> Path:
@@ -45,15 +50,41 @@ def _local_builder(path: Path) -> tuple[str, dict]:
     return _BUILDERS[suffixes[-1]]
 
 
+def _language_files(folder: Path) -> dict[str, Path] | None:
+    """`{code: path}` when `folder` holds only `LANG.tsv` files (a multi-parallel dev folder), else None."""
+    tables = sorted(folder.glob("*.tsv"))
+    others = [p for p in folder.iterdir() if p.suffix != ".tsv" and not p.name.upper().startswith(("NOTICE", "README"))]
+    if not tables or others or not all(_LANGUAGE_CODE.match(p.stem) for p in tables):
+        return None
+    return {p.stem: p for p in tables}
+
+
+def _read_language_folder(tables: dict[str, Path]) -> datasets.Dataset:
+    parts = []
+    for code, path in tables.items():
+        table = datasets.load_dataset("csv", data_files=str(path), split="train", delimiter="\t", quoting=3)
+        missing = sorted(set(LANGUAGE_FOLDER_COLUMNS) - set(table.column_names))
+        if missing:
+            raise ValueError(f"{path} lacks the columns {missing}; a language folder's files hold `en, text`.")
+        parts.append(table.map(lambda row, code=code: {"src": row["en"], "tgt": row["text"], "src_lang": "en",
+                                                        "tgt_lang": code}, remove_columns=table.column_names))
+    return datasets.concatenate_datasets(parts)
+
+
 def load_parallel_dataset(source: str | Path, split: str = "train") -> datasets.Dataset:
     """Load parallel pairs with columns `src, tgt, src_lang, tgt_lang` from a local TSV / CSV / JSONL / Parquet file,
-    a local dataset folder, or a Hub dataset name. Rows in the English-pivot layout `lang, en, text` are converted."""
+    a folder of `LANG.tsv` files with columns `en, text` (like ../shared/data/parallel/dev), a local dataset folder,
+    data shipped with the package (`default/heldout.jsonl.gz`, `debian`), or a Hub dataset name. Rows in the
+    English-pivot layout `lang, en, text` are converted."""
     path = Path(source)
+    if not path.exists() and not path.is_absolute() and (Path(str(files(__name__))) / path).exists():
+        path = Path(str(files(__name__))) / path
     if path.is_file():
         builder, options = _local_builder(path)
         dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     elif path.is_dir():
-        dataset = datasets.load_dataset(str(path), split=split)
+        tables = _language_files(path)
+        dataset = _read_language_folder(tables) if tables else datasets.load_dataset(str(path), split=split)
     elif path.suffix or str(source).startswith((".", "/", "~")):
         raise FileNotFoundError(f"No such data file or folder: {source!r}.")
     else:
@@ -75,6 +106,17 @@ def as_pairs(dataset: datasets.Dataset, name: str = "dataset") -> datasets.Datas
         f"{name} has columns {sorted(columns)}; parallel data needs {list(PAIR_COLUMNS)} "
         f"(or the English-pivot layout {list(ENGLISH_PIVOT_COLUMNS)})."
     )
+
+
+def texts_of(pairs: datasets.Dataset) -> set[str]:
+    """Every text on either side of the pairs."""
+    return set(pairs["src"]) | set(pairs["tgt"])
+
+
+def drop_seen_pairs(pairs: datasets.Dataset, seen: set[str]) -> tuple[datasets.Dataset, int]:
+    """The pairs neither of whose texts is in `seen` (e.g. the training texts), and how many were dropped."""
+    kept = pairs.filter(lambda row: row["src"] not in seen and row["tgt"] not in seen)
+    return kept, len(pairs) - len(kept)
 
 
 def validate_pairs(dataset: datasets.Dataset, languages: list[str] | None = None, name: str = "dataset") -> None:

@@ -18,7 +18,18 @@ import yaml
 from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments, set_seed
 
 from ..config import RunConfig
-from ..data import DEFAULT_HELDOUT, DEFAULT_TRAIN, add_token_lengths, load_parallel_dataset, validate_pairs
+from ..data import (
+    DEFAULT_HELDOUT,
+    DEFAULT_OUT_OF_DOMAIN,
+    DEFAULT_TRAIN,
+    add_token_lengths,
+    drop_seen_pairs,
+    load_parallel_dataset,
+    texts_of,
+    validate_pairs,
+)
+from ..encoding import encode
+from ..evaluation.retrieval import embedding_similarity, retrieval_by_language, tfidf_similarity
 from ..evaluation.suite import EvaluatorCallback, load_suite
 from ..hub import publish, write_sentence_transformers_config
 from ..tokenizer import train_tokenizer
@@ -101,26 +112,54 @@ class Recipe:
 
     def __init__(self, run_config: RunConfig, output_dir: str | Path):
         self.run_config, self.output_dir = run_config, Path(output_dir)
+        self.data_report: dict[str, dict] = {}  # what `load_data` used, written into eval_results.json
 
     # Steps with a default every pair-trained recipe uses; override where the data differ.
-    def load_data(self) -> tuple[datasets.Dataset, datasets.Dataset]:
-        """Training and held-out parallel pairs: the configured sources or the embedded default corpus."""
+    def load_data(self) -> tuple[datasets.Dataset, dict[str, datasets.Dataset]]:
+        """Training pairs and the evaluation sets `{"heldout": in domain, "out_of_domain": ...}`: the configured
+        sources or the embedded defaults. No evaluation pair may share a text with the training data: such pairs
+        are removed (the count is logged and recorded in `self.data_report`) or, with
+        `data.on_training_overlap: error`, refused."""
         data = self.run_config.data
         train = load_parallel_dataset(data.train or DEFAULT_TRAIN)
         if data.max_train_pairs is not None:
             train = train.select(range(min(data.max_train_pairs, len(train))))
-        heldout = load_parallel_dataset(data.heldout or DEFAULT_HELDOUT)
         validate_pairs(train, name=self.train_name)
-        validate_pairs(heldout, name=self.heldout_name)
-        return train, heldout
+        seen = texts_of(train)
+        sets = {"heldout": data.heldout or DEFAULT_HELDOUT, "out_of_domain": data.out_of_domain or DEFAULT_OUT_OF_DOMAIN}
+        evaluation = {}
+        for name, source in sets.items():
+            pairs = load_parallel_dataset(source)
+            validate_pairs(pairs, name=str(source))
+            pairs, dropped = drop_seen_pairs(pairs, seen)
+            if dropped and data.on_training_overlap == "error":
+                raise ValueError(f"{dropped} of the {name} pairs in {source} share a text with the training data "
+                                 f"{self.train_name}; evaluate on unseen pairs, or set data.on_training_overlap: "
+                                 "remove to drop them.")
+            if dropped:
+                logger.warning("Removed %d %s pairs of %s whose text occurs in the training data.", dropped, name,
+                               source)
+            if len(pairs) == 0:
+                raise ValueError(f"Every {name} pair in {source} occurs in the training data {self.train_name}: "
+                                 "there is nothing unseen to evaluate on.")
+            evaluation[name] = pairs
+            self.data_report[name] = {"source": str(source), "pairs": len(pairs), "removed_seen_in_training": dropped}
+        self.data_report["train"] = {"source": self.train_name, "pairs": len(train)}
+        return train, evaluation
 
     @property
     def train_name(self) -> str:
         return str(self.run_config.data.train or DEFAULT_TRAIN)
 
-    @property
-    def heldout_name(self) -> str:
-        return str(self.run_config.data.heldout or DEFAULT_HELDOUT)
+    def evaluation_sets(self) -> dict[str, dict]:
+        """How the card names each evaluation set of `load_data`: `title`, `dataset_name`, `dataset_type`."""
+        data = self.run_config.data
+        return {
+            "heldout": {"title": "In domain", "dataset_type": self.dataset_type,
+                        "dataset_name": data.heldout or "held-out pairs of the embedded LibreOffice corpus"},
+            "out_of_domain": {"title": "Out of domain", "dataset_type": "out-of-domain-parallel",
+                              "dataset_name": data.out_of_domain or "Debian package descriptions (de, fr)"},
+        }
 
     def prepare_train_data(self, train, tokenizer, args: TrainingArguments):
         """Pairs with their token lengths when batches are grouped by length (less padding)."""
@@ -128,8 +167,8 @@ class Recipe:
             train = add_token_lengths(train, tokenizer, args.length_column_name)
         return train
 
-    def prepare_tokenizer(self, train, heldout, args: TrainingArguments):
-        """The tokenizer, after checking that it covers the training and held-out data."""
+    def prepare_tokenizer(self, train, args: TrainingArguments):
+        """The tokenizer, after checking that it covers the training data."""
         raise NotImplementedError
 
     def build_model(self, tokenizer) -> PreTrainedModel:
@@ -138,8 +177,15 @@ class Recipe:
     def make_trainer(self, model, args, train, tokenizer) -> Trainer:
         raise NotImplementedError
 
-    def evaluate(self, model, tokenizer, heldout) -> dict:
-        raise NotImplementedError
+    def evaluate(self, model, tokenizer, evaluation: dict[str, datasets.Dataset]) -> dict:
+        """Retrieval P@1 per language on each evaluation set, for the model and the char 2-4-gram TF-IDF baseline:
+        `{set name: {"model": ..., "tfidf_baseline": ...}}`."""
+        embed = lambda texts: encode(model, tokenizer, texts, batch_size=128)  # noqa: E731
+        return {
+            name: {"model": retrieval_by_language(pairs, embedding_similarity(embed)),
+                   "tfidf_baseline": retrieval_by_language(pairs, tfidf_similarity)}
+            for name, pairs in evaluation.items()
+        }
 
     def card(self, model, results: dict) -> None:
         """Write the folder's `README.md` (through `trainers.cards.render_model_card`)."""
@@ -165,9 +211,9 @@ def run_recipe(run_config: RunConfig, output_dir: str | Path, resume: bool = Tru
     recipe = get_recipe(run_config.recipe, source=run_config.source)(run_config, output_dir)
     output_dir = recipe.output_dir
     args, push_to_hub = training_arguments(recipe.arguments_class, run_config, output_dir)
-    train, heldout = recipe.load_data()
+    train, evaluation_sets = recipe.load_data()
     output_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = recipe.prepare_tokenizer(train, heldout, args)
+    tokenizer = recipe.prepare_tokenizer(train, args)
     train = recipe.prepare_train_data(train, tokenizer, args)
     set_seed(args.seed)  # before the weights are drawn: the same config gives the same run
     model = recipe.build_model(tokenizer)
@@ -187,7 +233,8 @@ def run_recipe(run_config: RunConfig, output_dir: str | Path, resume: bool = Tru
     if not trainer.is_world_process_zero():
         return {}
     write_sentence_transformers_config(output_dir, model.config.hidden_size, model.config.max_position_embeddings)
-    results = recipe.evaluate(trainer.model, tokenizer, heldout)
+    results = recipe.evaluate(trainer.model, tokenizer, evaluation_sets)
+    results["data"] = recipe.data_report
     results["training"] = {"train_examples": len(train), "global_step": train_output.global_step,
                            "train_runtime_s": round(train_output.metrics["train_runtime"], 1),
                            "train_loss": round(train_output.training_loss, 4)}

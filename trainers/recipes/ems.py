@@ -11,12 +11,10 @@ import yaml
 
 from modeling_ems import EMSConfig, EMSForPreTraining
 
-from ..cards import render_model_card, retrieval_card_context
+from ..cards import render_model_card, retrieval_card_context, sentence_encoder_card_data
 from ..collators import ParallelPairCollator
 from ..data import check_languages, pair_languages
 from ..ems_trainer import EMSTrainer, EMSTrainingArguments
-from ..encoding import encode
-from ..evaluation.retrieval import embedding_similarity, retrieval_by_language, tfidf_similarity
 from ..tokenizer import tokenizer_languages
 from .base import Recipe, register_recipe
 
@@ -37,14 +35,13 @@ class EMSRecipe(Recipe):
     # set by the tokenizer, never by the model section
     tokenizer_fixed = ("vocab_size", "languages", "pad_token_id")
 
-    def prepare_tokenizer(self, train, heldout, args):
+    def prepare_tokenizer(self, train, args):
         settings = self.run_config.tokenizer
         max_length = self.run_config.model.get("max_position_embeddings", EMSConfig.max_position_embeddings)
         tokenizer = self.sentencepiece_tokenizer(train, args, settings.vocab_size, pair_languages(train), max_length,
                                                  path=settings.path)
         languages = tokenizer_languages(tokenizer)
         check_languages(train, languages, name=self.train_name)
-        check_languages(heldout, languages, name=self.heldout_name)
         return tokenizer
 
     def build_model(self, tokenizer) -> EMSForPreTraining:
@@ -67,32 +64,20 @@ class EMSRecipe(Recipe):
         return EMSTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
                           processing_class=tokenizer)
 
-    def evaluate(self, model, tokenizer, heldout) -> dict:
-        """Retrieval P@1 per language on the held-out pairs, for the model and the char 2-4-gram TF-IDF baseline."""
-        embed = lambda texts: encode(model, tokenizer, texts, batch_size=128)  # noqa: E731
-        return {
-            "model": retrieval_by_language(heldout, embedding_similarity(embed)),
-            "tfidf_baseline": retrieval_by_language(heldout, tfidf_similarity),
-        }
-
     def card(self, model, results: dict) -> None:
         config = model.config
-        dataset_name = str(self.run_config.data.heldout or "embedded held-out LibreOffice pairs")
-        retrieval = retrieval_card_context(results, dataset_name, self.dataset_type)
-        card_data = {
-            "language": sorted({code.split("_")[0] for code in config.languages}),
-            "license": "mpl-2.0",
-            "library_name": "transformers",
-            "tags": ["sentence-embeddings", "multilingual", "ems", "feature-extraction"],
-            "pipeline_tag": "feature-extraction",
-            "eval_results": retrieval.pop("eval_results"),
-        }
+        retrieval = retrieval_card_context(results, self.evaluation_sets())
+        card_data = sentence_encoder_card_data(self.output_dir)  # the folder carries modules.json by now
+        card_data.update(language=sorted({code.split("_")[0] for code in config.languages}), license="mpl-2.0",
+                         tags=card_data["tags"] + ["sentence-embeddings", "multilingual", "ems"],
+                         eval_results=retrieval.pop("eval_results"))
         render_model_card(
             self.output_dir, config, card_data,
             languages=config.languages,
             eval_description=(
-                f"Translation retrieval P@1 (Tatoeba protocol: cosine, mean of both directions) on {dataset_name}, "
-                "each language pair retrieved among its own held-out sentences."
+                "Translation retrieval P@1 (Tatoeba protocol: cosine, mean of both directions), each language pair "
+                "retrieved among its own held-out sentences, none of whose texts occurs in the training data; beside "
+                "it the character 2-4-gram TF-IDF baseline on the same sentences."
             ),
             command=f"accelerate launch scripts/train.py --config {self.run_config.source} --output_dir {self.output_dir}",
             training_data=str(self.run_config.data.train or
