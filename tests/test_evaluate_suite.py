@@ -7,7 +7,8 @@ import pytest
 from huggingface_hub import ModelCard
 
 from trainers.cards import update_card_results
-from trainers.evaluation.suite import EvaluatorCallback, flat_metrics, load_suite, run_suite
+from trainers.evaluation.retrieval import RetrievalEvaluator
+from trainers.evaluation.suite import flat_metrics, load_suite, run_suite
 from trainers.loading import load_embedder, load_encoder
 
 from .conftest import SHARED_DATA, requires_shared
@@ -90,27 +91,11 @@ def test_evaluate_script_writes_results(saved_model, tmp_path, dev_dir):
 
 def test_sentence_transformers_backend_gives_the_same_embeddings(saved_model):
     folder, _, _ = saved_model
-    ours, _ = load_embedder(folder)
+    ours, ours_languages = load_embedder(folder)
     st, languages = load_embedder(folder, backend="sentence-transformers")
     texts = ["open the file", "Öffnen Sie die Datei"]
     np.testing.assert_allclose(st(texts), ours(texts), rtol=1e-4, atol=1e-5)
-    assert languages is None
-
-
-def test_callback_logs_into_the_trainer_log(saved_model, dev_dir, tmp_path):
-    from transformers import TrainerControl, TrainerState
-
-    folder, model, tokenizer = saved_model
-    suite = tmp_path / "dev.yaml"
-    suite.write_text(f"tasks:\n  dev: {{type: retrieval, pairs_dir: {dev_dir}, languages: [de]}}\n")
-    evaluators = load_suite(suite, model.config.languages)
-    callback = EvaluatorCallback(evaluators, tokenizer, eval_steps=5)
-    state = TrainerState(global_step=5, max_steps=10)
-    callback.on_step_end(None, state, TrainerControl(), model=model)
-    state.global_step = 6
-    callback.on_step_end(None, state, TrainerControl(), model=model)
-    assert [entry["step"] for entry in state.log_history] == [5]
-    assert "eval_dev_en-de_p@1" in state.log_history[0]
+    assert languages == ours_languages == ["de", "en", "fr", "ja", "ru"]  # read from config.json either way
 
 
 def test_shipped_default_suite_runs_on_the_embedded_heldout_pairs(saved_model):
@@ -137,6 +122,93 @@ def test_bad_suites_are_clear_errors(tmp_path, dev_dir):
     bad.write_text(f"tasks:\n  x: {{type: retrieval, pairs_dir: {dev_dir}, languages: [qq]}}\n")
     with pytest.raises(ValueError, match="qq"):
         load_suite(bad)
+    # a file that is not there is named with its task, before anything runs
+    bad.write_text(f"tasks:\n  ok: {{type: retrieval, pairs_dir: {dev_dir}}}\n"
+                   f"  sts: {{type: similarity, path: {tmp_path / 'missing.tsv'}}}\n")
+    with pytest.raises(FileNotFoundError, match=r"task 'sts' \(similarity\): No such data file.*missing\.tsv"):
+        load_suite(bad)
+    # a misspelt setting is not silently ignored
+    bad.write_text(f"tasks:\n  x: {{type: retrieval, pairs_dir: {dev_dir}, precision_at: [1], num_distractor: 9}}\n")
+    with pytest.raises(ValueError, match=r"task 'x' \(retrieval\) has unknown settings \['num_distractor'\]"):
+        load_suite(bad)
+    bad.write_text(f"tasks:\n  x: {{type: retrieval, pairs_dir: {dev_dir}, num_distractors: 9}}\n")
+    with pytest.raises(ValueError, match="num_distractors=9 has no effect without precision_at"):
+        load_suite(bad)
+    bad.write_text(f"tasks:\n  x: {{type: retrieval, pairs_dir: {dev_dir}, precision_at: [1, 5]}}\n")  # K = 999
+    with pytest.raises(ValueError, match=r"task 'x' \(retrieval\): num_distractors=999 needs at least 1000 targets"):
+        load_suite(bad)
+    bad.write_text("tasks:\n  x: [retrieval]\n")
+    with pytest.raises(ValueError, match="task 'x' is \\['retrieval'\\]; write its settings as a mapping"):
+        load_suite(bad)
+
+
+def random_embed(texts):
+    """A fixed random unit vector per text (seeded by the text), for protocol tests that need no model."""
+    rows = [np.random.default_rng(list(text.encode())).standard_normal(16) for text in texts]
+    return np.stack(rows) / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_distractor_settings_come_from_the_suite(tmp_path, dev_dir):
+    suite = tmp_path / "pn.yaml"
+    suite.write_text(f"tasks:\n  dev: {{type: retrieval, pairs_dir: {dev_dir}, languages: [de], precision_at: [1, 5],"
+                     " num_distractors: 9, seed: 3}\n")
+    (evaluator,) = load_suite(suite)
+    assert (evaluator.precision_at, evaluator.num_distractors, evaluator.seed) == ([1, 5], 9, 3)
+    metrics = run_suite([evaluator], random_embed)["dev_en-de"]["metrics"]
+    assert set(metrics) == {"p@1", "p@1_src2tgt", "p@1_tgt2src", "p@1_k9", "p@5_k9"}
+    direct = RetrievalEvaluator(evaluator.sources, evaluator.targets, precision_at=[1, 5], num_distractors=9, seed=3,
+                                name="direct")(random_embed)
+    assert metrics["p@5_k9"] == direct["direct_p@5_k9"] and metrics["p@1_k9"] == direct["direct_p@1_k9"]
+    # against 9 distractors P@1 is far above the full pool's (40 pairs): the setting took effect
+    assert metrics["p@1_k9"] > metrics["p@1_src2tgt"]
+
+
+def test_a_failing_task_is_reported_and_the_others_run_and_are_saved_as_they_go(tmp_path, dev_dir):
+    constant = tmp_path / "constant.tsv"  # a degenerate score column: every pair scored 3.0
+    constant.write_text("text1\ttext2\tscore\tlang1\tlang2\n" + "".join(
+        f"word {i}\tterm {i}\t3.0\ten\ten\n" for i in range(10)))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"tasks:\n  flat: {{type: similarity, path: {constant}}}\n"
+                     f"  dev: {{type: retrieval, pairs_dir: {dev_dir}, languages: [de, fr]}}\n")
+    output = tmp_path / "out" / "results.json"
+    seen_on_disk = []
+
+    def embed(texts):  # what the JSON holds whenever a later task starts embedding
+        if output.is_file():
+            seen_on_disk.append(json.loads(output.read_text()))
+        return random_embed(texts)
+
+    results = run_suite(load_suite(suite), embed, output=output, metadata={"model": "random", "suite": str(suite)})
+    assert list(results) == ["flat", "dev_en-de", "dev_en-fr"]
+    assert results["flat"]["error"].startswith("ValueError: spearman: all references equal 3.0")
+    assert "metrics" not in results["flat"]
+    assert 0 <= results["dev_en-de"]["metrics"]["p@1"] <= 1 and results["dev_en-fr"]["task"] == "retrieval"
+    # nothing was written before the first task ended; then, as each later task ran, the file already held the
+    # tasks before it (the failure included) and named those still to come (each retrieval embeds twice)
+    assert [list(seen["results"]) for seen in seen_on_disk] == [["flat"]] * 2 + [["flat", "dev_en-de"]] * 2
+    assert seen_on_disk[0]["pending"] == ["dev_en-de", "dev_en-fr"] and seen_on_disk[-1]["pending"] == ["dev_en-fr"]
+    assert seen_on_disk[0]["model"] == "random" and seen_on_disk[0]["results"]["flat"] == results["flat"]
+    assert json.loads(output.read_text()) == {"model": "random", "suite": str(suite), "results": results,
+                                              "pending": []}
+    flat = flat_metrics(results)
+    assert "dev_average_p@1" in flat and not any(key.startswith("flat_") for key in flat)
+    assert flat["dev_average_p@1"] == pytest.approx(
+        (results["dev_en-de"]["metrics"]["p@1"] + results["dev_en-fr"]["metrics"]["p@1"]) / 2)
+
+
+def test_languages_model_falls_back_to_the_data_for_a_model_without_languages(tmp_path, dev_dir):
+    """A baseline such as all-MiniLM-L6-v2 names no languages: `languages: model` takes every language of the data
+    and the results say so."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"tasks:\n  dev: {{type: retrieval, pairs_dir: {dev_dir}, languages: model}}\n")
+    assert [e.name for e in load_suite(suite, ["de"])] == ["dev_en-de"]
+    evaluators = load_suite(suite, None)
+    assert [e.name for e in evaluators] == ["dev_en-de", "dev_en-fr", "dev_en-xx"]
+    results = run_suite(evaluators, random_embed)
+    for entry in results.values():
+        assert entry["note"] == (f"languages: model, but the model names no languages: evaluated on every language "
+                                 f"of {dev_dir}")
+        assert entry["suite_task"] == "dev" and "p@1" in entry["metrics"]
 
 
 def test_folders_that_are_not_encoders_are_rejected(tmp_path, saved_model):

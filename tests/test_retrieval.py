@@ -1,20 +1,29 @@
-"""k-NN search backends and translation retrieval: Tatoeba P@1, P@N against 999 distractors, large-pool retrieval."""
+"""k-NN search backends and translation retrieval: Tatoeba P@1 (hits judged by text, as sentence-transformers'
+`TranslationEvaluator` judges them), P@N against K random distractors, large-pool retrieval."""
 
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from trainers.evaluation import knn as knn_module
+from trainers.evaluation.common import read_tsv
 from trainers.evaluation.knn import knn, resolve_backend
 from trainers.evaluation.retrieval import (
     RetrievalEvaluator,
     distractor_retrieval,
+    draw_distractors,
+    embedding_similarity,
     pool_retrieval,
     precision_at_1,
     retrieval_by_language,
+    text_ids,
     tfidf_similarity,
 )
+
+from .conftest import LANGUAGES, SHARED_DATA, FakeEmbed, requires_shared
 
 
 def unit_rows(rng, count, dim):
@@ -136,7 +145,8 @@ def test_distractors_are_sampled_from_a_larger_pool():
     few = distractor_retrieval(sources, noisy, n=1, num_distractors=9, seed=3)["precision_at_1"]
     many = distractor_retrieval(sources, noisy, n=1, num_distractors=999, seed=3)["precision_at_1"]
     assert few >= many and 0 < many < 1
-    with pytest.raises(ValueError, match="num_distractors=999 needs at least 1000 targets, got 500"):
+    with pytest.raises(ValueError, match=r"num_distractors=999 needs at least 1000 targets \(pool texts included\), "
+                                         "got 500"):
         distractor_retrieval(sources, targets[:500], n=1)
 
 
@@ -174,7 +184,8 @@ def test_retrieval_evaluator_bad_inputs():
         RetrievalEvaluator(["a", "b", "c"], ["x", "y"])
     with pytest.raises(ValueError, match="targets must be a non-empty list"):
         RetrievalEvaluator(["a"], [])
-    with pytest.raises(ValueError, match="num_distractors=999 needs at least 1000 targets and pool texts, got 2"):
+    with pytest.raises(ValueError, match=r"num_distractors=999 needs at least 1000 targets \(pool texts included\), "
+                                         "got 2"):
         RetrievalEvaluator(["a", "b"], ["x", "y"], precision_at=[1])
     with pytest.raises(ValueError, match=r"n=\[0\] must be a positive int"):
         RetrievalEvaluator(["a", "b"], ["x", "y"], precision_at=[0])
@@ -196,3 +207,174 @@ def test_retrieval_by_language_keeps_its_keys():
     assert set(results) == {"en-de", "average"}
     assert set(results["en-de"]) == {"p@1", "p@1_src2tgt", "p@1_tgt2src", "size"}
     assert results["en-de"]["size"] == 3 and 0 <= results["average"]["p@1"] <= 1
+
+
+class VectorModel:
+    """What sentence-transformers' `TranslationEvaluator` calls on a model, over fixed vectors, so that it and this
+    package's protocols score the very same embeddings."""
+
+    model_card_data = SimpleNamespace(set_evaluation_metrics=lambda *args, **kwargs: None)
+
+    def __init__(self, embed):
+        self.embed = embed
+
+    def encode(self, sentences, **kwargs):
+        return list(torch.from_numpy(np.asarray(self.embed(list(sentences)), dtype=np.float32)))
+
+
+def translation_evaluator_p1(sources, targets, model) -> tuple[float, float]:
+    """`(src2trg, trg2src)` accuracy of sentence-transformers' `TranslationEvaluator`."""
+    from sentence_transformers.sentence_transformer.evaluation import TranslationEvaluator
+
+    result = TranslationEvaluator(sources, targets, name="st", write_csv=False)(model)
+    return result["st_src2trg_accuracy"], result["st_trg2src_accuracy"]
+
+
+def test_duplicate_targets_are_hits():
+    """Targets 1 and 3 are the same text ("die Datei"): source 3's nearest target is that text, a hit whichever
+    copy wins. Backward, both copies retrieve source 1, a miss for row 3 (its gold source is another text)."""
+    sources = ["hello", "the file", "one", "a file"]
+    targets = ["hallo", "die Datei", "eins", "die Datei"]
+    basis = np.eye(4)
+    vectors = {"hello": basis[0], "the file": basis[1], "one": basis[2], "a file": basis[3],
+               "hallo": basis[0], "die Datei": 0.8 * basis[1] + 0.6 * basis[3], "eins": basis[2]}
+    embed = FakeEmbed(vectors)
+    similarity = np.stack([vectors[s] for s in sources]) @ np.stack([vectors[t] for t in targets]).T
+    assert precision_at_1(similarity) == (0.75, 0.75)  # by row: source 3 "loses" to the copy in row 1
+    assert precision_at_1(similarity, sources, targets) == (1.0, 0.75)
+    results = RetrievalEvaluator(sources, targets, name="dup")(embed)
+    assert (results["dup_p@1_src2tgt"], results["dup_p@1_tgt2src"]) == (1.0, 0.75)
+    assert results["dup_p@1"] == 0.875
+    pairs = [{"src": s, "tgt": t, "src_lang": "en", "tgt_lang": "de"} for s, t in zip(sources, targets)]
+    by_language = retrieval_by_language(pairs, embedding_similarity(embed))["en-de"]
+    assert (by_language["p@1_src2tgt"], by_language["p@1_tgt2src"]) == (1.0, 0.75)
+    # sentence-transformers counts the same way
+    assert translation_evaluator_p1(sources, targets, VectorModel(embed)) == (1.0, 0.75)
+
+
+def planted_k_distractor_case():
+    """4 sources e0..e3 among 12 targets (dimension 8); target i translates source i.
+
+    Source 0's gold is the source itself: rank 1 whatever is drawn. Source 1's gold (cosine -0.5) is below every
+    other target (cosine 0): rank K + 1. Source 2's gold has cosine 0.5 and targets 4 and 5 cosine 0.7: rank 1 +
+    how many of them are drawn. Source 3's gold "das Haus" has cosine 0.4, target 7 cosine 0.9 and target 6 is
+    the same text "das Haus" (same vector): a drawn copy ties and ranks before the gold, but it is the gold text.
+    Targets 8-11 lie in dimensions 4-5, orthogonal to every source.
+    """
+    dim = 8
+    sources = np.eye(dim)[:4]
+
+    def at(axis, cosine, other_axis):
+        vector = np.zeros(dim)
+        vector[axis], vector[other_axis] = cosine, np.sqrt(1 - cosine**2)
+        return vector
+
+    targets = np.zeros((12, dim))
+    targets[0] = sources[0]
+    targets[1] = at(1, -0.5, 7)
+    targets[2] = at(2, 0.5, 7)
+    targets[3] = at(3, 0.4, 6)
+    targets[4], targets[5] = at(2, 0.7, 5), at(2, 0.7, 4)
+    targets[6] = targets[3]
+    targets[7] = at(3, 0.9, 5)
+    targets[8:, 4:6] = [[1, 0], [0, 1], [0.6, 0.8], [0.8, -0.6]]
+    texts = ["hallo", "eins", "zwei", "das Haus", "a", "b", "das Haus", "c", "d", "e", "f", "g"]
+    return sources, targets, texts
+
+
+def test_precision_at_n_with_k_distractors_by_hand():
+    sources, targets, texts = planted_k_distractor_case()
+    K, cutoffs = 4, [1, 2, 3, 5]
+    rows_differ = False
+    for seed in range(12):
+        drawn = draw_distractors(4, 12, K, seed)
+        for row in range(4):  # each source ranks K distinct other targets, then its gold last
+            assert drawn[row, -1] == row and len(set(drawn[row])) == K + 1 and row not in drawn[row, :-1]
+        others = [set(drawn[row, :-1].tolist()) for row in range(4)]
+        by_text = [1, K + 1, 1 + len({4, 5} & others[2]), 1 + (7 in others[3])]
+        by_row = by_text[:3] + [by_text[3] + (6 in others[3])]
+        expected_text = {f"precision_at_{n}": np.mean([rank <= n for rank in by_text]) for n in cutoffs}
+        expected_row = {f"precision_at_{n}": np.mean([rank <= n for rank in by_row]) for n in cutoffs}
+        options = {"n": cutoffs, "num_distractors": K, "seed": seed}
+        assert distractor_retrieval(sources, targets, target_ids=text_ids(texts), **options) == expected_text
+        assert distractor_retrieval(sources, targets, **options) == expected_row
+        rows_differ |= expected_text != expected_row
+    assert rows_differ  # some seed draws the copy of "das Haus" for source 3
+    np.testing.assert_array_equal(draw_distractors(4, 12, K, 3), draw_distractors(4, 12, K, 3))
+    assert not np.array_equal(draw_distractors(4, 12, K, 3), draw_distractors(4, 12, K, 4))
+
+
+def test_distractors_are_drawn_uniformly():
+    """Source 5 of 11 draws each other target with probability K / 10, and never its own gold."""
+    drawn = np.stack([draw_distractors(6, 11, 3, seed)[5, :-1] for seed in range(2000)])
+    rates = np.array([(drawn == target).any(axis=1).mean() for target in range(11)])
+    assert rates[5] == 0
+    assert np.allclose(np.delete(rates, 5), 3 / 10, atol=0.04), rates
+
+
+@pytest.fixture(scope="module")
+def sentence_transformer(tmp_path_factory, tokenizer_dir):
+    """A SentenceTransformer on a small saved EMS model (as tests/conftest.py `saved_model` builds it)."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer
+
+    from modeling_ems import EMSConfig, EMSModel
+    from trainers.hub import write_sentence_transformers_config
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = EMSConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, max_position_embeddings=32, language_embedding_size=8,
+                       contrastive_projection_size=16, languages=sorted(LANGUAGES))
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("st-model")
+    EMSModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_sentence_transformers_config(folder, config.hidden_size, config.max_position_embeddings)
+    return SentenceTransformer(str(folder), device="cpu", trust_remote_code=True)
+
+
+def memoized(encode):
+    """`encode` run once per distinct text: every later call returns the very same vectors."""
+    cache = {}
+
+    def embed(texts):
+        new = [text for text in dict.fromkeys(texts) if text not in cache]
+        if new:
+            cache.update(zip(new, encode(new)))
+        return np.stack([cache[text] for text in texts])
+
+    return embed
+
+
+def assert_same_p1_as_sentence_transformers(model, sources, targets):
+    """This package's Tatoeba P@1 (the suite's evaluator and the training run's `retrieval_by_language`) equals
+    `TranslationEvaluator`'s, both ways, on the model's embeddings; each text is embedded once and the same vector
+    reaches both, so only the protocols are compared."""
+    embed = memoized(model.encode)
+    st_forward, st_backward = translation_evaluator_p1(sources, targets, VectorModel(embed))
+    results = RetrievalEvaluator(sources, targets, name="x")(embed)
+    assert (results["x_p@1_src2tgt"], results["x_p@1_tgt2src"]) == (st_forward, st_backward)
+    pairs = [{"src": s, "tgt": t, "src_lang": "en", "tgt_lang": "xx"} for s, t in zip(sources, targets)]
+    by_language = retrieval_by_language(pairs, embedding_similarity(embed))["en-xx"]
+    assert (by_language["p@1_src2tgt"], by_language["p@1_tgt2src"]) == (st_forward, st_backward)
+    return st_forward, st_backward
+
+
+def test_tatoeba_p1_equals_translation_evaluator_on_real_pairs(sentence_transformer, heldout_pairs):
+    """On the embedded held-out pairs (no repeated texts), where judging by row or by text cannot differ."""
+    scores = []
+    for code in ("de", "ja"):
+        rows = [row for row in heldout_pairs if row["tgt_lang"] == code]
+        sources, targets = [row["src"] for row in rows], [row["tgt"] for row in rows]
+        assert len(set(targets)) == len(targets) == 100 and len(set(sources)) == 100
+        scores += assert_same_p1_as_sentence_transformers(sentence_transformer, sources, targets)
+    assert 0 < min(scores) and max(scores) < 1  # an untrained encoder: some hits, some misses
+
+
+@requires_shared
+def test_tatoeba_p1_equals_translation_evaluator_with_repeated_targets(sentence_transformer):
+    """On a dev file of ../shared/data whose targets repeat: both count a retrieved copy of the gold as a hit."""
+    table = read_tsv(SHARED_DATA / "parallel" / "dev" / "ja.tsv", ("en", "text"))
+    targets = table["text"]
+    assert len(set(targets)) < len(targets), "ja.tsv no longer repeats a target"
+    assert_same_p1_as_sentence_transformers(sentence_transformer, table["en"], targets)

@@ -36,7 +36,8 @@ def tiny_run_config(tmp_path, small_pairs, heldout_pairs, **training):
     suite = tmp_path / "suite.yaml"  # evaluation during training: retrieval on 30 held-out pairs per language
     suite.write_text(f"tasks:\n  dev: {{type: retrieval, pairs_file: {raw['data']['heldout']}, languages: model, "
                      "limit: 30}\n")
-    raw["evaluation"] = {"suite": str(suite), "eval_steps": 100}
+    raw["evaluation"] = {"suite": str(suite)}
+    raw["training"] = {"eval_strategy": "steps", "eval_steps": 100, **raw["training"]}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     return load_run_config(path)

@@ -79,7 +79,7 @@ def suite_eval_results(results: dict[str, dict], suite: str) -> list[EvalResult]
     entries = []
     for name, entry in results.items():
         task_type, task_name = _CARD_TASKS.get(entry["task"], ("feature-extraction", entry["task"]))
-        for metric, value in entry["metrics"].items():
+        for metric, value in entry.get("metrics", {}).items():  # a failed task has an "error" instead
             if metric.endswith("_std"):
                 continue
             # model-index groups results by dataset_type (the dataset id), so each task gets its own

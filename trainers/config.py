@@ -6,7 +6,7 @@ by name: `--config ems_default`, `--config configs/ems_default.yaml` and a path 
 clone or from an installed wheel.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
@@ -50,8 +50,18 @@ class DataSettings:
 
 @dataclass
 class EvaluationSettings:
+    """The `evaluation` section: a suite run during training through `Trainer.evaluate`, as often as the training
+    section's `eval_strategy` / `eval_steps` say (its metrics are logged as `eval_*` and may select the best
+    checkpoint: `training.metric_for_best_model`)."""
+
     suite: str | None = None  # an evaluation suite (YAML) to run during training; None: none
-    eval_steps: int | None = None  # every N steps; None: at every checkpoint (training.save_steps)
+    eval_steps: InitVar[int | None] = None  # moved to the training section; refused with the fix
+
+    def __post_init__(self, eval_steps):
+        if eval_steps is not None:
+            raise ValueError(f"evaluation.eval_steps={eval_steps}: how often to evaluate is set in the training "
+                             f"section, as for any Trainer: training.eval_strategy: steps and training.eval_steps: "
+                             f"{eval_steps}.")
 
 
 @dataclass

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from transformers import Trainer, TrainingArguments
 
+from .evaluation.training import SuiteEvaluationMixin
 from .loss_logging import LossTermLoggingMixin
 from .losses import ems_objective
 
@@ -36,9 +37,10 @@ class EMSTrainingArguments(PairTrainingArguments):
             )
 
 
-class EMSTrainer(LossTermLoggingMixin, Trainer):
+class EMSTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
     """Trains an `EMSForPreTraining` on `ParallelPairCollator` batches (with target languages and translation
-    tokens) and logs `xtr_loss` and `contrastive_loss`."""
+    tokens), logs `xtr_loss` and `contrastive_loss`, and evaluates with an evaluation suite
+    (`set_evaluation_suite`) at the training arguments' `eval_strategy`."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(

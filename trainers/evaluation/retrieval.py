@@ -1,7 +1,13 @@
 """Translation retrieval: P@1 by cosine similarity both ways (Tatoeba protocol, EMS paper sec. 5.1), P@N against
 K = 999 random distractors (multi-task dual-encoder paper, Chidambaram et al. 2019, sec. 3.4), and margin-scored
 retrieval from a large pool (ParaCrawl, 2k queries vs 200k candidates, EMS paper sec. 5.3). P@k values come from
-the `precision_at_k` metric."""
+the `precision_at_k` metric.
+
+A hit is judged by text, as sentence-transformers' `TranslationEvaluator` does: a retrieved candidate whose text
+equals the gold translation's is a hit even when it is another row. Test sets repeat translations (41 of the 79
+files in ../shared/data/parallel/dev hold identical targets), and identical texts have identical embeddings, so
+judging by row would count a tie lost to a copy of the gold as a miss. The functions on embedding arrays take the
+text of each row as ids (`text_ids`); without them every row is its own text."""
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -22,15 +28,39 @@ def cosine_similarity_matrix(source, target) -> np.ndarray:
     return l2_normalize(source, "source embeddings") @ l2_normalize(target, "target embeddings").T
 
 
-def precision_at_1(similarity: np.ndarray) -> tuple[float, float]:
-    """P@1 of `source -> target` and `target -> source` where row i of the sources translates column i."""
+def text_ids(texts: Sequence[str]) -> np.ndarray:
+    """One id per text, equal for equal texts (the row of its first occurrence): how hits are judged by text."""
+    first = {}
+    return np.array([first.setdefault(text, row) for row, text in enumerate(texts)], dtype=np.int64)
+
+
+def checked_ids(ids, count: int, name: str) -> np.ndarray:
+    """`ids` (one per row of `name`) as an int64 array, or `arange(count)` (every row its own text) when None."""
+    if ids is None:
+        return np.arange(count)
+    ids = np.asarray(ids)
+    if ids.shape != (count,) or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{name} ids must be {count} ints, one per row of the {name} (e.g. `text_ids(texts)`), got "
+                         f"an array of shape {ids.shape} and dtype {ids.dtype}.")
+    return ids.astype(np.int64, copy=False)
+
+
+def precision_at_1(
+    similarity: np.ndarray, sources: Sequence[str] | None = None, targets: Sequence[str] | None = None
+) -> tuple[float, float]:
+    """P@1 of `source -> target` and `target -> source` where row i of the sources translates column i.
+
+    With the texts, the nearest neighbour (first maximum) is a hit when its text equals the gold text, exactly as
+    sentence-transformers' `TranslationEvaluator` counts; without them, only column (row) i is a hit."""
     if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1] or similarity.shape[0] == 0:
         raise ValueError(f"precision_at_1 needs a non-empty square similarity matrix, got {similarity.shape}.")
     if np.isnan(similarity).any():
         raise ValueError("The similarity matrix holds NaN values; check the embeddings.")
-    gold = np.arange(similarity.shape[0])
-    forward = precision_at(similarity.argmax(axis=1)[:, None], gold, (1,))["precision_at_1"]
-    backward = precision_at(similarity.argmax(axis=0)[:, None], gold, (1,))["precision_at_1"]
+    count = similarity.shape[0]
+    source_ids = checked_ids(None if sources is None else text_ids(sources), count, "source")
+    target_ids = checked_ids(None if targets is None else text_ids(targets), count, "target")
+    forward = precision_at(target_ids[similarity.argmax(axis=1)][:, None], target_ids, (1,))["precision_at_1"]
+    backward = precision_at(source_ids[similarity.argmax(axis=0)][:, None], source_ids, (1,))["precision_at_1"]
     return forward, backward
 
 
@@ -50,7 +80,8 @@ def tfidf_similarity(sources: list[str], targets: list[str]) -> np.ndarray:
 
 def retrieval_by_language(pairs, similarity: SimilarityFn) -> dict[str, dict[str, float]]:
     """P@1 per language pair of a pair dataset (`src, tgt, src_lang, tgt_lang`), each pair's pool its own rows, plus
-    `"average"` over the language pairs. Keys are `src_lang-tgt_lang`; `p@1` is the mean of both directions."""
+    `"average"` over the language pairs. Keys are `src_lang-tgt_lang`; `p@1` is the mean of both directions, hits
+    judged by text (`precision_at_1`)."""
     groups = defaultdict(lambda: ([], []))
     for row in pairs:
         sources, targets = groups[f"{row['src_lang']}-{row['tgt_lang']}"]
@@ -61,7 +92,7 @@ def retrieval_by_language(pairs, similarity: SimilarityFn) -> dict[str, dict[str
     results = {}
     for name in sorted(groups):
         sources, targets = groups[name]
-        forward, backward = precision_at_1(similarity(sources, targets))
+        forward, backward = precision_at_1(similarity(sources, targets), sources, targets)
         results[name] = {"p@1": (forward + backward) / 2, "p@1_src2tgt": forward, "p@1_tgt2src": backward,
                          "size": len(sources)}
     results["average"] = {key: float(np.mean([r[key] for r in results.values()]))
@@ -100,15 +131,18 @@ def pool_retrieval(
     k: int = 4,
     backend: str = "auto",
     chunk_size: int | None = None,
+    candidate_ids=None,
 ) -> dict[str, float]:
     """P@N of finding each query's translation among all candidates; returns `precision_at_<n>` for each n.
 
     Row i of `candidates` translates query i; rows from `len(queries)` on are extra pool (ParaCrawl protocol,
     EMS paper sec. 5.3: 2k queries against 200k candidates). With `margin`, the max(n, k) nearest candidates by
     cosine are re-ranked by ratio margin with k neighbours both ways (Artetxe & Schwenk 2019), as in the paper.
+    `candidate_ids` (`text_ids` of the candidate texts) make any candidate with the gold's text a hit.
     """
     queries, candidates = _paired(queries, candidates, "queries", "candidates")
     cutoffs = checked_cutoffs(n)
+    ids = checked_ids(candidate_ids, len(candidates), "candidate")
     if margin:
         margins = margin_scores(queries, candidates, k=k, candidates=max(k, cutoffs[-1]), backend=backend,
                                 chunk_size=chunk_size)
@@ -116,7 +150,32 @@ def pool_retrieval(
         rankings = np.take_along_axis(margins.forward_indices, order, axis=1)
     else:
         rankings = knn(queries, candidates, cutoffs[-1], backend=backend, chunk_size=chunk_size)[1]
-    return precision_at(rankings[:, : cutoffs[-1]], np.arange(len(queries)), cutoffs)
+    return precision_at(ids[rankings[:, : cutoffs[-1]]], ids[: len(queries)], cutoffs)
+
+
+def checked_num_distractors(num_distractors: int, available: int, cutoffs: Sequence[int]) -> int:
+    """`num_distractors` checked to be a positive int below `available` targets, leaving room for P@max(cutoffs)."""
+    if isinstance(num_distractors, bool) or not isinstance(num_distractors, (int, np.integer)) or num_distractors < 1:
+        raise ValueError(f"num_distractors={num_distractors!r} must be a positive int (K random distractors).")
+    if num_distractors >= available:
+        raise ValueError(f"num_distractors={num_distractors} needs at least {num_distractors + 1} targets (pool texts "
+                         f"included), got {available}; lower num_distractors or add targets.")
+    if max(cutoffs) > num_distractors + 1:
+        raise ValueError(f"P@{max(cutoffs)} exceeds the {num_distractors + 1} ranked candidates (gold + "
+                         f"num_distractors={num_distractors}); lower precision_at or raise num_distractors.")
+    return int(num_distractors)
+
+
+def draw_distractors(num_sources: int, num_targets: int, num_distractors: int, seed: int = 0) -> np.ndarray:
+    """`(num_sources, num_distractors + 1)` target rows ranked for each source: row i draws `num_distractors`
+    distinct targets other than i uniformly with `seed`, then its gold target i last."""
+    rng = np.random.default_rng(seed)
+    candidates = np.empty((num_sources, num_distractors + 1), dtype=np.int64)
+    for row in range(num_sources):
+        others = rng.choice(num_targets - 1, size=num_distractors, replace=False)
+        candidates[row, :-1] = others + (others >= row)  # skip the gold target
+        candidates[row, -1] = row  # gold last, so that the stable sort ranks ties against it
+    return candidates
 
 
 def distractor_retrieval(
@@ -129,29 +188,22 @@ def distractor_retrieval(
     seed: int = 0,
     backend: str = "auto",
     chunk_size: int | None = None,
+    target_ids=None,
 ) -> dict[str, float]:
     """P@N of ranking each source's translation among it and `num_distractors` random other targets (Chidambaram
     et al. 2019, sec. 3.4: K = 999); returns `precision_at_<n>` for each n.
 
     Row i of `targets` translates source i; rows from `len(sources)` on only serve as distractors. Distractors are
-    drawn per source with `seed`; a distractor scoring the same as the gold target ranks before it. With
+    drawn per source with `seed` (`draw_distractors`) from all other targets; a distractor scoring the same as the
+    gold target ranks before it. A hit is a candidate among the first n whose id in `target_ids` (`text_ids` of the
+    target texts; default: its row) equals the gold's, so a drawn copy of the gold text counts as the gold. With
     `margin`, cosines are replaced by ratio margins whose k-neighbourhoods span all sources and all targets.
     """
     sources, targets = _paired(sources, targets, "sources", "targets")
     cutoffs = checked_cutoffs(n)
-    if isinstance(num_distractors, bool) or not isinstance(num_distractors, (int, np.integer)) or num_distractors < 1:
-        raise ValueError(f"num_distractors={num_distractors!r} must be a positive int.")
-    if num_distractors >= len(targets):
-        raise ValueError(f"num_distractors={num_distractors} needs at least {num_distractors + 1} targets, got "
-                         f"{len(targets)}; lower num_distractors or add targets.")
-    if cutoffs[-1] > num_distractors + 1:
-        raise ValueError(f"P@{cutoffs[-1]} exceeds the {num_distractors + 1} ranked candidates; lower n.")
-    rng = np.random.default_rng(seed)
-    candidates = np.empty((len(sources), num_distractors + 1), dtype=np.int64)
-    for row in range(len(sources)):
-        others = rng.choice(len(targets) - 1, size=num_distractors, replace=False)
-        candidates[row, :-1] = others + (others >= row)  # skip the gold target
-        candidates[row, -1] = row  # gold last, so that the stable sort ranks ties against it
+    num_distractors = checked_num_distractors(num_distractors, len(targets), cutoffs)
+    ids = checked_ids(target_ids, len(targets), "target")
+    candidates = draw_distractors(len(sources), len(targets), num_distractors, seed)
     step = checked_chunk_size(chunk_size, max(1, BLOCK_ELEMENTS // (candidates.shape[1] * targets.shape[1])))
     scores = np.empty(candidates.shape, dtype=np.float64)
     for start in range(0, len(sources), step):
@@ -161,7 +213,7 @@ def distractor_retrieval(
         margins = margin_scores(sources, targets, k=k, backend=backend, chunk_size=chunk_size)
         scores = ratio_margin(scores, margins.source_means[:, None], margins.target_means[candidates])
     order = np.argsort(-scores, axis=1, kind="stable")[:, : cutoffs[-1]]
-    return precision_at(np.take_along_axis(candidates, order, axis=1), np.arange(len(sources)), cutoffs)
+    return precision_at(ids[np.take_along_axis(candidates, order, axis=1)], ids[: len(sources)], cutoffs)
 
 
 class RetrievalEvaluator:
@@ -169,10 +221,12 @@ class RetrievalEvaluator:
 
     Calling it with `embed` (texts -> `(len(texts), dim)` array) returns Tatoeba P@1 by cosine both ways over the
     pairs: `{name}_p@1` (mean), `{name}_p@1_src2tgt`, `{name}_p@1_tgt2src`. With `precision_at` (e.g. `(1, 5, 10)`)
-    it adds `{name}_p@{n}_k{num_distractors}` for each n, sources against random distractor targets
-    (`distractor_retrieval`, `_margin` appended when `margin`). With a `pool` of extra target-language texts it adds
-    `{name}_pool_p@1_margin`: margin-scored P@1 of the sources among targets + pool (`pool_retrieval`), and the
-    pool also supplies distractors.
+    it adds `{name}_p@{n}_k{num_distractors}` for each n, sources against `num_distractors` random distractor
+    targets drawn with `seed` (`distractor_retrieval`, `_margin` appended when `margin`). With a `pool` of extra
+    target-language texts it adds `{name}_pool_p@1_margin`: margin-scored P@1 of the sources among targets + pool
+    (`pool_retrieval`), and the pool also supplies distractors. Every hit is judged by text: a retrieved text equal
+    to the gold translation is a hit (see the module docstring). `note` says how the evaluator was set up where a
+    reader of the results needs to know it (`run_suite` reports it beside the metrics).
     """
 
     def __init__(
@@ -188,6 +242,7 @@ class RetrievalEvaluator:
         backend: str = "auto",
         chunk_size: int | None = None,
         name: str = "retrieval",
+        note: str | None = None,
     ):
         self.sources = checked_texts(sources, "sources")
         self.targets = checked_texts(targets, "targets")
@@ -196,27 +251,29 @@ class RetrievalEvaluator:
                              "lists where targets[i] translates sources[i].")
         self.pool = [] if pool is None else checked_texts(pool, "pool")
         self.precision_at = None if precision_at is None else checked_cutoffs(precision_at)
-        if self.precision_at is not None and num_distractors >= len(self.targets) + len(self.pool):
-            raise ValueError(f"num_distractors={num_distractors} needs at least {num_distractors + 1} targets and pool "
-                             f"texts, got {len(self.targets) + len(self.pool)}; lower it or pass a larger pool.")
+        if self.precision_at is not None:
+            num_distractors = checked_num_distractors(num_distractors, len(self.targets) + len(self.pool),
+                                                      self.precision_at)
         self.num_distractors, self.margin, self.k, self.seed = num_distractors, margin, k, seed
         self.search = {"backend": backend, "chunk_size": chunk_size}
-        self.name = name
+        self.name, self.note = name, note
 
     def __call__(self, embed: EmbedFn) -> dict[str, float]:
         (sources,) = embed_distinct(embed, {"source": self.sources})
         (targets,) = embed_distinct(embed, {"target": self.targets + self.pool})
         sources, targets = l2_normalize(sources, "source embeddings"), l2_normalize(targets, "target embeddings")
         paired = targets[: len(self.sources)]
-        forward = pool_retrieval(sources, paired, **self.search)["precision_at_1"]
-        backward = pool_retrieval(paired, sources, **self.search)["precision_at_1"]
+        source_ids, target_ids = text_ids(self.sources), text_ids(self.targets + self.pool)
+        forward = pool_retrieval(sources, paired, candidate_ids=target_ids[: len(self.sources)],
+                                 **self.search)["precision_at_1"]
+        backward = pool_retrieval(paired, sources, candidate_ids=source_ids, **self.search)["precision_at_1"]
         results = {"p@1": (forward + backward) / 2, "p@1_src2tgt": forward, "p@1_tgt2src": backward}
         if self.precision_at is not None:
             suffix = f"_k{self.num_distractors}" + ("_margin" if self.margin else "")
             precision = distractor_retrieval(sources, targets, self.precision_at, self.num_distractors, self.margin,
-                                             self.k, self.seed, **self.search)
+                                             self.k, self.seed, target_ids=target_ids, **self.search)
             results.update({f"p@{cut}{suffix}": precision[f"precision_at_{cut}"] for cut in self.precision_at})
         if self.pool:
             results["pool_p@1_margin"] = pool_retrieval(sources, targets, margin=True, k=self.k,
-                                                        **self.search)["precision_at_1"]
+                                                        candidate_ids=target_ids, **self.search)["precision_at_1"]
         return {f"{self.name}_{key}": value for key, value in results.items()}

@@ -1,20 +1,30 @@
-"""Evaluation suites as data: build the papers' evaluators from a YAML task list, run them on any encoder, and run
-them during training as a Trainer callback."""
+"""Evaluation suites as data: build the papers' evaluators from a YAML task list and run them on any encoder.
 
+A suite is checked whole before anything runs (a missing file, an unknown task type or setting, a bad value raise,
+naming the task); then each evaluator runs isolated: one that fails is reported in the results with its reason and
+the others still run, and the results can be saved after each evaluator. During training, a suite runs through
+`Trainer.evaluate` (`trainers.evaluation.training.SuiteEvaluationMixin`).
+"""
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 from tqdm.auto import tqdm
-from transformers import TrainerCallback
 
 from ..config import find_config
 from ..data import data_file, load_parallel_dataset
-from ..encoding import encode
 from .classification import ZeroShotClassificationEvaluator
 from .common import EmbedFn
 from .mining import BitextMiningEvaluator
 from .retrieval import RetrievalEvaluator
 from .similarity import SimilarityEvaluator, read_tsv
+
+logger = logging.getLogger(__name__)
 
 
 def _pairs_by_language(task: dict) -> tuple[str, dict[str, tuple[list[str], list[str]]]]:
@@ -37,35 +47,54 @@ def _pairs_by_language(task: dict) -> tuple[str, dict[str, tuple[list[str], list
     return str(source), {code: (table["en"], table["text"]) for code, table in tables.items()}
 
 
+# Options of `RetrievalEvaluator` a retrieval task may set, and the option each needs to have any effect.
+_RETRIEVAL_OPTIONS = {"precision_at": None, "num_distractors": "precision_at", "seed": "precision_at",
+                      "margin": "precision_at", "k": "margin"}
+
+
 def _retrieval(name: str, task: dict, languages: list[str] | None) -> list:
-    """One evaluator per language of a multi-parallel dev folder or a pairs file (see `_pairs_by_language`)."""
+    """One evaluator per language of a multi-parallel dev folder or a pairs file (see `_pairs_by_language`).
+
+    `languages: model` takes the model's languages; a model that names none (a baseline such as all-MiniLM-L6-v2)
+    is evaluated on every language of the data, which the evaluators' `note` says in the results."""
+    if ("pairs_file" in task) == ("pairs_dir" in task):
+        raise ValueError("set exactly one of pairs_file (a parallel-pairs file) and pairs_dir (a folder of LANG.tsv "
+                         "files).")
+    for option, needs in _RETRIEVAL_OPTIONS.items():
+        if option in task and needs is not None and not task.get(needs):
+            raise ValueError(f"{option}={task[option]!r} has no effect without {needs}; set {needs} too "
+                             f"(e.g. precision_at: [1, 5, 10], margin: true) or drop {option}.")
     source, grouped = _pairs_by_language(task)
     available = sorted(grouped)
-    wanted = task.get("languages", "all")
-    chosen = available if wanted == "all" else (languages or []) if wanted == "model" else list(wanted)
+    wanted, note = task.get("languages", "all"), None
+    if wanted == "model" and languages is None:
+        wanted = "all"
+        note = f"languages: model, but the model names no languages: evaluated on every language of {source}"
+        logger.warning("Task %r: %s.", name, note)
+    chosen = available if wanted == "all" else languages if wanted == "model" else list(wanted)
     chosen = [code for code in chosen if code != "en"]
     missing = sorted(set(chosen) - set(available))
     if wanted not in ("all", "model") and missing:
-        raise ValueError(f"task {name!r}: {source} has no pairs for {missing}; available: {available}.")
-    evaluators = [
-        RetrievalEvaluator(*grouped[code], name=f"{name}_en-{code}", precision_at=task.get("precision_at"),
-                           margin=task.get("margin", False))
-        for code in sorted(set(chosen) & set(available))
-    ]
+        raise ValueError(f"{source} has no pairs for {missing}; available: {available}.")
+    options = {option: task[option] for option in _RETRIEVAL_OPTIONS if option in task}
+    evaluators = [RetrievalEvaluator(*grouped[code], name=f"{name}_en-{code}", note=note, **options)
+                  for code in sorted(set(chosen) & set(available))]
     if not evaluators:
-        raise ValueError(f"task {name!r}: none of the languages {chosen} has pairs in {source}.")
+        raise ValueError(f"none of the languages {chosen} has pairs in {source} (it has {available}).")
     return evaluators
 
 
 def _similarity(name: str, task: dict, languages: list[str] | None) -> list:
-    return [SimilarityEvaluator.from_tsv(task["path"], name=name, limit=task.get("limit"))]
+    return [SimilarityEvaluator.from_tsv(data_file(task["path"]), name=name, limit=task.get("limit"))]
 
 
 def _classification(name: str, task: dict, languages: list[str] | None) -> list:
     options = {key: task[key] for key in ("num_labels", "metric", "seeds", "limit") if key in task}
     if "seeds" in options:
         options["seeds"] = tuple(options["seeds"])
-    return [ZeroShotClassificationEvaluator.from_tsv_dirs(task["train_dir"], task["test_dirs"], name=name, **options)]
+    test_dirs = {language: data_file(folder) for language, folder in task["test_dirs"].items()}
+    return [ZeroShotClassificationEvaluator.from_tsv_dirs(data_file(task["train_dir"]), test_dirs, name=name,
+                                                          **options)]
 
 
 def _mining(name: str, task: dict, languages: list[str] | None) -> list:
@@ -81,23 +110,47 @@ def _mining(name: str, task: dict, languages: list[str] | None) -> list:
 _BUILDERS = {"retrieval": _retrieval, "similarity": _similarity, "classification": _classification,
              "mining": _mining}
 TASK_TYPES = tuple(_BUILDERS)
+# The settings each task type takes besides `type`; any other is a typo and stops the suite.
+TASK_SETTINGS = {
+    "retrieval": ("pairs_file", "pairs_dir", "languages", "limit", *_RETRIEVAL_OPTIONS),
+    "similarity": ("path", "limit"),
+    "classification": ("train_dir", "test_dirs", "num_labels", "metric", "seeds", "limit"),
+    "mining": ("pairs_file", "limit", "paired_fraction"),
+}
 
 
 def load_suite(path: str | Path, languages: list[str] | None = None) -> list:
-    """Evaluators of a YAML file `{tasks: {NAME: {type: ..., ...}}}`; `languages` fills `languages: model`."""
+    """Evaluators of a YAML file `{tasks: {NAME: {type: ..., ...}}}`, in task order; each carries `suite_task`, the
+    name of the task it belongs to. `languages` (the model's; None when it names none) fills `languages: model`.
+
+    Everything a task names is checked here, before anything runs: a missing file, an unknown type or setting, a
+    missing setting or a bad value raises with the suite, the task and the fix."""
     path = find_config(path)
     tasks = (yaml.safe_load(path.read_text()) or {}).get("tasks")
     if not isinstance(tasks, dict) or not tasks:
         raise ValueError(f"{path} has no `tasks:` mapping of task names to settings.")
     evaluators = []
     for name, task in tasks.items():
-        kind = (task or {}).get("type")
+        if not isinstance(task, dict):
+            raise ValueError(f"{path}: task {name!r} is {task!r}; write its settings as a mapping with a `type`.")
+        kind = task.get("type")
         if kind not in _BUILDERS:
             raise ValueError(f"{path}: task {name!r} has type {kind!r}; use one of {TASK_TYPES}.")
+        unknown = sorted(set(task) - {"type", *TASK_SETTINGS[kind]})
+        if unknown:
+            raise ValueError(f"{path}: task {name!r} ({kind}) has unknown settings {unknown}; {kind} tasks take "
+                             f"{list(TASK_SETTINGS[kind])}.")
         try:
-            evaluators += _BUILDERS[kind](name, task, languages)
+            built = _BUILDERS[kind](name, task, languages)
         except KeyError as error:
             raise ValueError(f"{path}: task {name!r} ({kind}) needs the setting {error}.") from None
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{path}: task {name!r} ({kind}): {error}") from None
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{path}: task {name!r} ({kind}): {error}") from None
+        for evaluator in built:
+            evaluator.suite_task = name
+        evaluators += built
     return evaluators
 
 
@@ -105,35 +158,68 @@ _TASK_OF = {RetrievalEvaluator: "retrieval", SimilarityEvaluator: "similarity",
             ZeroShotClassificationEvaluator: "classification", BitextMiningEvaluator: "mining"}
 
 
-def run_suite(evaluators: list, embed: EmbedFn) -> dict[str, dict]:
-    """Run every evaluator with `embed`: `{evaluator name: {"task": type, "metrics": {metric: value}}}`."""
-    results = {}
-    for evaluator in tqdm(evaluators, desc="evaluating"):
+def _run_one(evaluator, embed: EmbedFn) -> dict:
+    """`{"metrics": ...}` of one evaluator, or `{"error": "Type: message"}` when it raises or measures a
+    non-finite value."""
+    try:
         prefix = f"{evaluator.name}_"
-        metrics = {key.removeprefix(prefix): value for key, value in evaluator(embed).items()}
-        results[evaluator.name] = {"task": _TASK_OF.get(type(evaluator), "other"), "metrics": metrics}
+        metrics = {key.removeprefix(prefix): float(value) for key, value in evaluator(embed).items()}
+        bad = {key: value for key, value in metrics.items() if not math.isfinite(value)}
+        if bad:
+            raise ValueError(f"non-finite results {bad}; check the encoder's output and the task's data.")
+        return {"metrics": metrics}
+    except Exception as error:  # one task's failure is reported in its entry; the other tasks still run
+        logger.warning("Evaluator %r failed: %s: %s", evaluator.name, type(error).__name__, error)
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
+def _write_json(path: Path, content: dict) -> None:
+    """Write `content` to `path` through a temporary file and a rename, so that a reader never sees half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(content, indent=2))
+    os.replace(partial, path)
+
+
+def run_suite(
+    evaluators: list, embed: EmbedFn, output: str | Path | None = None, metadata: Mapping | None = None
+) -> dict[str, dict]:
+    """Run every evaluator with `embed`: `{evaluator name: {"task": type, "suite_task": task name, "metrics":
+    {metric: value}}}`, plus `"note"` where the evaluator has one (e.g. languages taken from the data).
+
+    Each evaluator runs isolated: one that raises, or measures NaN, is reported as `{"task", "suite_task",
+    "error": "Type: message"}` and the others still run. With `output`, the JSON `{**metadata, "results": ...,
+    "pending": [evaluators not run yet]}` is rewritten after each evaluator, so a run stopped midway keeps what it
+    measured and says what it did not.
+    """
+    output = None if output is None else Path(output)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for index, evaluator in enumerate(tqdm(evaluators, desc="evaluating")):
+        entry = {"task": _TASK_OF.get(type(evaluator), "other"),
+                 "suite_task": getattr(evaluator, "suite_task", evaluator.name)}
+        if getattr(evaluator, "note", None):
+            entry["note"] = evaluator.note
+        results[evaluator.name] = {**entry, **_run_one(evaluator, embed)}
+        if output is not None:
+            pending = [later.name for later in evaluators[index + 1:]]
+            _write_json(output, {**(metadata or {}), "results": results, "pending": pending})
     return results
 
 
 def flat_metrics(results: dict[str, dict]) -> dict[str, float]:
-    return {f"{name}_{key}": value for name, entry in results.items() for key, value in entry["metrics"].items()}
-
-
-class EvaluatorCallback(TrainerCallback):
-    """Run evaluators every `eval_steps` training steps (and at the end) on the model being trained; the results
-    go into the Trainer's log (`state.log_history`, saved in `trainer_state.json`) under `eval_` names."""
-
-    def __init__(self, evaluators: list, tokenizer, eval_steps: int, batch_size: int = 128):
-        if eval_steps < 1:
-            raise ValueError(f"eval_steps={eval_steps}: run the evaluators every N >= 1 steps.")
-        self.evaluators, self.tokenizer, self.eval_steps, self.batch_size = evaluators, tokenizer, eval_steps, batch_size
-
-    def _evaluate(self, state, model):
-        embed = lambda texts: encode(model, self.tokenizer, texts, batch_size=self.batch_size)  # noqa: E731
-        metrics = {f"eval_{key}": value for key, value in flat_metrics(run_suite(self.evaluators, embed)).items()}
-        state.log_history.append({**metrics, "step": state.global_step})
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.is_world_process_zero and (state.global_step % self.eval_steps == 0
-                                            or state.global_step == state.max_steps):
-            self._evaluate(state, model)
+    """`{evaluator_metric: value}` of the evaluators that succeeded, plus `{task}_average_{metric}` for each suite
+    task of several evaluators (a retrieval task's languages) that all succeeded: the mean of the metrics they
+    share, e.g. `dev_average_p@1`, one number to select a checkpoint by."""
+    flat = {f"{name}_{key}": value
+            for name, entry in results.items() for key, value in entry.get("metrics", {}).items()}
+    groups = {}
+    for name, entry in results.items():
+        groups.setdefault(entry.get("suite_task", name), []).append(entry)
+    for task, entries in groups.items():
+        if len(entries) < 2 or any("metrics" not in entry for entry in entries):
+            continue
+        shared = [key for key in entries[0]["metrics"] if all(key in entry["metrics"] for entry in entries)]
+        for key in shared:
+            flat[f"{task}_average_{key}"] = sum(entry["metrics"][key] for entry in entries) / len(entries)
+    return flat

@@ -30,7 +30,7 @@ from ..data import (
 )
 from ..encoding import encode
 from ..evaluation.retrieval import embedding_similarity, retrieval_by_language, tfidf_similarity
-from ..evaluation.suite import EvaluatorCallback, load_suite
+from ..evaluation.suite import load_suite
 from ..hub import publish, write_sentence_transformers_config
 from ..tokenizer import train_tokenizer
 
@@ -221,10 +221,8 @@ def run_recipe(run_config: RunConfig, output_dir: str | Path, resume: bool = Tru
         (output_dir / "training_config.yaml").write_text(yaml.safe_dump(run_config.to_dict(), sort_keys=False))
 
     trainer = recipe.make_trainer(model, args, train, tokenizer)
-    evaluation = run_config.evaluation
-    if evaluation.suite:
-        evaluators = load_suite(evaluation.suite, getattr(model.config, "languages", None))
-        trainer.add_callback(EvaluatorCallback(evaluators, tokenizer, eval_steps=evaluation.eval_steps or args.save_steps))
+    if run_config.evaluation.suite:  # run by Trainer.evaluate at training.eval_strategy / eval_steps
+        trainer.set_evaluation_suite(load_suite(run_config.evaluation.suite, getattr(model.config, "languages", None)))
     checkpoint = last_complete_checkpoint(output_dir) if resume else None
     if checkpoint:
         logger.warning("Resuming from %s", checkpoint)
