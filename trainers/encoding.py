@@ -1,11 +1,49 @@
 """Sentence encoding with any transformers encoder: the package's models (bare or with their training heads) give
-their sentence embedding as `pooler_output`; any other encoder is mean-pooled over its token states."""
+their sentence embedding as `pooler_output`; any other encoder is pooled over its token states as stated (mean by
+default, or the first token's state)."""
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from modeling_ems import mean_pool
+
+POOLING_MODES = ("mean", "cls")
+# Tokenizers without a length limit report a huge model_max_length (transformers' VERY_LARGE_INTEGER).
+_UNBOUNDED = 1_000_000
+
+
+def bare_encoder(model):
+    """The bare encoder of `model`: a head class's `base_model` (e.g. `EMSForPreTraining.ems`), else `model`."""
+    return getattr(model, "base_model", model)
+
+
+def sentence_embeddings(model, encoded: dict, pooling: str | None = None) -> torch.Tensor:
+    """`(batch, dim)` sentence embeddings of a tokenized batch, with gradients when enabled: the bare encoder's
+    `pooler_output` when it declares `produces_sentence_embedding` and `pooling` is None; otherwise the token states
+    pooled by `pooling` (mean over real tokens by default, or `"cls"`: the first token's state)."""
+    if pooling is not None and pooling not in POOLING_MODES:
+        raise ValueError(f"pooling={pooling!r}: use one of {POOLING_MODES}, or None for the model's own.")
+    encoder = bare_encoder(model)
+    output = encoder(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+    if pooling is None and getattr(encoder, "produces_sentence_embedding", False):
+        return output.pooler_output
+    if pooling == "cls":
+        return output.last_hidden_state[:, 0]
+    return mean_pool(output.last_hidden_state, encoded["attention_mask"])
+
+
+def truncation_length(model, tokenizer, max_length: int | None = None) -> int | None:
+    """Tokens kept per text: `max_length` when given, else the tokenizer's `model_max_length` (512 for XLM-R, whose
+    config has 514 positions of which 2 are offsets), else the model's `max_position_embeddings`."""
+    if max_length is not None:
+        if max_length < 1:
+            raise ValueError(f"max_length={max_length}: keep at least one token per text.")
+        return max_length
+    limit = getattr(tokenizer, "model_max_length", None)
+    if limit is not None and limit < _UNBOUNDED:
+        return int(limit)
+    return getattr(bare_encoder(model).config, "max_position_embeddings", None)
 
 
 @torch.inference_mode()
@@ -15,37 +53,32 @@ def encode(
     texts: list[str],
     batch_size: int = 64,
     max_length: int | None = None,
+    pooling: str | None = None,
     show_progress: bool = False,
 ) -> np.ndarray:
-    """Embed `texts` as a `(len(texts), dim)` float32 array, in input order.
+    """Embed `texts` as a `(len(texts), dim)` float32 array, in input order (see `sentence_embeddings`).
 
-    Texts are encoded longest first so that batches carry little padding. A head class (e.g. `EMSForPreTraining`)
-    is encoded through its bare encoder (`model.base_model`). The embedding is that encoder's `pooler_output` when it
-    declares `produces_sentence_embedding` (the package's models), otherwise the mean of the token states over real
-    tokens.
+    Texts are tokenized once, truncated at `truncation_length`, and batched longest first by token count, so that a
+    batch pads little. The model runs on its own device and dtype (load it in bf16 for bf16 encoding).
     """
     for index, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"Text {index} is {text!r}: cannot embed an empty or missing text.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: encode at least one text per batch.")
     was_training = model.training
     model.eval()
-    encoder = getattr(model, "base_model", model)
-    pooled = getattr(encoder, "produces_sentence_embedding", False)
     device = next(model.parameters()).device
-    max_length = max_length or getattr(model.config, "max_position_embeddings", None)
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    limit = truncation_length(model, tokenizer, max_length)
+    ids = tokenizer(list(texts), truncation=limit is not None, max_length=limit, add_special_tokens=True)["input_ids"]
+    order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
     chunks = []
     for start in tqdm(range(0, len(order), batch_size), desc="encoding", disable=not show_progress):
-        batch = [texts[i] for i in order[start : start + batch_size]]
-        encoded = tokenizer(
-            batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-            return_token_type_ids=False,
-        ).to(device)
-        output = encoder(**encoded)
-        embeddings = output.pooler_output if pooled else mean_pool(output.last_hidden_state, encoded["attention_mask"])
-        chunks.append(embeddings.float().cpu())
+        batch = [{"input_ids": ids[i]} for i in order[start : start + batch_size]]
+        encoded = tokenizer.pad(batch, padding=True, return_tensors="pt").to(device)
+        chunks.append(sentence_embeddings(model, encoded, pooling).float().cpu())
     model.train(was_training)
-    embeddings = torch.cat(chunks) if chunks else torch.empty(0, model.config.hidden_size)
+    embeddings = torch.cat(chunks) if chunks else torch.empty(0, bare_encoder(model).config.hidden_size)
     result = torch.empty_like(embeddings)
     result[torch.tensor(order, dtype=torch.long)] = embeddings
     return result.numpy()

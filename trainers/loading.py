@@ -1,24 +1,75 @@
-"""Load a saved encoder folder with clear errors for missing, corrupt or foreign checkpoints."""
+"""Load any encoder as an embedding function: a folder saved by this package, any transformers `AutoModel` encoder
+(with a stated pooling), or a sentence-transformers folder through its own modules; local folders or Hub ids. Missing,
+corrupt or foreign checkpoints, and Hub ids that cannot be fetched, fail with what to do."""
 
 import json
+import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors import SafetensorError
 from transformers import AutoModel, AutoTokenizer
 
-import modeling_ems  # noqa: F401  (registers the EMS Auto classes)
+import modeling_ems  # noqa: F401  (registers the package's Auto classes)
 
-from .encoding import encode
+from .encoding import POOLING_MODES, encode
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "transformers", "sentence-transformers")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+# sentence-transformers modules that `encode` reproduces exactly: a transformer, then mean or first-token pooling
+_PLAIN_MODULES = ("Transformer", "Pooling")
+_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
 
 
-def load_encoder(folder: str | Path, device: str = "cpu"):
-    """Return `(model, tokenizer)` for a saved encoder folder: an EMS model or any `AutoModel` encoder."""
-    folder = Path(folder)
+def resolve_model(model: str | Path) -> Path:
+    """The local folder of `model`: a folder as it is, or a Hub id (`owner/name`) downloaded to (or found in) the
+    Hugging Face cache. An id that cannot be fetched (offline, unknown, gated) raises with the way out."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{str(model)!r} is a file, not a model folder; pass the folder that holds config.json.")
+    text = str(model)
+    if path.is_absolute() or text.startswith((".", "~")) or not _HUB_ID.match(text):
+        raise FileNotFoundError(f"{text!r} is not a folder (and not a Hub id of the form owner/name); pass the "
+                                "output_dir of a training run or a model folder.")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(text))
+    except Exception as error:  # offline, unknown repo, gated, network: all end here with the same way out
+        raise ValueError(
+            f"{text!r} is not a local folder, and fetching it from the Hugging Face Hub failed "
+            f"({type(error).__name__}: {error}). Without a connection, download it where there is one "
+            f"(`hf download {text} --local-dir DIR`) and pass DIR; a mistyped folder path fails the same way."
+        ) from None
+
+
+def torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """`"bf16"`, `"float16"`, ... as a torch dtype (None: the checkpoint's own)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: use one of {sorted(DTYPES)}.")
+    return DTYPES[dtype]
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_encoder(model: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None):
+    """Return `(model, tokenizer)` for an encoder folder or Hub id: a model of this package or any `AutoModel`
+    encoder, in eval mode on `device` (default: cuda when present) in `dtype` (default: the checkpoint's)."""
+    folder = resolve_model(model)
     config_file = folder / "config.json"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{str(folder)!r} is not a folder; pass the output_dir of a training run.")
     if not config_file.is_file():
         raise ValueError(f"{folder} has no config.json, so it is not a saved transformers model.")
     try:
@@ -28,34 +79,105 @@ def load_encoder(folder: str | Path, device: str = "cpu"):
     if not model_type:
         raise ValueError(f"{config_file} names no model_type; it is not a transformers model config.")
     try:
-        model = AutoModel.from_pretrained(folder)
+        encoder = AutoModel.from_pretrained(folder, dtype=torch_dtype(dtype))
         tokenizer = AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as error:
         raise ValueError(f"Cannot load an encoder from {folder} (model_type {model_type!r}): {error}") from error
-    if not hasattr(model.config, "hidden_size"):
+    if not hasattr(encoder.config, "hidden_size"):
         raise ValueError(f"{folder} holds a {model_type!r} model without hidden states; it is not a text encoder.")
-    return model.to(device).eval(), tokenizer
+    return encoder.to(device or default_device()).eval(), tokenizer
 
 
-def load_embedder(folder: str | Path, backend: str = "auto", batch_size: int = 128
-                  ) -> tuple[Callable[[list[str]], np.ndarray], list[str] | None]:
-    """An embedding function for a saved folder and the languages it was trained on (None when unknown).
+def plain_sentence_transformer(folder: Path) -> tuple[str, int | None] | None:
+    """`(pooling, max_seq_length)` when the sentence-transformers modules of `folder` are only a transformer and a
+    mean or first-token pooling (what `encode` reproduces exactly, e.g. this package's folders); else None (more
+    modules, such as Dense or Normalize, or other pooling: load it with sentence-transformers)."""
+    modules = json.loads((folder / "modules.json").read_text())
+    if tuple(module.get("type", "").rsplit(".", 1)[-1] for module in modules) != _PLAIN_MODULES:
+        return None
+    settings_file = folder / "sentence_bert_config.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    pooling = json.loads((folder / modules[1]["path"] / "config.json").read_text())
+    if settings.get("do_lower_case") or not pooling.get("include_prompt", True):
+        return None
+    if "pooling_mode" in pooling:  # sentence-transformers >= 5 writes one mode by name
+        modes = {pooling["pooling_mode"]}
+    else:  # older folders (all-MiniLM-L6-v2, LaBSE) set one flag per mode
+        modes = {_POOLING_FLAGS.get(flag, flag) for flag, on in pooling.items() if flag.startswith("pooling_mode") and on}
+    if len(modes) != 1 or next(iter(modes)) not in POOLING_MODES:
+        return None
+    return next(iter(modes)), settings.get("max_seq_length")
 
-    `backend="transformers"` (the default for folders with a config.json) mean-pools through `encode`;
-    `"sentence-transformers"` uses `SentenceTransformer(folder).encode`, for sentence-transformers folders."""
-    folder = Path(folder)
+
+def model_languages(folder: Path) -> list[str] | None:
+    """The languages a folder's config names (this package's models), or None."""
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        return json.loads(config_file.read_text()).get("languages")
+    except json.JSONDecodeError:
+        return None
+
+
+def load_embedder(
+    model: str | Path,
+    backend: str = "auto",
+    batch_size: int = 128,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    pooling: str | None = None,
+) -> tuple[Callable[[list[str]], np.ndarray], list[str] | None]:
+    """An embedding function for a model folder or Hub id, and the languages it was trained on (None when unknown).
+
+    `backend="auto"`: a sentence-transformers folder (`modules.json`) is embedded as its modules say, through
+    `encode` when they are a transformer + mean / first-token pooling (identical and faster) and through
+    `SentenceTransformer.encode` otherwise (Dense, Normalize, ... applied); any other folder with `encode` and
+    `pooling` (default: the model's own sentence embedding for this package's models, mean pooling for the rest).
+    `"transformers"` / `"sentence-transformers"` force one way. `device` (default: cuda when present) and `dtype`
+    (`bf16`, `fp16`, `fp32`; default: the checkpoint's) apply to both."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: use one of {BACKENDS}.")
+    if pooling is not None and pooling not in POOLING_MODES:
+        raise ValueError(f"pooling={pooling!r}: use one of {POOLING_MODES} (or leave it unset).")
+    folder = resolve_model(model)
+    device = device or default_device()
+    has_modules = (folder / "modules.json").is_file()
+    max_length = None
     if backend == "auto":
-        backend = "sentence-transformers" if (folder / "modules.json").is_file() and not (
-            folder / "config.json").is_file() else "transformers"
+        plain = plain_sentence_transformer(folder) if has_modules else None
+        backend = "sentence-transformers" if has_modules and plain is None else "transformers"
+        if plain is not None:
+            stated, max_length = plain
+            if pooling not in (None, stated):
+                raise ValueError(f"pooling={pooling!r}, but {folder} is a sentence-transformers folder that pools by "
+                                 f"{stated!r}; drop --pooling or use --backend transformers.")
+            pooling = stated
     if backend == "sentence-transformers":
+        if not has_modules:
+            raise ValueError(f"{folder} has no modules.json: it is not a sentence-transformers folder; use "
+                             "--backend transformers with a --pooling.")
+        if pooling is not None:
+            raise ValueError(f"pooling={pooling!r}: a sentence-transformers folder pools as its own modules say.")
         from sentence_transformers import SentenceTransformer
 
-        if not (folder / "modules.json").is_file():
-            raise ValueError(f"{folder} has no modules.json: it is not a sentence-transformers folder.")
-        model = SentenceTransformer(str(folder), device="cpu", trust_remote_code=True)
-        return (lambda texts: model.encode(texts, batch_size=batch_size, convert_to_numpy=True)), None
-    if backend != "transformers":
-        raise ValueError(f"backend={backend!r}: use 'auto', 'transformers' or 'sentence-transformers'.")
-    model, tokenizer = load_encoder(folder)
-    embed = lambda texts: encode(model, tokenizer, texts, batch_size=batch_size)  # noqa: E731
-    return embed, getattr(model.config, "languages", None)
+        options = {} if dtype is None else {"model_kwargs": {"dtype": torch_dtype(dtype)}}
+        try:
+            st_model = SentenceTransformer(str(folder), device=device, trust_remote_code=True, **options)
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as error:
+            raise ValueError(f"Cannot load {folder} as a sentence-transformers model: {error}") from error
+
+        def embed(texts: list[str]) -> np.ndarray:
+            for index, text in enumerate(texts):
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError(f"Text {index} is {text!r}: cannot embed an empty or missing text.")
+            return st_model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True).astype(np.float32)
+
+        return embed, model_languages(folder)
+    encoder, tokenizer = load_encoder(folder, device=device, dtype=dtype)
+    if pooling is None and not getattr(encoder, "produces_sentence_embedding", False):
+        logger.warning("%s states no pooling; mean-pooling its token states (set pooling to 'cls' for first-token "
+                       "models).", folder)
+    embed = lambda texts: encode(encoder, tokenizer, texts, batch_size=batch_size, max_length=max_length,  # noqa: E731
+                                 pooling=pooling)
+    return embed, getattr(encoder.config, "languages", None)
