@@ -63,22 +63,52 @@ def evaluate(argv: list[str] | None = None) -> None:
     parser = _parser(EVALUATE_DOC)
     parser.add_argument("--model", required=True, help="Model folder to evaluate.")
     parser.add_argument("--suite", default="configs/eval_shared.yaml", help="Evaluation suite (default: %(default)s).")
-    parser.add_argument("--backend", choices=("auto", "transformers", "sentence-transformers"), default="auto",
-                        help="How to load --model (default: %(default)s).")
-    parser.add_argument("--batch_size", type=int, default=128, help="Texts per encoding batch.")
-    parser.add_argument("--output", default=None, help="Results JSON (default: MODEL/eval_suite_results.json).")
+    add_loading_arguments(parser)
+    parser.add_argument("--output", default=None, help="Results JSON (default: MODEL/eval_suite_results.json for a "
+                                                       "folder, eval_suite_results.json here for a Hub id).")
     parser.add_argument("--update_card", action="store_true", help="Write the results into MODEL/README.md.")
     args = parser.parse_args(argv)
 
-    embed, languages = load_embedder(args.model, backend=args.backend, batch_size=args.batch_size)
-    results = run_suite(load_suite(args.suite, languages), embed)
-    output = Path(args.output or Path(args.model) / "eval_suite_results.json")
-    output.write_text(json.dumps({"model": args.model, "suite": args.suite, "results": results}, indent=2))
+    try:
+        embed, languages = load_embedder(args.model, **loading_options(args))
+        evaluators = load_suite(args.suite, languages)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    local = Path(args.model).is_dir()
+    output = Path(args.output or (Path(args.model) if local else Path(".")) / "eval_suite_results.json")
+    results = run_suite(evaluators, embed, output=output, metadata={"model": args.model, "suite": args.suite})
     print(json.dumps(results, indent=2))
     print(f"results -> {output}")
-    if args.update_card:
+    if args.update_card and local:
         update_card_results(args.model, results, suite=args.suite)
         print(f"model-index updated in {Path(args.model) / 'README.md'}")
+    failed = {name: entry["error"] for name, entry in results.items() if "error" in entry}
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(results)} evaluators failed (the others are in {output}): "
+                         + "; ".join(f"{name}: {error}" for name, error in failed.items()))
+
+
+def add_loading_arguments(parser) -> None:
+    """How to load the model(s): backend, pooling, device, dtype, batch size (see `trainers.loading.load_embedder`)."""
+    from .loading import BACKENDS, DTYPES, POOLING_MODES
+
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="How to load a model (default: %(default)s: a sentence-transformers folder through its "
+                             "own modules, any other folder with transformers).")
+    parser.add_argument("--pooling", choices=POOLING_MODES, default=None,
+                        help="Pooling of a plain transformers encoder (default: the model's own, else mean).")
+    parser.add_argument("--device", default=None, help="Device to encode on, e.g. cpu, cuda, cuda:1 (default: cuda "
+                                                       "when present, else cpu).")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="Weights' dtype for encoding (default: the checkpoint's).")
+    parser.add_argument("--batch_size", type=int, default=128, help="Texts per encoding batch (default: %(default)s).")
+
+
+def loading_options(args) -> dict:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size {args.batch_size}: encode at least one text per batch.")
+    return {"backend": args.backend, "pooling": args.pooling, "device": args.device, "dtype": args.dtype,
+            "batch_size": args.batch_size}
 
 
 PUBLISH_DOC = """Publish a trained model folder to the Hugging Face Hub.
@@ -168,24 +198,20 @@ def compare(argv: list[str] | None = None) -> None:
     parser.add_argument("--suite", default="configs/eval_default.yaml",
                         help="Evaluation suite: a YAML path or a shipped suite by name (default: %(default)s).")
     parser.add_argument("--output_dir", required=True, help="Where results.json, comparison.md and the plot go.")
-    parser.add_argument("--batch_size", type=int, default=128, help="Texts per encoding batch (default: %(default)s).")
-    parser.add_argument("--device", default=None,
-                        help="Device to encode on, e.g. cuda (default: what load_embedder picks).")
+    add_loading_arguments(parser)
     parser.add_argument("--card", metavar="FOLDER", default=None,
                         help="Also add the table and plot as a `## Comparison` section to FOLDER/README.md (e.g. the "
                              "first model's folder); skipped when a model failed.")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"--batch_size {args.batch_size}: encode at least one text per batch.")
     try:
+        options = loading_options(args)
         specs = parse_model_specs(args.models)
         suite_tasks(args.suite)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     if args.card and not (Path(args.card) / "README.md").is_file():
         parser.error(f"--card {args.card}: {Path(args.card) / 'README.md'} does not exist.")
-    options = {} if args.device is None else {"device": args.device}
-    comparison = compare_models(specs, args.suite, args.output_dir, batch_size=args.batch_size, load_options=options)
+    comparison = compare_models(specs, args.suite, args.output_dir, load_options=options)
     print(markdown_table(summary_rows(comparison), list(comparison["models"])))
     print(f"results, table and plot -> {args.output_dir}")
     failed = {name: entry["error"] for name, entry in comparison["models"].items() if entry["error"]}
