@@ -12,6 +12,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard, ModelCardData
 from PIL import Image
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from modeling_ems import EMSModel
 from trainers import cli
@@ -20,15 +21,14 @@ from trainers.compare import (
     CARD_HEADING,
     CARD_PLOT,
     RETRIEVAL_PLOT,
-    TfidfPool,
     compare_models,
     parse_model_spec,
     parse_model_specs,
-    replace_card_section,
     task_of,
     update_card_comparison,
 )
-from trainers.evaluation.retrieval import retrieval_by_language, tfidf_similarity
+from trainers.cards import replace_card_section
+from trainers.evaluation.retrieval import TFIDF_OPTIONS, TfidfPool, retrieval_by_language
 from trainers.evaluation.suite import load_suite, run_suite
 from trainers.loading import load_embedder
 
@@ -128,13 +128,13 @@ def test_tfidf_scores_retrieval_only_with_the_baseline_cosines(compared, suite, 
     sim_rows = [row for row in rows[1:] if row[0] == "sim"]
     assert sim_rows and all(row[-1] == "n/a" for row in sim_rows)
     assert all(re.fullmatch(r"\**\d\.\d{3}\**", row[-1]) for row in rows[1:] if row[0] != "sim")
-    # the same P@1 as the training-time baseline (tfidf_similarity, fitted on both sides of each language's pool)
+    # the same P@1 as the training-time baseline (fitted on both sides of each language's pool)
     evaluators = {e.name: e for e in load_suite(suite, ["de", "fr"])}
     for name in ("indomain_en-de", "indomain_en-fr", "outdomain_en-fr"):
         evaluator = evaluators[name]
         pairs = [{"src": s, "tgt": t, "src_lang": "en", "tgt_lang": "x"}
                  for s, t in zip(evaluator.sources, evaluator.targets)]
-        baseline = retrieval_by_language(pairs, tfidf_similarity)["en-x"]
+        baseline = retrieval_by_language(pairs)["en-x"]
         assert results[name]["metrics"]["p@1"] == pytest.approx(baseline["p@1"])
 
 
@@ -143,7 +143,9 @@ def test_tfidf_pool_gives_the_tfidf_cosines_in_few_dimensions(heldout_pairs):
     targets = [r["tgt"] for r in heldout_pairs[:40]]
     pool = TfidfPool(sources + targets)
     assert pool.vectors.shape[1] <= len(set(sources + targets))
-    np.testing.assert_allclose(pool(sources) @ pool(targets).T, tfidf_similarity(sources, targets), atol=1e-9)
+    vectorizer = TfidfVectorizer(**TFIDF_OPTIONS).fit(sources + targets)
+    cosines = (vectorizer.transform(sources) @ vectorizer.transform(targets).T).toarray()
+    np.testing.assert_allclose(pool(sources) @ pool(targets).T, cosines, atol=1e-9)
     with pytest.raises(ValueError, match="outside it"):
         pool(["not in the pool"])
 

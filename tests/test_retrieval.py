@@ -15,12 +15,9 @@ from trainers.evaluation.retrieval import (
     RetrievalEvaluator,
     distractor_retrieval,
     draw_distractors,
-    embedding_similarity,
     pool_retrieval,
-    precision_at_1,
     retrieval_by_language,
     text_ids,
-    tfidf_similarity,
 )
 
 from .conftest import LANGUAGES, SHARED_DATA, FakeEmbed, requires_shared
@@ -193,17 +190,10 @@ def test_retrieval_evaluator_bad_inputs():
         RetrievalEvaluator(["a", "b"], ["x", "y"])(lambda batch: np.array([[1.0, 0.0], [np.nan, 1.0]]))
 
 
-def test_tatoeba_precision_at_1_is_unchanged():
-    similarity = np.array([[0.9, 0.1, 0.0], [0.2, 0.3, 0.8], [0.1, 0.7, 0.6]])
-    assert precision_at_1(similarity) == (1 / 3, 1 / 3)
-    with pytest.raises(ValueError, match="NaN"):
-        precision_at_1(np.full((2, 2), np.nan))
-
-
 def test_retrieval_by_language_keeps_its_keys():
     texts = [("good morning", "guten Morgen"), ("the red house", "das rote Haus"), ("thank you", "danke")]
     pairs = [{"src": src, "tgt": tgt, "src_lang": "en", "tgt_lang": "de"} for src, tgt in texts]
-    results = retrieval_by_language(pairs, tfidf_similarity)
+    results = retrieval_by_language(pairs)  # the TF-IDF baseline
     assert set(results) == {"en-de", "average"}
     assert set(results["en-de"]) == {"p@1", "p@1_src2tgt", "p@1_tgt2src", "size"}
     assert results["en-de"]["size"] == 3 and 0 <= results["average"]["p@1"] <= 1
@@ -239,14 +229,14 @@ def test_duplicate_targets_are_hits():
     vectors = {"hello": basis[0], "the file": basis[1], "one": basis[2], "a file": basis[3],
                "hallo": basis[0], "die Datei": 0.8 * basis[1] + 0.6 * basis[3], "eins": basis[2]}
     embed = FakeEmbed(vectors)
-    similarity = np.stack([vectors[s] for s in sources]) @ np.stack([vectors[t] for t in targets]).T
-    assert precision_at_1(similarity) == (0.75, 0.75)  # by row: source 3 "loses" to the copy in row 1
-    assert precision_at_1(similarity, sources, targets) == (1.0, 0.75)
+    queries, candidates = np.stack([vectors[s] for s in sources]), np.stack([vectors[t] for t in targets])
+    assert pool_retrieval(queries, candidates)["precision_at_1"] == 0.75  # by row: source 3 "loses" to row 1's copy
+    assert pool_retrieval(queries, candidates, candidate_ids=text_ids(targets))["precision_at_1"] == 1.0
     results = RetrievalEvaluator(sources, targets, name="dup")(embed)
     assert (results["dup_p@1_src2tgt"], results["dup_p@1_tgt2src"]) == (1.0, 0.75)
     assert results["dup_p@1"] == 0.875
     pairs = [{"src": s, "tgt": t, "src_lang": "en", "tgt_lang": "de"} for s, t in zip(sources, targets)]
-    by_language = retrieval_by_language(pairs, embedding_similarity(embed))["en-de"]
+    by_language = retrieval_by_language(pairs, embed)["en-de"]
     assert (by_language["p@1_src2tgt"], by_language["p@1_tgt2src"]) == (1.0, 0.75)
     # sentence-transformers counts the same way
     assert translation_evaluator_p1(sources, targets, VectorModel(embed)) == (1.0, 0.75)
@@ -355,7 +345,7 @@ def assert_same_p1_as_sentence_transformers(model, sources, targets):
     results = RetrievalEvaluator(sources, targets, name="x")(embed)
     assert (results["x_p@1_src2tgt"], results["x_p@1_tgt2src"]) == (st_forward, st_backward)
     pairs = [{"src": s, "tgt": t, "src_lang": "en", "tgt_lang": "xx"} for s, t in zip(sources, targets)]
-    by_language = retrieval_by_language(pairs, embedding_similarity(embed))["en-xx"]
+    by_language = retrieval_by_language(pairs, embed)["en-xx"]
     assert (by_language["p@1_src2tgt"], by_language["p@1_tgt2src"]) == (st_forward, st_backward)
     return st_forward, st_backward
 

@@ -109,7 +109,44 @@ def update_card_results(folder: str | Path, results: dict[str, dict], suite: str
     rows = "\n".join(f"| {r.dataset_name} | {r.metric_type} | {r.metric_value:.4f} |" for r in new)
     section = (f"{heading}\n\nReproduce: `python scripts/evaluate_model.py --model {folder} --suite {suite} --update_card`"
                f"\n\n| task | metric | value |\n|---|---|---|\n{rows}\n")
-    text = card.text.split(heading)[0].rstrip() + "\n\n" + section
+    text = replace_card_section(card.text, heading, section)
     card = ModelCard(f"---\n{card.data.to_yaml()}\n---\n{text}")
     card.save(path)
     return card
+
+
+def _heading_level(line: str) -> int:
+    """The level of a markdown ATX heading line (`## x` -> 2), 0 for other lines."""
+    hashes = len(line) - len(line.lstrip("#"))
+    return hashes if 0 < hashes <= 6 and line[hashes:hashes + 1] == " " else 0
+
+
+def replace_card_section(text: str, heading: str, section: str, after: str | None = None) -> str:
+    """`text` with the markdown section that starts at the line `heading` (up to the next heading of the same or a
+    higher level) replaced by `section`; every older copy is removed. Without one, `section` goes at the end of the
+    section `after` when the text has it (e.g. `## Evaluation`), else at the end of the text."""
+    level = _heading_level(heading)
+    kept, skipping, placed = [], False, None
+    for line in text.splitlines():
+        if line.strip() == heading.strip():
+            skipping = True
+            placed = len(kept) if placed is None else placed
+            continue
+        if skipping and 0 < _heading_level(line) <= level:
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    if placed is None and after is not None:
+        starts = [index for index, line in enumerate(kept) if line.strip() == after.strip()]
+        if starts:
+            ends = [index for index in range(starts[0] + 1, len(kept))
+                    if 0 < _heading_level(kept[index]) <= _heading_level(after)]
+            placed = ends[0] if ends else None
+    body = section.strip("\n").splitlines() + [""]
+    if placed is None:
+        while kept and not kept[-1].strip():
+            kept.pop()
+        kept += [""] + body
+    else:
+        kept[placed:placed] = body
+    return "\n".join(kept).rstrip("\n") + "\n"

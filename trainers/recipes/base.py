@@ -29,7 +29,7 @@ from ..data import (
     validate_pairs,
 )
 from ..encoding import encode
-from ..evaluation.retrieval import embedding_similarity, retrieval_by_language, tfidf_similarity
+from ..evaluation.retrieval import retrieval_by_language
 from ..evaluation.suite import load_suite
 from ..hub import publish, write_sentence_transformers_config
 from ..tokenizer import train_tokenizer
@@ -182,8 +182,7 @@ class Recipe:
         `{set name: {"model": ..., "tfidf_baseline": ...}}`."""
         embed = lambda texts: encode(model, tokenizer, texts, batch_size=128)  # noqa: E731
         return {
-            name: {"model": retrieval_by_language(pairs, embedding_similarity(embed)),
-                   "tfidf_baseline": retrieval_by_language(pairs, tfidf_similarity)}
+            name: {"model": retrieval_by_language(pairs, embed), "tfidf_baseline": retrieval_by_language(pairs)}
             for name, pairs in evaluation.items()
         }
 
