@@ -32,7 +32,7 @@ def retrieval_card_context(results: dict, evaluation_sets: dict[str, dict]) -> d
 
     `results[set]` is `{"model": ..., "tfidf_baseline": ...}` from `retrieval_by_language` for each evaluation set;
     `evaluation_sets[set]` names it: `title`, `dataset_name`, `dataset_type`. Returns `retrieval_sections` (a table
-    row per language pair beside the baseline, the averages, and where the model wins) and `eval_results`
+    row per language pair beside the baseline, the averages, and where the model wins and loses) and `eval_results`
     (`model-index` entries of every set)."""
     sections, entries = [], []
     for name, described in evaluation_sets.items():
@@ -40,7 +40,8 @@ def retrieval_card_context(results: dict, evaluation_sets: dict[str, dict]) -> d
         rows = [(pair, {"model": model[pair]["p@1"], "baseline": baseline[pair]["p@1"], "size": model[pair]["size"]})
                 for pair in model if pair != "average"]
         wins = sum(row["model"] > row["baseline"] for _, row in rows)
-        sections.append({**described, "rows": rows, "wins": wins,
+        losses = [pair for pair, row in rows if row["model"] <= row["baseline"]]
+        sections.append({**described, "rows": rows, "wins": wins, "losses": losses,
                          "average": {"model": model["average"]["p@1"], "baseline": baseline["average"]["p@1"]}})
         entries += retrieval_eval_results(model, described["dataset_name"], described["dataset_type"])
     return {"retrieval_sections": sections, "eval_results": entries}
