@@ -14,7 +14,9 @@ _UNBOUNDED = 1_000_000
 
 
 def bare_encoder(model):
-    """The bare encoder of `model`: a head class's `base_model` (e.g. `EMSForPreTraining.ems`), else `model`."""
+    """The bare encoder of `model`: unwrapped from DDP / DataParallel (`.module`), then a head class's `base_model`
+    (e.g. `EMSForPreTraining.ems`), else the model itself."""
+    model = getattr(model, "module", model)
     return getattr(model, "base_model", model)
 
 
