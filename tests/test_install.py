@@ -70,6 +70,6 @@ def test_wheel_trains_evaluates_and_publishes_away_from_the_clone(installed, tmp
     assert published.returncode == 0, published.stderr[-3000:]
     assert "Would upload" in published.stdout and "model.safetensors" in published.stdout
 
-    for name in ("ems-train", "ems-evaluate", "ems-publish", "ems-train-tokenizer"):
+    for name in ("ems-train", "ems-evaluate", "ems-publish", "ems-train-tokenizer", "ems-compare"):
         helped = command(installed, name, "--help", cwd=tmp_path)
         assert helped.returncode == 0 and "usage:" in helped.stdout, helped.stderr[-2000:]
