@@ -115,7 +115,7 @@ class EMSForPreTraining(EMSPreTrainedModel):
 
     `forward(input_ids, attention_mask, target_language_ids)` takes one target-language row of `config.languages`
     per sentence (the language of its translation) and returns `xtr_logits` and `contrastive_embeddings` beside the
-    encoder's outputs.
+    encoder's outputs; `return_xtr_logits=False` skips the XTR head (a contrastive-only objective).
     """
 
     def __init__(self, config: EMSConfig):
@@ -136,9 +136,10 @@ class EMSForPreTraining(EMSPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         target_language_ids: torch.Tensor | None = None,
+        return_xtr_logits: bool = True,
         **kwargs,
     ) -> EMSForPreTrainingOutput:
-        if target_language_ids is None:
+        if return_xtr_logits and target_language_ids is None:
             raise ValueError(
                 "EMSForPreTraining needs target_language_ids (the language of each sentence's translation) for the "
                 "XTR head; for sentence embeddings use EMSModel (AutoModel) or `model.ems`."
@@ -148,7 +149,7 @@ class EMSForPreTraining(EMSPreTrainedModel):
         return EMSForPreTrainingOutput(
             last_hidden_state=encoded.last_hidden_state,
             pooler_output=sentence_embedding,
-            xtr_logits=self.xtr_head(sentence_embedding, target_language_ids),
+            xtr_logits=self.xtr_head(sentence_embedding, target_language_ids) if return_xtr_logits else None,
             contrastive_embeddings=self.contrastive_head(sentence_embedding),
         )
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.losses import contrastive_loss, xtr_loss
+from trainers.losses import contrastive_loss, ems_objective, xtr_loss
 
 
 def dense_xtr_reference(logits, target_ids, target_mask):
@@ -95,3 +95,20 @@ def test_contrastive_loss_rejects_bad_temperature(temperature):
 def test_contrastive_loss_rejects_mismatched_pairs():
     with pytest.raises(ValueError, match="one shape"):
         contrastive_loss(torch.ones(2, 3), torch.ones(3, 3), 0.1)
+
+
+def test_ems_objective_weighs_its_terms_and_skips_those_weighted_zero():
+    """Eq. 12 on a PairLayout batch of 2 pairs: the weighted sum of the two terms, each checked against its own
+    function; a term weighted 0 is neither computed nor returned, so its head's output may be None."""
+    torch.manual_seed(0)
+    logits, embeddings = torch.randn(4, 7), torch.randn(4, 5)
+    ids, mask = torch.tensor([[1, 2], [3, 3], [4, 0], [5, 6]]), torch.tensor([[1, 1], [1, 1], [1, 0], [1, 1]]).bool()
+    xtr = (xtr_loss(logits, ids, mask)[:2] + xtr_loss(logits, ids, mask)[2:]).mean()
+    contrastive = contrastive_loss(embeddings[:2], embeddings[2:], 0.1).mean()
+    loss, terms = ems_objective(logits, embeddings, ids, mask, 0.1, xtr_weight=0.5, contrastive_weight=2.0)
+    assert torch.allclose(loss, 0.5 * xtr + 2.0 * contrastive)
+    assert torch.allclose(terms["xtr_loss"], xtr) and torch.allclose(terms["contrastive_loss"], contrastive)
+    loss, terms = ems_objective(None, embeddings, ids, mask, 0.1, xtr_weight=0.0)
+    assert list(terms) == ["contrastive_loss"] and torch.allclose(loss, contrastive)
+    loss, terms = ems_objective(logits, None, ids, mask, 0.1, contrastive_weight=0.0)
+    assert list(terms) == ["xtr_loss"] and torch.allclose(loss, xtr)

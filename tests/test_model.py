@@ -81,6 +81,9 @@ def test_training_heads_shapes_and_the_bare_encoder_inside(tiny_pretraining_mode
     torch.testing.assert_close(output.pooler_output, tiny_pretraining_model.ems(ids).pooler_output)
     with pytest.raises(ValueError, match="needs target_language_ids"):
         tiny_pretraining_model(ids)
+    contrastive_only = tiny_pretraining_model(ids, return_xtr_logits=False)  # the XTR head is skipped
+    assert contrastive_only.xtr_logits is None
+    torch.testing.assert_close(contrastive_only.contrastive_embeddings, output.contrastive_embeddings)
 
 
 def test_heads_hold_a_third_of_the_paper_model():

@@ -47,6 +47,7 @@ class EMSTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],
             target_language_ids=inputs["target_language_ids"],
+            return_xtr_logits=self.args.xtr_weight != 0,  # a term weighted 0 is not computed
         )
         loss, terms = ems_objective(
             outputs.xtr_logits, outputs.contrastive_embeddings, inputs["translation_ids"], inputs["translation_mask"],

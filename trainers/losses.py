@@ -67,8 +67,8 @@ def contrastive_loss(
 
 
 def ems_objective(
-    xtr_logits: torch.Tensor,
-    contrastive_embeddings: torch.Tensor,
+    xtr_logits: torch.Tensor | None,
+    contrastive_embeddings: torch.Tensor | None,
     translation_ids: torch.Tensor,
     translation_mask: torch.Tensor,
     temperature: float,
@@ -81,10 +81,16 @@ def ems_objective(
     Returns the weighted loss and its terms `{"xtr_loss", "contrastive_loss"}`, each a mean over the local pairs:
     XTR in both directions (eq. 6) and the symmetric contrastive loss (eq. 8) with negatives gathered across
     processes, so the mean of P processes' losses with b pairs each equals one process's loss on the P * b pairs.
+    A term weighted 0 is not computed (nor returned), and its input may be None: the model need not run its head.
     """
-    source_kl, target_kl = PairLayout.split(xtr_loss(xtr_logits, translation_ids, translation_mask))
-    xtr = (source_kl + target_kl).mean()  # eq. 6, both directions, per pair
-    sources, translations = PairLayout.split(contrastive_embeddings)
-    contrastive = contrastive_loss(sources, translations, temperature, gather_across_processes).mean()  # eq. 8
-    loss = xtr_weight * xtr + contrastive_weight * contrastive  # eq. 12
-    return loss, {"xtr_loss": xtr, "contrastive_loss": contrastive}
+    terms = {}
+    if xtr_weight:
+        source_kl, target_kl = PairLayout.split(xtr_loss(xtr_logits, translation_ids, translation_mask))
+        terms["xtr_loss"] = (source_kl + target_kl).mean()  # eq. 6, both directions, per pair
+    if contrastive_weight:
+        sources, translations = PairLayout.split(contrastive_embeddings)
+        terms["contrastive_loss"] = contrastive_loss(sources, translations, temperature,
+                                                     gather_across_processes).mean()  # eq. 8
+    weights = {"xtr_loss": xtr_weight, "contrastive_loss": contrastive_weight}
+    loss = sum(weights[name] * term for name, term in terms.items())  # eq. 12
+    return loss, terms
