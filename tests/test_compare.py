@@ -304,3 +304,17 @@ def test_markdown_marks_errors_notes_deviations_and_unranked_metrics():
     assert per_language["en-fr"] == ["error", "0.500"]
     assert "- m, dev: all languages" in markdown and "- m, dev_en-fr: ValueError: boom" in markdown
     assert "retrieval_by_language.png" not in markdown
+
+
+def test_a_model_naming_no_languages_averages_the_same_pairs_as_the_others(two_models, suite, tmp_path):
+    """A baseline that names no languages (here: the second model with `languages` removed from its config) is
+    evaluated on the languages the other models name, not on every language of the data (no `xx`)."""
+    first, second = two_models
+    config_file = second / "config.json"
+    config = json.loads(config_file.read_text())
+    del config["languages"]
+    config_file.write_text(json.dumps(config))
+    comparison = compare_models([f"a={first}", f"b={second}"], suite, tmp_path / "out")
+    assert comparison["models"]["b"]["languages"] == comparison["models"]["a"]["languages"]
+    assert set(comparison["models"]["b"]["results"]) == set(comparison["models"]["a"]["results"])
+    assert "outdomain_en-xx" not in comparison["models"]["b"]["results"]

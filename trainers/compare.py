@@ -160,13 +160,15 @@ def compare_models(
     `load_options` go to `load_embedder` for every model (backend, pooling, device, dtype, batch_size).
 
     Models run in turn; one that fails to load or evaluate is recorded with its `error` (shown as `failed` in the
-    table) and the others still run. TF-IDF runs last, on the languages of the other models (those `languages:
-    model` tasks select), or on the suite's own choice when no model names languages. Returns `{"suite",
+    table) and the others still run. `languages: model` tasks take each model's languages; a model that names none
+    (a baseline such as all-MiniLM-L6-v2, and TF-IDF, which runs last) is evaluated on the languages the other
+    models name together, so that every column averages the same language pairs, or on every language of the data
+    when no model names any. Returns `{"suite",
     "tasks": {task: type}, "models": {name: {"model", "kind", "languages", "error", "results"}}}`, where `results`
     is `run_suite`'s `{evaluator: {"task", "metrics"}}` (TF-IDF: `not_applicable` outside retrieval).
     Bad input (an unknown model, repeated names, a missing suite) raises before anything runs."""
     from .evaluation.suite import load_suite, run_suite
-    from .loading import load_embedder
+    from .loading import load_embedder, model_languages, resolve_model
 
     specs = parse_model_specs(models)
     tasks = suite_tasks(suite)
@@ -177,6 +179,14 @@ def compare_models(
                   "models": {spec.name: {"model": spec.model or TFIDF, "source": spec.source or spec.model or TFIDF,
                                          "kind": spec.kind, "languages": None, "error": None, "results": {}}
                              for spec in specs}}
+    named = set()
+    for spec in specs:
+        if spec.kind != TFIDF:
+            try:
+                named.update(model_languages(resolve_model(spec.model)) or ())
+            except (ValueError, OSError):  # the model's own load below reports it
+                pass
+    fallback = sorted(named) or None
     order = [spec for spec in specs if spec.kind != TFIDF] + [spec for spec in specs if spec.kind == TFIDF]
     progress = tqdm(order, desc="models", unit="model")
     for spec in progress:
@@ -184,13 +194,12 @@ def compare_models(
         entry = comparison["models"][spec.name]
         try:
             if spec.kind == TFIDF:
-                known = sorted({code for other in comparison["models"].values() for code in other["languages"] or ()})
-                entry["languages"] = known or None
+                entry["languages"] = fallback
                 evaluators = load_suite(path=suite, languages=entry["languages"])
                 entry["results"] = _evaluate_tfidf(evaluators, tasks)
             else:
                 embed, languages = load_embedder(spec.model, **(load_options or {}))
-                entry["languages"] = list(languages) if languages else None
+                entry["languages"] = list(languages) if languages else fallback
                 evaluators = load_suite(path=suite, languages=entry["languages"])
                 entry["results"] = run_suite(evaluators=evaluators, embed=embed)
                 del embed
