@@ -14,10 +14,24 @@ _UNBOUNDED = 1_000_000
 
 
 def bare_encoder(model):
-    """The bare encoder of `model`: unwrapped from DDP / DataParallel (`.module`), then a head class's `base_model`
-    (e.g. `EMSForPreTraining.ems`), else the model itself."""
+    """The bare encoder of `model`, for its attributes: unwrapped from DDP / DataParallel (`.module`), then a head
+    class's `base_model` (e.g. `EMSForPreTraining.ems`), else the model itself."""
     model = getattr(model, "module", model)
     return getattr(model, "base_model", model)
+
+
+def _encoder_to_call(model):
+    """What to run for token states: a head class's encoder (`base_model_prefix`, as transformers resolves
+    `base_model`), else `model` itself, wrapper included, so that DDP's forward (which prepares its gradient
+    all-reduce) and peft's run."""
+    inner = getattr(model, "module", model)
+    prefix = getattr(inner, "base_model_prefix", "")
+    if prefix and hasattr(inner, prefix):
+        if inner is not model:
+            raise ValueError(f"{type(model).__name__} wraps the head class {type(inner).__name__}; a wrapper must hold "
+                             "the bare encoder (its gradients would not be synchronised otherwise).")
+        return getattr(inner, prefix)
+    return model
 
 
 def sentence_embeddings(model, encoded: dict, pooling: str | None = None) -> torch.Tensor:
@@ -26,9 +40,8 @@ def sentence_embeddings(model, encoded: dict, pooling: str | None = None) -> tor
     pooled by `pooling` (mean over real tokens by default, or `"cls"`: the first token's state)."""
     if pooling is not None and pooling not in POOLING_MODES:
         raise ValueError(f"pooling={pooling!r}: use one of {POOLING_MODES}, or None for the model's own.")
-    encoder = bare_encoder(model)
-    output = encoder(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
-    if pooling is None and getattr(encoder, "produces_sentence_embedding", False):
+    output = _encoder_to_call(model)(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+    if pooling is None and getattr(bare_encoder(model), "produces_sentence_embedding", False):
         return output.pooler_output
     if pooling == "cls":
         return output.last_hidden_state[:, 0]
