@@ -1,5 +1,7 @@
 """Training objectives, each written once and shared by every trainer that needs it."""
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -94,3 +96,26 @@ def ems_objective(
     weights = {"xtr_loss": xtr_weight, "contrastive_loss": contrastive_weight}
     loss = sum(weights[name] * term for name, term in terms.items())  # eq. 12
     return loss, terms
+
+
+def ema_tau(step: int, total_steps: int, tau_base: float) -> float:
+    """The EMA teacher's decay rate at training step `k = step` of `K = total_steps` (Ham & Kim, sec. 5.3, after
+    BYOL): `tau_base` at `k = 0`, rising along a half cosine to 1 at `k = K`."""
+    if not 0.0 <= tau_base <= 1.0:
+        raise ValueError(f"tau_base={tau_base!r} is outside [0, 1]; use a decay rate such as the paper's 0.99999.")
+    if total_steps < 1:
+        raise ValueError(f"total_steps={total_steps!r}: the schedule needs K >= 1; pass the run's max_steps.")
+    if not 0 <= step <= total_steps:
+        raise ValueError(f"step={step!r} is outside [0, K={total_steps}]; pass the 0-based index of the current step.")
+    return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * step / total_steps) + 1.0) / 2.0  # sec. 5.3
+
+
+def ema_alignment_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the student's embeddings of the non-pivot sentences and the teacher's embeddings
+    of their pivot translations, Ham & Kim eq. 1. The teacher's side is a target: no gradient reaches it."""
+    if student.shape != teacher.shape or student.dim() != 2:
+        raise ValueError(
+            f"ema_alignment_loss needs two (pairs, dim) tensors of one shape, got student {tuple(student.shape)} and "
+            f"teacher {tuple(teacher.shape)}."
+        )
+    return F.mse_loss(student.float(), teacher.detach().float())  # eq. 1
