@@ -1,5 +1,8 @@
 import gzip
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +106,15 @@ class FakeEmbed:
     def __call__(self, texts):
         self.calls.append(list(texts))
         return np.stack([self.vectors[text] for text in texts])
+
+
+def torchrun(script: str, *args: str) -> str:
+    """Run `tests/<script> ARGS` on 2 real processes (torchrun, gloo) and return what they printed."""
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(here.parent)}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(here / script),
+         *args], capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

@@ -23,7 +23,6 @@ from trainers.compare import (
     RETRIEVAL_PLOT,
     compare_models,
     parse_model_spec,
-    parse_model_specs,
     task_of,
     update_card_comparison,
 )

@@ -1,5 +1,3 @@
-import json
-
 import datasets
 import pytest
 import torch

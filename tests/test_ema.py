@@ -24,7 +24,7 @@ from trainers.encoding import sentence_embeddings
 from trainers.losses import ema_alignment_loss, ema_tau
 from trainers.tokenizer import tokenizer_languages
 
-from .conftest import write_jsonl
+from .conftest import torchrun, write_jsonl
 
 HERE = Path(__file__).resolve().parent
 TAU_BASE, STEPS = 0.9, 3
@@ -161,16 +161,9 @@ def test_lora_teacher_holds_only_the_adapters_and_shares_the_frozen_base(tmp_pat
 @pytest.mark.slow
 def test_teacher_is_identical_on_two_real_processes(tmp_path, tokenizer_dir, small_pairs):
     pairs = write_jsonl(tmp_path / "pairs.jsonl", small_pairs[:32])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(HERE / "distributed_ema_teacher.py"), str(tokenizer_dir), str(pairs), str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    stdout = torchrun("distributed_ema_teacher.py", str(tokenizer_dir), str(pairs), str(tmp_path / "out"))
     for rank in (0, 1):
-        assert (f"rank {rank}: teacher is the average of the student, identical on 2 processes"
-                in result.stdout), result.stdout
+        assert f"rank {rank}: teacher is the average of the student, identical on 2 processes" in stdout, stdout
 
 
 def run_dying(tokenizer_dir, pairs, output_dir, **env) -> subprocess.CompletedProcess:

@@ -2,9 +2,6 @@
 TensorBoard), select the best checkpoint, and come out the same on every process."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +15,7 @@ from trainers.ems_trainer import EMSTrainer, EMSTrainingArguments
 from trainers.evaluation.suite import load_suite
 from trainers.recipes import run_recipe
 
-from .conftest import write_jsonl
-
-HERE = Path(__file__).resolve().parent
+from .conftest import torchrun, write_jsonl
 
 TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
               "max_position_embeddings": 32, "language_embedding_size": 8, "contrastive_projection_size": 16,
@@ -135,18 +130,12 @@ def test_suite_and_eval_strategy_must_agree(tmp_path, tokenizer_dir, heldout_pai
 def test_two_processes_return_the_main_process_metrics(tmp_path, tokenizer_dir, heldout_pairs):
     pairs = tmp_path / "pairs.json"
     pairs.write_text(json.dumps([[row["src"], row["tgt"]] for row in heldout_pairs if row["tgt_lang"] == "de"][:30]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(HERE / "distributed_suite_evaluation.py"), str(tokenizer_dir), str(pairs), str(tmp_path / "out")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-    assert lines.count("probe ran on rank 0") == 1 and "probe ran on rank 1" not in lines, result.stdout
+    stdout = torchrun("distributed_suite_evaluation.py", str(tokenizer_dir), str(pairs), str(tmp_path / "out"))
+    lines = stdout.splitlines()
+    assert lines.count("probe ran on rank 0") == 1 and "probe ran on rank 1" not in lines, stdout
     metrics = {line[:6]: json.loads(line.split("metrics ", 1)[1]) for line in lines if " metrics " in line}
-    assert set(metrics) == {"rank 0", "rank 1"} and metrics["rank 0"] == metrics["rank 1"], result.stdout
+    assert set(metrics) == {"rank 0", "rank 1"} and metrics["rank 0"] == metrics["rank 1"], stdout
     assert metrics["rank 1"]["eval_probe_rank"] == 0.0 and 0 <= metrics["rank 1"]["eval_dev_en-de_p@1"] <= 1
     for rank in (0, 1):  # a failure on the main process reaches the waiting one instead of hanging it
         assert (f"rank {rank}: raised Evaluating the suite on the main process failed: RuntimeError: the main "
-                "process lost its disk") in lines, result.stdout
+                "process lost its disk") in lines, stdout

@@ -4,12 +4,11 @@ folder when there is one; killed by SIGKILL (no clean-up, as a crash would leave
 `DIE_AT_STEP` when that is set."""
 
 import os
-import signal
 import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, TrainerCallback, set_seed
+from transformers import AutoTokenizer, set_seed
 
 from modeling_ems import EMSConfig, EMSModel
 from trainers.collators import ParallelPairCollator
@@ -17,14 +16,7 @@ from trainers.data import load_parallel_dataset
 from trainers.ema import EMATeacherTrainer, EMATrainingArguments
 from trainers.recipes.base import last_complete_checkpoint
 
-
-class DieAtStep(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+from tests.dying import DieAtStep
 
 
 def main():

@@ -2,23 +2,11 @@
 an out-of-memory kill would leave it) at the end of training step `DIE_AT_STEP`, after a checkpoint was written."""
 
 import os
-import signal
 import sys
 
-from transformers import TrainerCallback
-
+from tests.dying import DieAtStep
 from trainers.cli import train
 from trainers.recipes.ems import EMSRecipe
-
-
-class DieAtStep(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
 
 make_trainer = EMSRecipe.make_trainer
 
