@@ -80,7 +80,9 @@ def load_encoder(model: str | Path, device: str | None = None, dtype: str | torc
         raise ValueError(f"{config_file} names no model_type; it is not a transformers model config.")
     try:
         encoder = AutoModel.from_pretrained(folder, dtype=torch_dtype(dtype))
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        # the package's tokenizers are plain tokenizer.json files; without the flag transformers asks on the terminal
+        # whether to run the model config's code (its auto_map) before loading them
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as error:
         raise ValueError(f"Cannot load an encoder from {folder} (model_type {model_type!r}): {error}") from error
     if not hasattr(encoder.config, "hidden_size"):
