@@ -399,7 +399,8 @@ def _failures(comparison: dict) -> str:
 def comparison_markdown(comparison: dict, plot: str | None = RETRIEVAL_PLOT) -> str:
     """`comparison.md`: the main table, one per-language P@1 table per retrieval task, the plot and failures."""
     models = list(comparison["models"])
-    described = ", ".join(f"{name} = `{entry['model']}`" for name, entry in comparison["models"].items())
+    described = ", ".join(f"{name} = `{entry.get('source') or entry['model']}`"
+                          for name, entry in comparison["models"].items())
     parts = [f"# Comparison on `{comparison['suite']}`\n", f"Models: {described}. Best value of each row in "
              "bold; `n/a`: not applicable (TF-IDF scores retrieval only); `failed` / `error`: see below; "
              "`—`: not measured.\n", markdown_table(summary_rows(comparison), models)]
