@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from .collators import PairLayout
 from .data import validate_pairs
 from .encoding import POOLING_MODES, bare_encoder, sentence_embeddings
+from .evaluation.training import SuiteEvaluationMixin
 from .ems_trainer import PairTrainingArguments
 from .loss_logging import LossTermLoggingMixin
 from .losses import ema_alignment_loss, ema_tau
@@ -195,11 +196,12 @@ class _TeacherUpdate(TrainerCallback):
         self.trainer.update_teacher()
 
 
-class EMATeacherTrainer(LossTermLoggingMixin, Trainer):
+class EMATeacherTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
     """Trains a sentence encoder on `ParallelPairCollator` batches (`PairLayout`: pivot sources, then their
     translations) by aligning the student's embedding of each translation with the EMA teacher's embedding of its
     pivot source (eq. 1). Logs `alignment_loss` and the decay rate `ema_tau`; each checkpoint holds the teacher
-    (`ema_teacher.safetensors`), which `train(resume_from_checkpoint=...)` restores. Trains on one process or DDP.
+    (`ema_teacher.safetensors`), which `train(resume_from_checkpoint=...)` restores. Trains on one process or DDP,
+    and evaluates with an evaluation suite (`set_evaluation_suite`) in the student's pooling.
     """
 
     def __init__(self, model: nn.Module, args: EMATrainingArguments, **kwargs):

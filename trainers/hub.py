@@ -16,9 +16,13 @@ WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.inde
 PUBLISH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "training_args.bin", ".git/**", ".cache/**"]
 
 
-def write_sentence_transformers_config(folder: str | Path, embedding_dimension: int, max_seq_length: int) -> None:
+def write_sentence_transformers_config(folder: str | Path, embedding_dimension: int, max_seq_length: int,
+                                       pooling: str = "mean") -> None:
     """Write `modules.json` and the pooling config so that `SentenceTransformer(folder, trust_remote_code=True)`
-    loads the folder as Transformer -> mean pooling over real tokens, the same embedding as `pooler_output`."""
+    loads the folder as Transformer -> `pooling`: `"mean"` over real tokens (the same embedding as this package's
+    `pooler_output`) or `"cls"` (the first token's state)."""
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling={pooling!r}: write a sentence-transformers config with 'mean' or 'cls' pooling.")
     folder = Path(folder)
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
@@ -31,11 +35,11 @@ def write_sentence_transformers_config(folder: str | Path, embedding_dimension: 
         "module_output_name": "token_embeddings",
         "max_seq_length": max_seq_length,
     }
-    pooling = {"embedding_dimension": embedding_dimension, "pooling_mode": "mean", "include_prompt": True}
+    pooling_config = {"embedding_dimension": embedding_dimension, "pooling_mode": pooling, "include_prompt": True}
     (folder / "1_Pooling").mkdir(parents=True, exist_ok=True)
     (folder / "modules.json").write_text(json.dumps(modules, indent=2))
     (folder / "sentence_bert_config.json").write_text(json.dumps(transformer, indent=2))
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config, indent=2))
     (folder / "config_sentence_transformers.json").write_text(
         json.dumps({"model_type": "SentenceTransformer", "similarity_fn_name": "cosine",
                     "prompts": {"query": "", "document": ""}, "default_prompt_name": None}, indent=2)

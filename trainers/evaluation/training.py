@@ -94,7 +94,9 @@ class SuiteEvaluationMixin:
         waiting forever."""
         model = self.accelerator.unwrap_model(self.model)
         batch_size = self.args.per_device_eval_batch_size
-        embed = lambda texts: encode(model, self.processing_class, texts, batch_size=batch_size)  # noqa: E731
+        pooling = getattr(self.args, "pooling", None)  # a trainer whose arguments state the encoder's pooling
+        embed = lambda texts: encode(model, self.processing_class, texts, batch_size=batch_size,  # noqa: E731
+                                     pooling=pooling)
         try:
             results = run_suite(self.evaluation_suite, embed)
         except Exception as error:

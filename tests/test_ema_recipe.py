@@ -1,0 +1,165 @@
+"""`recipe: ema_alignment` end to end on a tiny BERT sentence-transformers student with LoRA: retrieval before and
+after training, the LoRA adapters merged into a plain folder that AutoModel and SentenceTransformer load with the
+adapted student's embeddings, the card; and clear errors for bad students and LoRA configs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from peft import PeftModel
+from sentence_transformers import SentenceTransformer
+from sentence_transformers import models as st_models
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
+
+from trainers.config import load_run_config
+from trainers.encoding import encode
+from trainers.recipes import run_recipe
+
+from .conftest import write_jsonl
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory, small_pairs, heldout_pairs):
+    folder = tmp_path_factory.mktemp("pairs")
+    by_language = {}
+    for row in heldout_pairs:
+        by_language.setdefault(row["tgt_lang"], []).append(row)
+    heldout = [row for rows in by_language.values() for row in rows[:12]]
+    out_of_domain = [row for language in ("de", "fr") for row in by_language[language][12:24]]
+    train = [row for language in ("de", "fr", "ja", "ru")
+             for row in [r for r in small_pairs if r["tgt_lang"] == language][:16]]
+    return {"train": write_jsonl(folder / "train.jsonl", train),
+            "heldout": write_jsonl(folder / "heldout.jsonl", heldout),
+            "out_of_domain": write_jsonl(folder / "ood.jsonl", out_of_domain),
+            "texts": [text for row in train + heldout for text in (row["src"], row["tgt"])]}
+
+
+@pytest.fixture(scope="module")
+def student_folder(tmp_path_factory, pair_files):
+    """A tiny random BERT with a character WordPiece vocabulary of the data, saved as a sentence-transformers folder
+    Transformer -> mean Pooling -> Normalize, like all-MiniLM-L6-v2."""
+    bert = tmp_path_factory.mktemp("bert")
+    (bert / "vocab.txt").write_text("\n".join(SPECIALS))
+    normalizer = BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).backend_tokenizer.normalizer
+    chars = sorted({c for text in pair_files["texts"] for c in normalizer.normalize_str(text) if not c.isspace()})
+    (bert / "vocab.txt").write_text("\n".join(SPECIALS + chars + [f"##{c}" for c in chars]))
+    tokenizer = BertTokenizerFast(vocab_file=str(bert / "vocab.txt"), model_max_length=32)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                         attention_probs_dropout_prob=0.0), add_pooling_layer=False).save_pretrained(bert)
+    tokenizer.save_pretrained(bert)
+    transformer = st_models.Transformer(str(bert), max_seq_length=32)
+    folder = tmp_path_factory.mktemp("student")
+    SentenceTransformer(modules=[transformer, st_models.Pooling(32, pooling_mode="mean"), st_models.Normalize()],
+                        device="cpu").save(str(folder), create_model_card=False)
+    return folder
+
+
+def write_config(path, pair_files, student: dict, **training):
+    config = {
+        "recipe": "ema_alignment",
+        "student": student,
+        "data": {name: str(pair_files[name]) for name in ("train", "heldout", "out_of_domain")},
+        "training": {"per_device_train_batch_size": 8, "max_steps": 4, "learning_rate": 0.02, "tau_base": 0.9,
+                     "logging_steps": 1, "save_strategy": "no", "report_to": "none", "disable_tqdm": True,
+                     "seed": 0, "dataloader_num_workers": 0, **training},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return load_run_config(path)
+
+
+LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]}
+
+
+def normalized(embeddings: np.ndarray) -> np.ndarray:
+    return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+
+
+def test_lora_student_is_aligned_merged_and_saved_as_a_plain_sentence_transformer(tmp_path, pair_files,
+                                                                                   student_folder):
+    config = write_config(tmp_path / "run.yaml", pair_files, {"model": str(student_folder), "lora": LORA})
+    output = tmp_path / "out"
+    results = run_recipe(config, output, resume=False)
+
+    # before and after, beside the baseline, for both evaluation sets
+    for name in ("heldout", "out_of_domain"):
+        assert {"model", "before_training", "tfidf_baseline"} <= results[name].keys()
+        assert results[name]["model"].keys() == results[name]["before_training"].keys()
+        assert 0.0 <= results[name]["before_training"]["average"]["p@1"] <= 1.0
+    assert results["student"]["pooling"] == "mean" and results["student"]["merged"]
+    assert results["training"]["global_step"] == 4
+    assert json.loads((output / "eval_results.json").read_text())["heldout"]["before_training"]
+
+    # a plain folder: no adapters at the root (AutoModel would follow them), the student's own modules
+    assert not (output / "adapter_config.json").exists() and (output / "lora_adapter" / "adapter_config.json").is_file()
+    modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((output / "modules.json").read_text())]
+    assert modules == ["Transformer", "Pooling", "Normalize"]
+    merged = AutoModel.from_pretrained(output).eval()
+    assert type(merged).__name__ == "BertModel" and not any("lora" in n for n, _ in merged.named_parameters())
+
+    # the adapted, unmerged student: the untouched student with the saved adapters
+    tokenizer = AutoTokenizer.from_pretrained(student_folder)
+    texts = pair_files["texts"][:24]
+    base = AutoModel.from_pretrained(student_folder).eval()
+    before = normalized(encode(base, tokenizer, texts, pooling="mean"))
+    adapted = PeftModel.from_pretrained(AutoModel.from_pretrained(student_folder), output / "lora_adapter").eval()
+    expected = normalized(encode(adapted, tokenizer, texts, pooling="mean"))
+    assert np.abs(expected - before).max() > 1e-4  # the adapters trained, so the check below can fail
+
+    np.testing.assert_allclose(normalized(encode(merged, AutoTokenizer.from_pretrained(output), texts,
+                                                 pooling="mean")), expected, atol=1e-5, rtol=0)
+    st = SentenceTransformer(str(output), device="cpu")
+    np.testing.assert_allclose(st.encode(texts, convert_to_numpy=True), expected, atol=1e-5, rtol=0)
+
+    card = (output / "README.md").read_text()
+    assert "P@1 before" in card and "model-index" in card and "lora_adapter/" in card
+    assert "EMA teacher" in card and "τ_base = 0.9" in card
+
+
+def test_unknown_student_says_what_to_pass(tmp_path, pair_files):
+    config = write_config(tmp_path / "run.yaml", pair_files, {"model": str(tmp_path / "no-such-student")})
+    with pytest.raises(ValueError, match=r"student.model=.*no-such-student.*cannot be loaded: .*is not a folder.*"
+                                         r"`minilm`"):
+        run_recipe(config, tmp_path / "out")
+
+
+def test_lora_targeting_no_module_names_the_student_s_layers(tmp_path, pair_files, student_folder):
+    student = {"model": str(student_folder), "lora": {**LORA, "target_modules": ["q_proj", "v_proj"]}}
+    config = write_config(tmp_path / "run.yaml", pair_files, student)
+    with pytest.raises(ValueError, match=r"target_modules=.*matches no module of BertModel, whose linear layers "
+                                         r"are .*'query'.*'value'"):
+        run_recipe(config, tmp_path / "out")
+
+
+def test_bad_student_settings_fail_when_the_config_loads(tmp_path, pair_files, student_folder):
+    with pytest.raises(ValueError, match="student.lora: .*rank"):
+        write_config(tmp_path / "a.yaml", pair_files, {"model": str(student_folder), "lora": {"rank": 8}})
+    config = write_config(tmp_path / "b.yaml", pair_files, {"model": str(student_folder), "pooling": "cls"})
+    with pytest.raises(ValueError, match="student.pooling='cls', but .* pools by 'mean'"):
+        run_recipe(config, tmp_path / "out")
+
+
+def test_plain_transformers_student_fully_fine_tuned_keeps_its_stated_pooling(tmp_path, pair_files, student_folder):
+    plain = tmp_path / "plain"
+    AutoModel.from_pretrained(student_folder).save_pretrained(plain)
+    AutoTokenizer.from_pretrained(student_folder).save_pretrained(plain)
+    config = write_config(tmp_path / "run.yaml", pair_files, {"model": str(plain), "pooling": "cls"}, max_steps=2)
+    output = tmp_path / "out"
+    results = run_recipe(config, output, resume=False)
+    assert results["student"]["pooling"] == "cls" and not results["student"]["merged"]
+    assert not (output / "lora_adapter").exists()
+    assert json.loads((output / "1_Pooling" / "config.json").read_text())["pooling_mode"] == "cls"
+
+    texts = pair_files["texts"][:24]
+    trained = AutoModel.from_pretrained(output).eval()
+    expected = encode(trained, AutoTokenizer.from_pretrained(output), texts, pooling="cls")
+    untouched = encode(AutoModel.from_pretrained(plain).eval(), AutoTokenizer.from_pretrained(plain), texts,
+                       pooling="cls")
+    assert np.abs(expected - untouched).max() > 1e-4  # every weight trained
+    st = SentenceTransformer(str(output), device="cpu")
+    np.testing.assert_allclose(st.encode(texts, convert_to_numpy=True), expected, atol=1e-5, rtol=0)

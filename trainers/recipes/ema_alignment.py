@@ -1,0 +1,352 @@
+"""`recipe: ema_alignment`: align a pretrained sentence encoder across languages with an EMA teacher (Ham & Kim,
+"Semantic Alignment with Calibrated Similarity for Multilingual Sentence Embedding", sec. 5.2-5.3).
+
+What is this recipe's own: the `student` section (an encoder folder, a Hub id or the shortcut `minilm` for the
+installed all-MiniLM-L6-v2; its pooling; peft LoRA adapters or full fine-tuning), the student's own tokenizer,
+`EMATeacherTrainer` (eq. 1 against the EMA teacher of eq. 2), retrieval P@1 of the untouched student *before*
+training beside the aligned one's after, and the saved folder: the LoRA adapters merged into the weights, loadable
+with `AutoModel` and, with the student's own sentence-transformers modules (Pooling, Normalize, ...), with
+`SentenceTransformer`; the adapters alone in `lora_adapter/`. Data loading, resume and publishing are `Recipe`'s.
+
+Training data are translation pairs whose `src` is the pivot language (English in the embedded default corpus): the
+teacher embeds the pivot sentence, the student its translation.
+"""
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from huggingface_hub import ModelCard, ModelCardData
+from peft import LoraConfig, PeftModel
+from transformers import AutoModel, AutoTokenizer
+
+from hub_cards import template
+
+from ..cards import retrieval_card_context, sentence_encoder_card_data
+from ..collators import ParallelPairCollator
+from ..ema import EMATeacherTrainer, EMATrainingArguments, add_lora
+from ..encoding import POOLING_MODES, encode, truncation_length
+from ..evaluation.retrieval import retrieval_by_language
+from ..hub import write_sentence_transformers_config
+from ..loading import resolve_model
+from .base import Recipe, register_recipe
+
+logger = logging.getLogger(__name__)
+
+MINILM_SHORTCUT = "minilm"
+ADAPTER_FOLDER = "lora_adapter"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+# Unknown-token share of a language's sentences above which the student's vocabulary is said not to cover it.
+UNKNOWN_WARNING = 0.05
+# sentence-transformers modules the recipe trains and evaluates exactly: Transformer -> Pooling (mean or cls),
+# optionally followed by Normalize (which changes no cosine).
+_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+                  "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                  "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+
+
+@dataclass
+class StudentSettings:
+    """The `student` section."""
+
+    model: str  # a model folder, a Hub id (owner/name), or `minilm`: the installed all-MiniLM-L6-v2
+    pooling: str | None = None  # None: a sentence-transformers folder's own, else the model's own (mean)
+    lora: dict | None = None  # peft LoraConfig fields (r, lora_alpha, target_modules, ...); null: full fine-tuning
+    max_length: int | None = None  # tokens per training text; None: the folder's max_seq_length / tokenizer limit
+
+    def __post_init__(self):
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError(f"student.model={self.model!r}: name a model folder, a Hub id or `{MINILM_SHORTCUT}`.")
+        if self.pooling is not None and self.pooling not in POOLING_MODES:
+            raise ValueError(f"student.pooling={self.pooling!r}: use one of {POOLING_MODES}, or null for the "
+                             "student's own.")
+        if self.lora is not None:
+            if not isinstance(self.lora, dict):
+                raise ValueError(f"student.lora={self.lora!r}: give a mapping of peft LoraConfig fields (r, "
+                                 "lora_alpha, target_modules, ...), or null for full fine-tuning.")
+            self.lora_config()  # unknown fields fail here, before anything loads
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"student.max_length={self.max_length}: keep at least one token per text.")
+
+    def lora_config(self) -> LoraConfig | None:
+        if self.lora is None:
+            return None
+        try:
+            return LoraConfig(**self.lora)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"student.lora: {error}") from None
+
+
+@dataclass
+class Student:
+    """A resolved student: where its transformer and tokenizer are, and how it embeds a sentence."""
+
+    folder: Path  # the resolved folder
+    transformer: Path  # the folder of its transformer weights and tokenizer
+    source: str  # what to name it by: the Hub id when known, else the folder
+    hub_id: str | None
+    modules: list[dict] | None  # its sentence-transformers modules; None for a plain transformers folder
+    pooling: str | None  # None: the model's own sentence embedding (this package's models) or mean
+    max_seq_length: int | None  # the folder's sentence-transformers truncation
+
+
+def resolve_student(value: str, config_source: str = "the config") -> tuple[Path, str | None]:
+    """The local folder of `student.model` and its Hub id when it has one."""
+    if value.strip().lower() == MINILM_SHORTCUT:
+        from ..compare import MINILM_HUB_ID, minilm_folder
+
+        return minilm_folder(), MINILM_HUB_ID
+    try:
+        folder = resolve_model(value)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"student.model={value!r} in {config_source} cannot be loaded: {error} The student is a "
+                         "transformers or sentence-transformers folder, a Hub id (owner/name), or "
+                         f"`{MINILM_SHORTCUT}` for the installed all-MiniLM-L6-v2.") from None
+    return folder, (None if Path(value).expanduser().is_dir() else value)
+
+
+def _pooling_mode(config: dict) -> str | None:
+    if "pooling_mode" in config:  # sentence-transformers >= 5
+        return config["pooling_mode"]
+    modes = [_POOLING_FLAGS.get(flag, flag) for flag, on in config.items() if flag.startswith("pooling_mode") and on]
+    return modes[0] if len(modes) == 1 else None
+
+
+def inspect_student(settings: StudentSettings, config_source: str = "the config") -> Student:
+    """Resolve the student and read how it embeds: a sentence-transformers folder must be Transformer -> Pooling
+    (mean or cls) [-> Normalize], what the alignment loss and the evaluation reproduce."""
+    folder, hub_id = resolve_student(settings.model, config_source)
+    source = hub_id or str(folder)
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"student.model={settings.model!r}: {folder} has no config.json (nor modules.json), so "
+                             "it holds no transformers model.")
+        return Student(folder, folder, source, hub_id, None, settings.pooling, None)
+    modules = json.loads(modules_file.read_text())
+    kinds = [module.get("type", "").rsplit(".", 1)[-1] for module in modules]
+    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        raise ValueError(f"student.model={settings.model!r}: its sentence-transformers modules are {kinds}; the "
+                         "recipe aligns the pooled transformer output, so it takes Transformer -> Pooling (mean or "
+                         "cls), optionally -> Normalize. Use the transformer folder alone with a student.pooling.")
+    transformer = folder / modules[0].get("path", "")
+    settings_file = transformer / "sentence_bert_config.json"
+    st_settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    if st_settings.get("do_lower_case"):
+        raise ValueError(f"student.model={settings.model!r} lowercases its input in sentence-transformers "
+                         "(do_lower_case), which the recipe's tokenization does not reproduce.")
+    stated = _pooling_mode(json.loads((folder / modules[1]["path"] / "config.json").read_text()))
+    if stated not in POOLING_MODES:
+        raise ValueError(f"student.model={settings.model!r} pools by {stated!r}; the recipe trains and evaluates "
+                         f"{POOLING_MODES} pooling only.")
+    if settings.pooling not in (None, stated):
+        raise ValueError(f"student.pooling={settings.pooling!r}, but {folder} is a sentence-transformers folder "
+                         f"that pools by {stated!r}: drop student.pooling (or set it to {stated!r}).")
+    if not (transformer / "config.json").is_file():
+        raise ValueError(f"student.model={settings.model!r}: its transformer folder {transformer} has no "
+                         "config.json.")
+    return Student(folder, transformer, source, hub_id, modules, stated, st_settings.get("max_seq_length"))
+
+
+@register_recipe
+class EMAAlignmentRecipe(Recipe):
+    name = "ema_alignment"
+    sections = {"student": StudentSettings}
+    arguments_class = EMATrainingArguments
+    example_config = "ema_minilm"
+    dataset_type = "libreoffice-parallel"
+
+    def __init__(self, run_config, output_dir):
+        super().__init__(run_config, output_dir)
+        self.student = inspect_student(run_config.student, run_config.source)  # a bad student fails first
+        self.before: dict | None = None  # retrieval of the untouched student, set before training
+        self.evaluation: dict = {}
+        self.args: EMATrainingArguments | None = None
+        self.merged = None
+
+    def load_data(self):
+        train, evaluation = super().load_data()
+        pivots = sorted(set(train["src_lang"]))
+        if len(pivots) != 1:
+            raise ValueError(f"The training pairs of {self.train_name} have {len(pivots)} source languages "
+                             f"{pivots[:5]}; EMA alignment needs one pivot language in `src` (the teacher's side, "
+                             "e.g. English) and its translations in `tgt`.")
+        self.data_report["train"]["pivot_language"] = pivots[0]
+        self.evaluation = evaluation
+        return train, evaluation
+
+    def prepare_tokenizer(self, train, args):
+        """The student's own tokenizer; a language it tokenizes to more than 5% unknown tokens is warned of."""
+        tokenizer = AutoTokenizer.from_pretrained(self.student.transformer)
+        if tokenizer.unk_token_id is not None:
+            rates = {}
+            sample = train.shuffle(seed=0).select(range(min(len(train), 5000)))
+            by_language = {}
+            for text, language in zip(sample["tgt"], sample["tgt_lang"]):
+                by_language.setdefault(language, []).append(text)
+            for language, texts in sorted(by_language.items()):
+                texts = texts[:200]
+                ids = [i for row in tokenizer(texts, add_special_tokens=False)["input_ids"] for i in row]
+                rates[language] = round(sum(i == tokenizer.unk_token_id for i in ids) / max(1, len(ids)), 4)
+            poor = {language: rate for language, rate in rates.items() if rate > UNKNOWN_WARNING}
+            if poor:
+                logger.warning("The student's tokenizer maps more than %d%% of the tokens of %s to %s: their "
+                               "sentences are poorly represented and align less well.", 100 * UNKNOWN_WARNING,
+                               poor, tokenizer.unk_token)
+            self.data_report["tokenizer_unknown_rate"] = rates
+        return tokenizer
+
+    def build_model(self, tokenizer):
+        model = AutoModel.from_pretrained(self.student.transformer, dtype=torch.float32)
+        lora = self.run_config.student.lora_config()
+        if lora is not None:
+            model = add_lora(model, lora)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        logger.warning("Student %s: %s, %d of %d parameters trainable.", self.student.source,
+                       "LoRA" if lora is not None else "full fine-tuning", trainable, total)
+        self.data_report["student_parameters"] = {"trainable": trainable, "total": total}
+        return model
+
+    def max_length(self, model, tokenizer) -> int | None:
+        return (self.run_config.student.max_length or self.student.max_seq_length
+                or truncation_length(model, tokenizer))
+
+    def retrieval(self, model, tokenizer, evaluation) -> dict:
+        """Retrieval P@1 per language of `model` on each evaluation set, as the student embeds (its pooling and
+        truncation; a Normalize module changes no cosine)."""
+        embed = lambda texts: encode(model, tokenizer, texts, batch_size=128,  # noqa: E731
+                                     max_length=self.student.max_seq_length, pooling=self.student.pooling)
+        return {name: retrieval_by_language(pairs, embed) for name, pairs in evaluation.items()}
+
+    def make_trainer(self, model, args, train, tokenizer) -> EMATeacherTrainer:
+        if args.pooling not in (None, self.student.pooling):
+            raise ValueError(f"training.pooling={args.pooling!r} in {self.run_config.source}: the pooling is the "
+                             "student's; set student.pooling instead.")
+        args.pooling = self.student.pooling
+        self.args = args
+        if args.process_index == 0:  # the untouched student: the "before" numbers
+            self.before = self.retrieval(model, tokenizer, self.evaluation)
+            logger.warning("Before training: average P@1 %s", {name: round(result["average"]["p@1"], 4)
+                                                               for name, result in self.before.items()})
+        collator = ParallelPairCollator(tokenizer, self.max_length(model, tokenizer))
+        return EMATeacherTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
+                                   processing_class=tokenizer)
+
+    def evaluate(self, model, tokenizer, evaluation) -> dict:
+        """Write the final folder (`export`), then evaluate what it holds: each evaluation set's retrieval P@1
+        after training (`model`), before it (`before_training`, the untouched student) and of the TF-IDF baseline."""
+        merged = self.export(model, tokenizer)
+        after = self.retrieval(merged, tokenizer, evaluation)
+        results = {name: {"model": after[name], "before_training": self.before[name],
+                          "tfidf_baseline": retrieval_by_language(pairs)} for name, pairs in evaluation.items()}
+        settings = self.run_config.student
+        results["student"] = {"source": self.student.source, "pooling": self.student.pooling or "mean",
+                              "lora": settings.lora, "merged": settings.lora is not None,
+                              "tau_base": self.args.tau_base, "frozen_teacher": self.args.frozen_teacher}
+        return results
+
+    def export(self, model, tokenizer):
+        """Save the aligned student as a plain folder (main process, after `Trainer.save_model`): LoRA adapters
+        merged into the weights (the adapters alone go to `lora_adapter/`), the tokenizer, and the student's own
+        sentence-transformers modules with the transformer at the folder's root. Returns the merged model."""
+        output_dir = self.output_dir
+        for name in ADAPTER_FILES:  # Trainer.save_model wrote the adapters here; AutoModel would follow them
+            (output_dir / name).unlink(missing_ok=True)
+        if isinstance(model, PeftModel):
+            adapter_dir = output_dir / ADAPTER_FOLDER
+            model.save_pretrained(adapter_dir)
+            (adapter_dir / "README.md").unlink(missing_ok=True)  # peft's placeholder card
+            config_file = adapter_dir / "adapter_config.json"
+            config = json.loads(config_file.read_text())
+            config["base_model_name_or_path"] = self.student.source
+            config_file.write_text(json.dumps(config, indent=2))
+            model = model.merge_and_unload()
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        self.write_modules(model, tokenizer)
+        self.merged = model
+        return model
+
+    def write_modules(self, model, tokenizer) -> None:
+        """The student's sentence-transformers modules, or for a plain transformers student Transformer -> Pooling
+        by its pooling (mean when it states none)."""
+        output_dir = self.output_dir
+        if self.student.modules is None:
+            write_sentence_transformers_config(output_dir, model.config.hidden_size,
+                                               truncation_length(model, tokenizer),
+                                               pooling=self.student.pooling or "mean")
+            return
+        modules = [dict(module) for module in self.student.modules]
+        modules[0]["path"] = ""  # the transformer at the root, where AutoModel finds it
+        paths = {module["path"] for module in modules[1:]}
+        for stale in output_dir.iterdir():  # e.g. the 1_Pooling written before, if the student's is elsewhere
+            if stale.is_dir() and stale.name[:1].isdigit() and "_" in stale.name and stale.name not in paths:
+                shutil.rmtree(stale)
+        (output_dir / "modules.json").write_text(json.dumps(modules, indent=2))
+        for name, origin in (("sentence_bert_config.json", self.student.transformer),
+                             ("config_sentence_transformers.json", self.student.folder)):
+            if (origin / name).is_file():
+                shutil.copy2(origin / name, output_dir / name)
+            else:
+                (output_dir / name).unlink(missing_ok=True)
+        for path in sorted(paths):
+            shutil.rmtree(output_dir / path, ignore_errors=True)
+            if (self.student.folder / path).is_dir():  # a module without settings (Normalize) may have no folder
+                shutil.copytree(self.student.folder / path, output_dir / path)
+
+    def card(self, model, results: dict) -> None:
+        model = self.merged if self.merged is not None else model
+        sets = self.evaluation_sets()
+        retrieval = retrieval_card_context(results, sets)
+        for section, name in zip(retrieval["retrieval_sections"], sets):
+            before = results[name]["before_training"]
+            for pair, row in section["rows"]:
+                row["before"] = before[pair]["p@1"]
+            section["average"]["before"] = before["average"]["p@1"]
+            section["gains"] = sum(row["model"] > row["before"] for _, row in section["rows"])
+        languages = sorted({code.split("_")[0] for name in sets for pair in results[name]["model"]
+                            if pair != "average" for code in pair.split("-")}
+                           | {self.data_report["train"]["pivot_language"].split("_")[0]})
+        card_data = sentence_encoder_card_data(self.output_dir)
+        card_data.update(language=languages, tags=card_data["tags"] + ["sentence-embeddings", "multilingual",
+                                                                       "ema-teacher"],
+                         eval_results=retrieval.pop("eval_results"))
+        student_card = self.student.folder / "README.md"
+        if student_card.is_file():
+            try:
+                license_ = ModelCard.load(student_card).data.license
+            except Exception:  # a card without metadata: no license to carry over
+                license_ = None
+            if license_:
+                card_data["license"] = license_
+        if self.student.hub_id:
+            card_data["base_model"] = self.student.hub_id
+        settings = self.run_config.student
+        if settings.lora is not None:
+            card_data["tags"].append("lora")
+        name = self.output_dir.name
+        card = ModelCard.from_template(
+            ModelCardData(model_name=name, **card_data), template_path=str(template("ema_alignment")),
+            model_name=name, repo_id=name, config=model.config, student=self.student.source,
+            pooling=self.student.pooling or "mean",
+            normalize=bool(self.student.modules) and self.student.modules[-1]["type"].endswith("Normalize"),
+            lora=settings.lora, tau_base=self.args.tau_base, frozen_teacher=self.args.frozen_teacher,
+            pivot=self.data_report["train"]["pivot_language"],
+            eval_description=(
+                "Translation retrieval P@1 (Tatoeba protocol: cosine, mean of both directions), each language pair "
+                "retrieved among its own held-out sentences, none of whose texts occurs in the training data: the "
+                "student before alignment, after it, and the character 2-4-gram TF-IDF baseline."),
+            command=f"accelerate launch scripts/train.py --config {self.run_config.source} --output_dir "
+                    f"{self.output_dir}",
+            training_data=str(self.run_config.data.train or
+                              "the embedded LibreOffice parallel corpus (trainers/data/default, MPL-2.0)"),
+            hyperparameters=yaml.safe_dump(self.run_config.to_dict(), sort_keys=False).strip(),
+            training_summary=", ".join(f"{k}: {v}" for k, v in results.get("training", {}).items()),
+            **retrieval,
+        )
+        card.save(self.output_dir / "README.md")
