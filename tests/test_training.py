@@ -126,7 +126,7 @@ def test_config_errors_are_clear(tmp_path):
 def test_recipe_errors_name_the_offending_value(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("recipe: telepathy\ntraining: {}\n")
-    with pytest.raises(ValueError, match="names recipe 'telepathy', which does not exist; recipes: ems"):
+    with pytest.raises(ValueError, match="names recipe 'telepathy', which does not exist; recipes: ema_alignment, ems"):
         load_run_config(path)
     path.write_text("model: {}\ntokenizer: {}\n")
     with pytest.raises(ValueError, match="names no recipe; add e.g. `recipe: ems`"):
