@@ -14,9 +14,9 @@ Configurations (each a real `transformers.Trainer.train` run, `trainers/configs/
     st                 SentenceTransformerTrainer + MultipleNegativesSymmetricRankingLoss (scale = 1 / temperature)
                        on the untrained bare EMSModel, saved as a sentence-transformers folder (Transformer -> mean
                        pooling)
-    after-noxtr        EMSTrainer whose compute_loss (defined here) skips the XTR head and loss: the contrastive
-                       head and loss only. xtr_weight=0 still runs the XTR head and loss (weighted by 0), so this
-                       configuration separates the trainer's own cost from the XTR head's
+    after-noxtr        EMSTrainer whose compute_loss (defined here) runs the contrastive head and loss only; since
+                       a term weighted 0 is not computed, after-contrastive should match it (a check that
+                       xtr_weight=0 costs nothing for the XTR head)
 
 Method: the parent prepares once, under a temporary folder: a SentencePiece tokenizer trained on the embedded corpus
 (as `make train` does), `warmup + steps` batches of pairs, and the sentence-transformers folder. The batches are
