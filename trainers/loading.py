@@ -6,6 +6,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from transformers import AutoModel, AutoTokenizer
 
 import modeling_ems  # noqa: F401  (registers the package's Auto classes)
 
-from .encoding import POOLING_MODES, encode
+from .encoding import POOLING_MODES, check_texts, encode
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,9 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 # sentence-transformers modules that `encode` reproduces exactly: a transformer, then mean or first-token pooling
 _PLAIN_MODULES = ("Transformer", "Pooling")
-_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+                  "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                  "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -90,25 +93,53 @@ def load_encoder(model: str | Path, device: str | None = None, dtype: str | torc
     return encoder.to(device or default_device()).eval(), tokenizer
 
 
+@dataclass(frozen=True)
+class SentenceTransformerLayout:
+    """What a sentence-transformers folder's files say about how it embeds."""
+
+    modules: list[dict]  # modules.json
+    kinds: tuple[str, ...]  # each module's class name, e.g. ("Transformer", "Pooling", "Normalize")
+    transformer: Path  # the folder of the first module (the transformer and its tokenizer)
+    pooling: str | None  # the Pooling module's one mode ("mean", "cls", "max", ...); None without exactly one
+    include_prompt: bool
+    max_seq_length: int | None  # the transformer's truncation (sentence_bert_config.json)
+    do_lower_case: bool
+
+
+def read_sentence_transformer(folder: Path) -> SentenceTransformerLayout | None:
+    """The layout of a sentence-transformers folder (`modules.json`), or None for a folder without one."""
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return None
+    modules = json.loads(modules_file.read_text())
+    kinds = tuple(module.get("type", "").rsplit(".", 1)[-1] for module in modules)
+    transformer = folder / modules[0].get("path", "") if modules else folder
+    settings_file = transformer / "sentence_bert_config.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    pooling, include_prompt = None, True
+    if "Pooling" in kinds:
+        config_file = folder / modules[kinds.index("Pooling")].get("path", "") / "config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        include_prompt = config.get("include_prompt", True)
+        if "pooling_mode" in config:  # sentence-transformers >= 5 writes one mode by name
+            modes = [config["pooling_mode"]]
+        else:  # older folders (all-MiniLM-L6-v2, LaBSE) set one flag per mode
+            modes = [_POOLING_FLAGS.get(flag, flag) for flag, on in config.items()
+                     if flag.startswith("pooling_mode") and on]
+        pooling = modes[0] if len(modes) == 1 else None
+    return SentenceTransformerLayout(modules, kinds, transformer, pooling, include_prompt,
+                                     settings.get("max_seq_length"), bool(settings.get("do_lower_case")))
+
+
 def plain_sentence_transformer(folder: Path) -> tuple[str, int | None] | None:
     """`(pooling, max_seq_length)` when the sentence-transformers modules of `folder` are only a transformer and a
     mean or first-token pooling (what `encode` reproduces exactly, e.g. this package's folders); else None (more
     modules, such as Dense or Normalize, or other pooling: load it with sentence-transformers)."""
-    modules = json.loads((folder / "modules.json").read_text())
-    if tuple(module.get("type", "").rsplit(".", 1)[-1] for module in modules) != _PLAIN_MODULES:
+    layout = read_sentence_transformer(folder)
+    if (layout is None or layout.kinds != _PLAIN_MODULES or layout.do_lower_case or not layout.include_prompt
+            or layout.pooling not in POOLING_MODES):
         return None
-    settings_file = folder / "sentence_bert_config.json"
-    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-    pooling = json.loads((folder / modules[1]["path"] / "config.json").read_text())
-    if settings.get("do_lower_case") or not pooling.get("include_prompt", True):
-        return None
-    if "pooling_mode" in pooling:  # sentence-transformers >= 5 writes one mode by name
-        modes = {pooling["pooling_mode"]}
-    else:  # older folders (all-MiniLM-L6-v2, LaBSE) set one flag per mode
-        modes = {_POOLING_FLAGS.get(flag, flag) for flag, on in pooling.items() if flag.startswith("pooling_mode") and on}
-    if len(modes) != 1 or next(iter(modes)) not in POOLING_MODES:
-        return None
-    return next(iter(modes)), settings.get("max_seq_length")
+    return layout.pooling, layout.max_seq_length
 
 
 def model_languages(folder: Path) -> list[str] | None:
@@ -170,9 +201,7 @@ def load_embedder(
             raise ValueError(f"Cannot load {folder} as a sentence-transformers model: {error}") from error
 
         def embed(texts: list[str]) -> np.ndarray:
-            for index, text in enumerate(texts):
-                if not isinstance(text, str) or not text.strip():
-                    raise ValueError(f"Text {index} is {text!r}: cannot embed an empty or missing text.")
+            check_texts(texts)
             return st_model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True).astype(np.float32)
 
         return embed, model_languages(folder)

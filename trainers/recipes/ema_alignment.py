@@ -32,7 +32,7 @@ from ..ema import EMATeacherTrainer, EMATrainingArguments, add_lora
 from ..encoding import POOLING_MODES, encode, truncation_length
 from ..evaluation.retrieval import retrieval_by_language
 from ..hub import write_sentence_transformers_config
-from ..loading import resolve_model
+from ..loading import read_sentence_transformer, resolve_model
 from .base import Recipe, register_recipe
 
 logger = logging.getLogger(__name__)
@@ -42,13 +42,6 @@ ADAPTER_FOLDER = "lora_adapter"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 # Unknown-token share of a language's sentences above which the student's vocabulary is said not to cover it.
 UNKNOWN_WARNING = 0.05
-# sentence-transformers modules the recipe trains and evaluates exactly: Transformer -> Pooling (mean or cls),
-# optionally followed by Normalize (which changes no cosine).
-_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
-                  "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-                  "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
-
-
 @dataclass
 class StudentSettings:
     """The `student` section."""
@@ -109,47 +102,36 @@ def resolve_student(value: str, config_source: str = "the config") -> tuple[Path
     return folder, (None if Path(value).expanduser().is_dir() else value)
 
 
-def _pooling_mode(config: dict) -> str | None:
-    if "pooling_mode" in config:  # sentence-transformers >= 5
-        return config["pooling_mode"]
-    modes = [_POOLING_FLAGS.get(flag, flag) for flag, on in config.items() if flag.startswith("pooling_mode") and on]
-    return modes[0] if len(modes) == 1 else None
-
-
 def inspect_student(settings: StudentSettings, config_source: str = "the config") -> Student:
     """Resolve the student and read how it embeds: a sentence-transformers folder must be Transformer -> Pooling
     (mean or cls) [-> Normalize], what the alignment loss and the evaluation reproduce."""
     folder, hub_id = resolve_student(settings.model, config_source)
     source = hub_id or str(folder)
-    modules_file = folder / "modules.json"
-    if not modules_file.is_file():
+    layout = read_sentence_transformer(folder)
+    if layout is None:
         if not (folder / "config.json").is_file():
             raise ValueError(f"student.model={settings.model!r}: {folder} has no config.json (nor modules.json), so "
                              "it holds no transformers model.")
         return Student(folder, folder, source, hub_id, None, settings.pooling, None)
-    modules = json.loads(modules_file.read_text())
-    kinds = [module.get("type", "").rsplit(".", 1)[-1] for module in modules]
+    kinds = list(layout.kinds)
     if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
         raise ValueError(f"student.model={settings.model!r}: its sentence-transformers modules are {kinds}; the "
                          "recipe aligns the pooled transformer output, so it takes Transformer -> Pooling (mean or "
                          "cls), optionally -> Normalize. Use the transformer folder alone with a student.pooling.")
-    transformer = folder / modules[0].get("path", "")
-    settings_file = transformer / "sentence_bert_config.json"
-    st_settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-    if st_settings.get("do_lower_case"):
+    if layout.do_lower_case:
         raise ValueError(f"student.model={settings.model!r} lowercases its input in sentence-transformers "
                          "(do_lower_case), which the recipe's tokenization does not reproduce.")
-    stated = _pooling_mode(json.loads((folder / modules[1]["path"] / "config.json").read_text()))
+    stated = layout.pooling
     if stated not in POOLING_MODES:
         raise ValueError(f"student.model={settings.model!r} pools by {stated!r}; the recipe trains and evaluates "
                          f"{POOLING_MODES} pooling only.")
     if settings.pooling not in (None, stated):
         raise ValueError(f"student.pooling={settings.pooling!r}, but {folder} is a sentence-transformers folder "
                          f"that pools by {stated!r}: drop student.pooling (or set it to {stated!r}).")
-    if not (transformer / "config.json").is_file():
-        raise ValueError(f"student.model={settings.model!r}: its transformer folder {transformer} has no "
+    if not (layout.transformer / "config.json").is_file():
+        raise ValueError(f"student.model={settings.model!r}: its transformer folder {layout.transformer} has no "
                          "config.json.")
-    return Student(folder, transformer, source, hub_id, modules, stated, st_settings.get("max_seq_length"))
+    return Student(folder, layout.transformer, source, hub_id, layout.modules, stated, layout.max_seq_length)
 
 
 @register_recipe
