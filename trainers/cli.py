@@ -57,7 +57,7 @@ suite by name (`eval_default`: held-out retrieval on the embedded corpus; `eval_
 
 def evaluate(argv: list[str] | None = None) -> None:
     from .cards import update_card_results
-    from .evaluation.suite import load_suite, run_suite
+    from .evaluation.suite import failed_evaluators, load_suite, run_suite
     from .loading import load_embedder
 
     parser = _parser(EVALUATE_DOC)
@@ -82,7 +82,7 @@ def evaluate(argv: list[str] | None = None) -> None:
     if args.update_card and local:
         update_card_results(args.model, results, suite=args.suite)
         print(f"model-index updated in {Path(args.model) / 'README.md'}")
-    failed = {name: entry["error"] for name, entry in results.items() if "error" in entry}
+    failed = failed_evaluators(results)
     if failed:
         raise SystemExit(f"{len(failed)} of {len(results)} evaluators failed (the others are in {output}): "
                          + "; ".join(f"{name}: {error}" for name, error in failed.items()))

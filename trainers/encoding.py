@@ -48,6 +48,13 @@ def sentence_embeddings(model, encoded: dict, pooling: str | None = None) -> tor
     return mean_pool(output.last_hidden_state, encoded["attention_mask"])
 
 
+def check_texts(texts: list[str]) -> None:
+    """Refuse an empty or missing text, naming its position: nothing can embed it."""
+    for index, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"Text {index} is {text!r}: cannot embed an empty or missing text.")
+
+
 def truncation_length(model, tokenizer, max_length: int | None = None) -> int | None:
     """Tokens kept per text: `max_length` when given, else the tokenizer's `model_max_length` (512 for XLM-R, whose
     config has 514 positions of which 2 are offsets), else the model's `max_position_embeddings`."""
@@ -76,9 +83,7 @@ def encode(
     Texts are tokenized once, truncated at `truncation_length`, and batched longest first by token count, so that a
     batch pads little. The model runs on its own device and dtype (load it in bf16 for bf16 encoding).
     """
-    for index, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"Text {index} is {text!r}: cannot embed an empty or missing text.")
+    check_texts(texts)
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: encode at least one text per batch.")
     was_training = model.training

@@ -207,6 +207,11 @@ def run_suite(
     return results
 
 
+def failed_evaluators(results: dict[str, dict]) -> dict[str, str]:
+    """`{evaluator: "Type: message"}` of the evaluators of `run_suite` results that failed."""
+    return {name: entry["error"] for name, entry in results.items() if "error" in entry}
+
+
 def flat_metrics(results: dict[str, dict]) -> dict[str, float]:
     """`{evaluator_metric: value}` of the evaluators that succeeded, plus `{task}_average_{metric}` for each suite
     task of several evaluators (a retrieval task's languages) that all succeeded: the mean of the metrics they

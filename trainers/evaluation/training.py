@@ -11,7 +11,7 @@ from accelerate.utils import broadcast_object_list
 from transformers.trainer_utils import speed_metrics
 
 from ..encoding import encode
-from .suite import flat_metrics, run_suite
+from .suite import failed_evaluators, flat_metrics, run_suite
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class SuiteEvaluationMixin:
             results = run_suite(self.evaluation_suite, embed)
         except Exception as error:
             return {"failure": f"{type(error).__name__}: {error}"}
-        failed = {name: entry["error"] for name, entry in results.items() if "error" in entry}
+        failed = failed_evaluators(results)
         if failed:
             logger.warning("Step %d: %d evaluators failed and are left out of the metrics: %s", self.state.global_step,
                            len(failed), failed)
