@@ -79,18 +79,25 @@ def tiny_pretraining_model(tiny_config):
     return EMSForPreTraining(tiny_config).eval()
 
 
-@pytest.fixture
-def saved_model(tmp_path, tokenizer_dir):
+def save_tiny_model(folder: Path, tokenizer_dir: Path):
+    """A small untrained `EMSModel` (seed 0) saved with its tokenizer and sentence-transformers config in `folder`:
+    `(model, tokenizer)`."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = EMSConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                        intermediate_size=64, max_position_embeddings=32, language_embedding_size=8,
                        contrastive_projection_size=16, languages=sorted(LANGUAGES))
     torch.manual_seed(0)
     model = EMSModel(config).eval()
-    folder = tmp_path / "model"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     write_sentence_transformers_config(folder, config.hidden_size, config.max_position_embeddings)
+    return model, tokenizer
+
+
+@pytest.fixture
+def saved_model(tmp_path, tokenizer_dir):
+    folder = tmp_path / "model"
+    model, tokenizer = save_tiny_model(folder, tokenizer_dir)
     (folder / "checkpoint-5").mkdir()
     (folder / "checkpoint-5" / "optimizer.pt").write_bytes(b"state")
     (folder / "training_args.bin").write_bytes(b"args")

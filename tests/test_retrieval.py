@@ -20,7 +20,14 @@ from trainers.evaluation.retrieval import (
     text_ids,
 )
 
-from .conftest import LANGUAGES, SHARED_DATA, FakeEmbed, requires_shared
+from .conftest import SHARED_DATA, FakeEmbed, requires_shared, save_tiny_model
+
+
+def at_cosine(dim: int, axis: int, cosine: float, other_axis: int) -> np.ndarray:
+    """A unit vector of `dim` dimensions at `cosine` to basis vector `axis`, the rest along `other_axis`."""
+    vector = np.zeros(dim)
+    vector[axis], vector[other_axis] = cosine, np.sqrt(1 - cosine**2)
+    return vector
 
 
 def unit_rows(rng, count, dim):
@@ -107,19 +114,14 @@ def planted_distractor_case():
     dim = 8
     sources = np.eye(dim)[:4]
 
-    def at_cosine(axis, cosine, other_axis):
-        vector = np.zeros(dim)
-        vector[axis], vector[other_axis] = cosine, np.sqrt(1 - cosine**2)
-        return vector
-
     targets = np.zeros((1000, dim))
     targets[4:, 4:] = rng.standard_normal((996, 4))
     targets[0] = sources[0]
     for row, (axis, cosine) in enumerate([(1, 0.8), (2, 0.5), (3, 0.2)], start=1):
-        targets[row] = at_cosine(axis, cosine, 4 + row)
+        targets[row] = at_cosine(dim, axis, cosine, 4 + row)
     hard = [(1, 0.9), (2, 0.6), (2, 0.7), (3, 0.3), (3, 0.3), (3, 0.3), (3, 0.3)]
     for row, (axis, cosine) in enumerate(hard, start=100):
-        targets[row] = at_cosine(axis, cosine, 4)
+        targets[row] = at_cosine(dim, axis, cosine, 4)
     targets[500] = targets[3]
     return sources, targets
 
@@ -254,19 +256,14 @@ def planted_k_distractor_case():
     dim = 8
     sources = np.eye(dim)[:4]
 
-    def at(axis, cosine, other_axis):
-        vector = np.zeros(dim)
-        vector[axis], vector[other_axis] = cosine, np.sqrt(1 - cosine**2)
-        return vector
-
     targets = np.zeros((12, dim))
     targets[0] = sources[0]
-    targets[1] = at(1, -0.5, 7)
-    targets[2] = at(2, 0.5, 7)
-    targets[3] = at(3, 0.4, 6)
-    targets[4], targets[5] = at(2, 0.7, 5), at(2, 0.7, 4)
+    targets[1] = at_cosine(dim, 1, -0.5, 7)
+    targets[2] = at_cosine(dim, 2, 0.5, 7)
+    targets[3] = at_cosine(dim, 3, 0.4, 6)
+    targets[4], targets[5] = at_cosine(dim, 2, 0.7, 5), at_cosine(dim, 2, 0.7, 4)
     targets[6] = targets[3]
-    targets[7] = at(3, 0.9, 5)
+    targets[7] = at_cosine(dim, 3, 0.9, 5)
     targets[8:, 4:6] = [[1, 0], [0, 1], [0.6, 0.8], [0.8, -0.6]]
     texts = ["hallo", "eins", "zwei", "das Haus", "a", "b", "das Haus", "c", "d", "e", "f", "g"]
     return sources, targets, texts
@@ -304,22 +301,11 @@ def test_distractors_are_drawn_uniformly():
 
 @pytest.fixture(scope="module")
 def sentence_transformer(tmp_path_factory, tokenizer_dir):
-    """A SentenceTransformer on a small saved EMS model (as tests/conftest.py `saved_model` builds it)."""
+    """A SentenceTransformer on a small saved EMS model (`save_tiny_model`, as the `saved_model` fixture has it)."""
     from sentence_transformers import SentenceTransformer
-    from transformers import AutoTokenizer
 
-    from modeling_ems import EMSConfig, EMSModel
-    from trainers.hub import write_sentence_transformers_config
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = EMSConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                       intermediate_size=64, max_position_embeddings=32, language_embedding_size=8,
-                       contrastive_projection_size=16, languages=sorted(LANGUAGES))
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("st-model")
-    EMSModel(config).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    write_sentence_transformers_config(folder, config.hidden_size, config.max_position_embeddings)
+    save_tiny_model(folder, tokenizer_dir)
     return SentenceTransformer(str(folder), device="cpu", trust_remote_code=True)
 
 
