@@ -25,6 +25,35 @@ def mean_pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch
     return (token_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # EMS eq. 1
 
 
+class TokenPacking:
+    """The real (non-padding) tokens of a padded batch, packed into one `(tokens, ...)` tensor.
+
+    Every position-wise part of a layer (layer norms, the q / k / v / output projections, the feed-forward block,
+    dropout) gives a real token the same result whatever the padding beside it, so the layers run those on the packed
+    tokens alone and skip the padding's share of the work; only attention, which mixes positions, needs the padded
+    `(batch, seq_len, ...)` shape, with zeros at the padding (masked out as keys, discarded as queries). Real
+    tokens get the states they would get padded.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor):
+        self.shape = tuple(attention_mask.shape)
+        self.index = attention_mask.reshape(-1).nonzero().squeeze(1)
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor) -> "TokenPacking | None":
+        """A packing of the batch, or None when it has no padding to skip."""
+        return None if bool(attention_mask.all()) else cls(attention_mask)
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        """`(batch, seq_len, ...)` -> `(tokens, ...)`: the real tokens, in batch-major order."""
+        return padded.reshape(-1, *padded.shape[2:]).index_select(0, self.index)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        """`(tokens, ...)` -> `(batch, seq_len, ...)`, zeros at the padding."""
+        padded = packed.new_zeros(self.shape[0] * self.shape[1], *packed.shape[1:])
+        return padded.index_copy(0, self.index, packed).view(*self.shape, *packed.shape[1:])
+
+
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -73,12 +102,15 @@ class EncoderAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        batch, seq_len, _ = hidden_states.shape
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
+                packing: TokenPacking | None = None) -> torch.Tensor:
+        """`hidden_states`: `(batch, seq_len, hidden)`, or with `packing` the packed `(tokens, hidden)`, as returned."""
+        projections = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+        if packing is not None:  # attention mixes positions: padded shape, zeros at the padding
+            projections = tuple(packing.unpack(projection) for projection in projections)
+        batch, seq_len, _ = projections[0].shape
         shape = (batch, seq_len, -1, self.head_dim)
-        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
-        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+        query, key, value = (projection.view(shape).transpose(1, 2) for projection in projections)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -91,7 +123,8 @@ class EncoderAttention(nn.Module):
             dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
             scaling=self.scaling,
         )
-        return self.out_proj(attn_output.reshape(batch, seq_len, -1))
+        attn_output = attn_output.reshape(batch, seq_len, -1)
+        return self.out_proj(attn_output if packing is None else packing.pack(attn_output))
 
 
 class EncoderLayer(nn.Module):
@@ -107,8 +140,10 @@ class EncoderLayer(nn.Module):
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        attention = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_mask)
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
+                packing: TokenPacking | None = None) -> torch.Tensor:
+        """Padded `(batch, seq_len, hidden)` states, or with `packing` the packed `(tokens, hidden)` ones."""
+        attention = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_mask, packing)
         hidden_states = hidden_states + self.dropout(attention)
         feed_forward = self.fc2(self.dropout(self.activation(self.fc1(self.final_layer_norm(hidden_states)))))
         return hidden_states + self.dropout(feed_forward)
@@ -168,11 +203,19 @@ class SentenceEncoderPreTrainedModel(PreTrainedModel):
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def encode_embeddings(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> BaseModelOutputWithPooling:
-        """Run `self.layers` and `self.layer_norm` over embedded tokens and mean-pool the result (eq. 1)."""
+        """Run `self.layers` and `self.layer_norm` over embedded tokens and mean-pool the result (eq. 1).
+
+        The layers run on the real tokens alone (`TokenPacking`): the padding costs no projection or feed-forward
+        work, and `last_hidden_state` is zero at the padding."""
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
+        packing = TokenPacking.of(attention_mask)
+        if packing is not None:
+            hidden_states = packing.pack(hidden_states)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, mask)
+            hidden_states = layer(hidden_states, mask, packing)
         hidden_states = self.layer_norm(hidden_states)
+        if packing is not None:
+            hidden_states = packing.unpack(hidden_states)
         return BaseModelOutputWithPooling(last_hidden_state=hidden_states,
                                           pooler_output=mean_pool(hidden_states, attention_mask))
 
@@ -182,6 +225,7 @@ __all__ = [
     "EncoderEmbeddings",
     "EncoderLayer",
     "SentenceEncoderPreTrainedModel",
+    "TokenPacking",
     "eager_attention_forward",
     "mean_pool",
 ]

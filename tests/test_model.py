@@ -61,6 +61,29 @@ def test_padding_does_not_change_the_embedding(tiny_model):
     torch.testing.assert_close(short, padded, rtol=1e-5, atol=1e-6)
 
 
+def test_layers_skip_the_padding_and_give_each_sentence_its_unpadded_states_and_gradients(tiny_config):
+    """The layers run on the packed real tokens (TokenPacking): every sentence of a (right-)padded batch gets the
+    states, embedding and gradients it gets alone, with no padding at all; the padding's states are zero."""
+    sentences = [[5, 6, 7], [8, 9, 10, 11, 12], [13, 14]]
+    width = max(map(len, sentences))
+    ids = torch.tensor([row + [0] * (width - len(row)) for row in sentences])
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in sentences])
+    torch.manual_seed(0)
+    batched = EMSModel(copy.deepcopy(tiny_config)).eval()
+    alone = copy.deepcopy(batched)
+    output = batched(ids, mask)
+    output.pooler_output.pow(2).sum().backward()
+    singles = [alone(torch.tensor([row])) for row in sentences]
+    sum(single.pooler_output.pow(2).sum() for single in singles).backward()
+    for index, single in enumerate(singles):
+        real = mask[index].bool()
+        torch.testing.assert_close(output.last_hidden_state[index, real], single.last_hidden_state[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(output.pooler_output[index], single.pooler_output[0], rtol=1e-5, atol=1e-5)
+        assert output.last_hidden_state[index, ~real].abs().sum() == 0
+    for (name, parameter), (_, reference) in zip(batched.named_parameters(), alone.named_parameters()):
+        torch.testing.assert_close(parameter.grad, reference.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_eager_and_sdpa_attention_agree(tiny_config):
     torch.manual_seed(0)
     ids = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]])
