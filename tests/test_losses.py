@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.losses import contrastive_loss, ems_objective, xtr_loss
+from trainers.losses import contrastive_loss, ems_objective, nli_loss, ranking_loss, xtr_loss
 
 
 def dense_xtr_reference(logits, target_ids, target_mask):
@@ -112,3 +112,41 @@ def test_ems_objective_weighs_its_terms_and_skips_those_weighted_zero():
     assert list(terms) == ["contrastive_loss"] and torch.allclose(loss, contrastive)
     loss, terms = ems_objective(logits, None, ids, mask, 0.1, contrastive_weight=0.0)
     assert list(terms) == ["xtr_loss"] and torch.allclose(loss, xtr)
+
+
+def test_ranking_loss_is_eq_2_on_dot_products_by_hand():
+    """Multi-task dual-encoder eq. 2: q0 . [c0, c1] = [2, 0], q1 . [c0, c1] = [0, 3] (dot product, unnormalised)."""
+    queries = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    candidates = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    expected = [math.log(1 + math.exp(-2.0)), math.log(1 + math.exp(-3.0))]
+    assert ranking_loss(queries, candidates).tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ranking_loss_hard_negatives_join_every_querys_candidates_by_hand():
+    """K = 1 hard negative per query, appended after the candidates: q0 scores [2, 0 | 3, 0], q1 [0, 3 | 0, 0]."""
+    queries = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    candidates = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    negatives = torch.tensor([[3.0, 0.0], [0.0, 0.0]])
+    e = math.exp
+    expected = [-math.log(e(2) / (e(2) + 1 + e(3) + 1)), -math.log(e(3) / (e(3) + 3))]
+    assert ranking_loss(queries, candidates, negatives).tolist() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match=r"hard_negatives must be \(batch \* K, 2\)"):
+        ranking_loss(queries, candidates, torch.ones(3, 2))
+
+
+def test_ranking_loss_cosine_symmetric_is_the_ems_contrastive_loss():
+    generator = torch.Generator().manual_seed(0)
+    source, target = torch.randn(5, 4, generator=generator), torch.randn(5, 4, generator=generator)
+    torch.testing.assert_close(ranking_loss(source, target, similarity="cosine", temperature=0.1, symmetric=True),
+                               contrastive_loss(source, target, 0.1))
+    with pytest.raises(ValueError, match="similarity='l2'"):
+        ranking_loss(source, target, similarity="l2")
+
+
+def test_nli_loss_is_cross_entropy_by_hand_and_refuses_labels_outside_0_1_2():
+    logits = torch.tensor([[0.0, 0.0, 0.0], [math.log(2.0), 0.0, 0.0]])
+    # row 0: uniform, label 1 -> log 3; row 1: softmax (1/2, 1/4, 1/4), label 0 -> log 2
+    assert nli_loss(logits, torch.tensor([1, 0])).item() == pytest.approx((math.log(3) + math.log(2)) / 2)
+    for bad in (3, -1):
+        with pytest.raises(ValueError, match=rf"must be 0, 1 or 2.*got \[{bad}\]"):
+            nli_loss(logits, torch.tensor([0, bad]))

@@ -38,14 +38,64 @@ def xtr_loss(xtr_logits: torch.Tensor, target_ids: torch.Tensor, target_mask: to
     return ((log_p - log_q) * mask).sum(dim=1) / length.squeeze(1)  # eq. 6, one direction
 
 
+def ranking_loss(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    hard_negatives: torch.Tensor | None = None,
+    similarity: str = "dot",
+    temperature: float = 1.0,
+    symmetric: bool = False,
+    gather_across_processes: bool = True,
+) -> torch.Tensor:
+    """Batch-softmax ranking loss: `-log P~(c_i | q_i)` of the multi-task dual-encoder paper's eq. 2, every other
+    candidate of the batch (and each hard negative) competing with the right one.
+
+    Row `i` of `candidates` answers row `i` of `queries`. `similarity` is `phi`: `"dot"` (eq. 2's `g(q)^T g(c)`) or
+    `"cosine"`; either is divided by `temperature`. Under `torch.distributed`, candidates (and queries, when
+    symmetric) are gathered from all processes with gradients flowing back to their owners, so P processes with
+    batch b give the same loss and (DDP-averaged) gradients as one process with batch P * b.
+
+    Args:
+        hard_negatives: `(batch * K, dim)`, K negatives per query, query by query (Guo et al.'s hard negatives for
+            translation ranking). They are gathered too and appended after all candidates, so every query's label
+            stays the row of its own candidate; each negative competes for every query, like the other candidates.
+        symmetric: add the candidate -> query direction (EMS eq. 8's second term), without the hard negatives.
+
+    Returns:
+        `(batch,)`: for each local query, the cross-entropy of its candidate (plus the reverse one when symmetric).
+    """
+    if queries.shape != candidates.shape or queries.dim() != 2:
+        raise ValueError(
+            f"ranking_loss needs two (batch, dim) tensors of one shape, got {tuple(queries.shape)} and "
+            f"{tuple(candidates.shape)}."
+        )
+    if hard_negatives is not None and (hard_negatives.dim() != 2 or hard_negatives.shape[1] != queries.shape[1]
+                                       or hard_negatives.shape[0] % max(queries.shape[0], 1)):
+        raise ValueError(f"hard_negatives must be (batch * K, {queries.shape[1]}) for a batch of {queries.shape[0]}, "
+                         f"got {tuple(hard_negatives.shape)}.")
+    if similarity not in ("dot", "cosine"):
+        raise ValueError(f"ranking_loss: similarity={similarity!r} is not 'dot' or 'cosine'.")
+    if not temperature > 0:
+        raise ValueError(f"ranking_loss: temperature must be > 0, got {temperature!r}.")
+    sides = [queries, candidates] + ([] if hard_negatives is None else [hard_negatives])
+    sides = [F.normalize(side.float(), dim=-1) if similarity == "cosine" else side.float() for side in sides]
+    gathered, offset = sides, 0
+    if gather_across_processes and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered = [torch.cat(all_gather(side)) for side in sides]
+        offset = dist.get_rank() * queries.shape[0]
+    labels = torch.arange(queries.shape[0], device=queries.device) + offset
+    all_candidates = torch.cat([gathered[1]] + gathered[2:])  # hard negatives after every candidate: labels hold
+    loss = F.cross_entropy(sides[0] @ all_candidates.T / temperature, labels, reduction="none")  # eq. 2
+    if symmetric:
+        loss = loss + F.cross_entropy(sides[1] @ gathered[0].T / temperature, labels, reduction="none")
+    return loss
+
+
 def contrastive_loss(
     source: torch.Tensor, target: torch.Tensor, temperature: float, gather_across_processes: bool = True
 ) -> torch.Tensor:
-    """Symmetric in-batch InfoNCE on cosine similarity / T, EMS paper eq. 8 (with sim of eq. 9).
-
-    Row `j` of `source` and of `target` are translations; every other sentence of the other side is a negative. Under
-    `torch.distributed`, the negatives are gathered from all processes with gradients flowing back to their owners, so
-    P processes with batch b give the same loss and (DDP-averaged) gradients as one process with batch P * b.
+    """Symmetric in-batch InfoNCE on cosine similarity / T, EMS paper eq. 8 (with sim of eq. 9): `ranking_loss`
+    in both directions. Row `j` of `source` and of `target` are translations.
 
     Returns:
         `(batch,)`: for each local pair, the source->target plus the target->source cross-entropy.
@@ -55,17 +105,21 @@ def contrastive_loss(
             f"contrastive_loss needs two (batch, dim) tensors of one shape, got {tuple(source.shape)} and "
             f"{tuple(target.shape)}."
         )
-    if not temperature > 0:
-        raise ValueError(f"contrastive_loss: temperature must be > 0, got {temperature!r}.")
-    source, target = F.normalize(source.float(), dim=-1), F.normalize(target.float(), dim=-1)
-    all_source, all_target, offset = source, target, 0
-    if gather_across_processes and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        all_source, all_target = torch.cat(all_gather(source)), torch.cat(all_gather(target))
-        offset = dist.get_rank() * source.shape[0]
-    labels = torch.arange(source.shape[0], device=source.device) + offset
-    source_to_target = F.cross_entropy(source @ all_target.T / temperature, labels, reduction="none")
-    target_to_source = F.cross_entropy(target @ all_source.T / temperature, labels, reduction="none")
-    return source_to_target + target_to_source  # eq. 8, both terms, per pair
+    return ranking_loss(source, target, similarity="cosine", temperature=temperature, symmetric=True,
+                        gather_across_processes=gather_across_processes)  # eq. 8, both terms, per pair
+
+
+def nli_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the 3-way NLI logits (multi-task dual-encoder paper sec. 2.2, the softmax output
+    layer) against labels in {0, 1, 2} (entailment, neutral, contradiction)."""
+    if logits.dim() != 2 or logits.shape[1] != 3 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"nli_loss needs (n, 3) logits and n labels, got {tuple(logits.shape)} and "
+                         f"{tuple(labels.shape)}.")
+    bad = labels[(labels < 0) | (labels > 2)]
+    if bad.numel():
+        raise ValueError(f"NLI labels must be 0, 1 or 2 (entailment, neutral, contradiction); got "
+                         f"{sorted(set(bad.tolist()))}. Map the dataset's labels to these ids first.")
+    return F.cross_entropy(logits.float(), labels.long())
 
 
 def ems_objective(
