@@ -2,8 +2,15 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
+from .configuration_dual_encoder import DualEncoderMultiTaskConfig
 from .configuration_ems import EMSConfig
 from .layers import SentenceEncoderPreTrainedModel, mean_pool
+from .modeling_dual_encoder import (
+    DualEncoderMultiTask,
+    DualEncoderMultiTaskForPreTraining,
+    DualEncoderMultiTaskOutput,
+    DualEncoderMultiTaskPreTrainedModel,
+)
 from .modeling_ems import EMSForPreTraining, EMSForPreTrainingOutput, EMSModel, EMSPreTrainedModel
 
 AutoConfig.register(EMSConfig.model_type, EMSConfig, exist_ok=True)
@@ -15,7 +22,19 @@ EMSConfig.register_for_auto_class()
 EMSModel.register_for_auto_class("AutoModel")
 EMSForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 
+AutoConfig.register(DualEncoderMultiTaskConfig.model_type, DualEncoderMultiTaskConfig, exist_ok=True)
+AutoModel.register(DualEncoderMultiTaskConfig, DualEncoderMultiTask, exist_ok=True)
+AutoModelForPreTraining.register(DualEncoderMultiTaskConfig, DualEncoderMultiTaskForPreTraining, exist_ok=True)
+DualEncoderMultiTaskConfig.register_for_auto_class()
+DualEncoderMultiTask.register_for_auto_class("AutoModel")
+DualEncoderMultiTaskForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+
 __all__ = [
+    "DualEncoderMultiTask",
+    "DualEncoderMultiTaskConfig",
+    "DualEncoderMultiTaskForPreTraining",
+    "DualEncoderMultiTaskOutput",
+    "DualEncoderMultiTaskPreTrainedModel",
     "EMSConfig",
     "EMSForPreTraining",
     "EMSForPreTrainingOutput",
