@@ -79,3 +79,58 @@ class ParallelPairCollator:
             batch["translation_ids"] = PairLayout.translations(batch["input_ids"])
             batch["translation_mask"] = PairLayout.translations(counted)
         return batch
+
+
+@dataclass
+class SidesCollator:
+    """Tokenize examples whose texts sit in several columns (the sides of a ranking or NLI task) into one batch:
+    each side's `n` rows one after the other (the `PairLayout` of two sides, generalised), so the encoder runs once
+    per step. `num_examples` is `n`.
+
+    Args:
+        sides: the text columns, in row order, e.g. `("previous", "current", "next")`.
+        negatives_column: a column holding K texts per example (hard negatives), tokenized after the sides, example by
+            example (`n * K` rows); every example must have the same K.
+        label_column: an integer column copied to `labels`.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+    sides: tuple[str, ...]
+    negatives_column: str | None = None
+    label_column: str | None = None
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        texts = [f[side] for side in self.sides for f in features]
+        if self.negatives_column is not None:
+            counts = sorted({len(f[self.negatives_column]) for f in features})
+            if len(counts) != 1:
+                raise ValueError(f"Examples with {counts} texts in {self.negatives_column!r}: every example needs the "
+                                 "same number of hard negatives.")
+            texts += [text for f in features for text in f[self.negatives_column]]
+        for index, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"Row {index} of a {'/'.join(self.sides)} batch is {text!r}: every side needs a "
+                                 "non-empty text.")
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt", return_token_type_ids=False)
+        batch = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+                 "num_examples": len(features)}
+        if self.label_column is not None:
+            batch["labels"] = torch.tensor([f[self.label_column] for f in features], dtype=torch.long)
+        return batch
+
+
+@dataclass
+class TaskCollator:
+    """Collate a batch of one task (every feature carries its `task`) with that task's collator; the batch says
+    which task it is under `task`, for a trainer that cycles tasks."""
+
+    collators: dict[str, object]
+
+    def __call__(self, features: list[dict]) -> dict:
+        tasks = sorted({f["task"] for f in features})
+        if len(tasks) != 1 or tasks[0] not in self.collators:
+            raise ValueError(f"A batch mixes or names unknown tasks {tasks}; each batch holds one of "
+                             f"{sorted(self.collators)}.")
+        return {**self.collators[tasks[0]](features), "task": tasks[0]}

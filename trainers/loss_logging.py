@@ -6,24 +6,25 @@ import torch
 
 class LossTermLoggingMixin:
     """Mix into a `transformers.Trainer` subclass (before `Trainer`) and call `self.record_loss_terms({...})` from
-    `compute_loss` with the detached or live scalar terms; each is logged under its name at every `logging_steps`."""
+    `compute_loss` with the detached or live scalar terms; each is logged under its name at every `logging_steps`,
+    averaged over the steps that recorded it (a multi-task trainer records one task's term per step)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._loss_sums: dict[str, torch.Tensor] = {}
-        self._loss_count = 0
+        self._loss_counts: dict[str, int] = {}
 
     def record_loss_terms(self, terms: dict[str, torch.Tensor]) -> None:
         if not self.model.training:
             return  # evaluation losses are not training terms
         for name, value in terms.items():
             self._loss_sums[name] = self._loss_sums.get(name, 0.0) + value.detach()
-        self._loss_count += 1
+            self._loss_counts[name] = self._loss_counts.get(name, 0) + 1
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        if "loss" in logs and self._loss_count:
+        if "loss" in logs and self._loss_sums:
             for name, total in self._loss_sums.items():
-                mean = self.accelerator.gather_for_metrics(total.reshape(1) / self._loss_count).mean()
+                mean = self.accelerator.gather_for_metrics(total.reshape(1) / self._loss_counts[name]).mean()
                 logs[name] = round(mean.item(), 4)
-            self._loss_sums, self._loss_count = {}, 0
+            self._loss_sums, self._loss_counts = {}, {}
         super().log(logs, *args, **kwargs)

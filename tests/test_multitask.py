@@ -1,0 +1,195 @@
+import gzip
+import json
+import math
+from types import SimpleNamespace
+
+import datasets
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from modeling_ems import DualEncoderMultiTaskConfig, DualEncoderMultiTaskForPreTraining
+from trainers.collators import SidesCollator, TaskCollator
+from trainers.data.tasks import nli_task, quick_thought_task, response_task, translation_task
+from trainers.multitask import MultiTaskTrainer, MultiTaskTrainingArguments, TaskCycleBatchSampler, TaskDatasets, task_loss
+
+from .conftest import torchrun
+
+
+def write_jsonl(path, rows, gz=False):
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- the task schedule (sec. 3.2) ---
+
+def test_each_step_trains_one_task_in_turn_with_all_its_batches_from_that_task():
+    sizes = {"translation": 40, "response": 12, "nli": 9}
+    sampler = TaskCycleBatchSampler(sizes, {"translation": 4, "response": 3, "nli": 2}, replicas=2, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == sampler.cycles_per_epoch * 3 * 2
+    assert sampler.cycles_per_epoch == 40 // (4 * 2)  # the largest task's pass
+    offsets = {"translation": (0, 40), "response": (40, 52), "nli": (52, 61)}
+    for step in range(len(batches) // 2):
+        task = ["translation", "response", "nli"][step % 3]
+        low, high = offsets[task]
+        for batch in batches[2 * step : 2 * step + 2]:  # both replicas of the step: the same task
+            assert all(low <= index < high for index in batch)
+            assert len(batch) == {"translation": 4, "response": 3, "nli": 2}[task]
+    # within one pass of a task no row repeats; a small task starts its next pass by itself
+    translation = [i for step in range(0, 15, 3) for b in sampler.step_batches(step) for i in b]
+    assert len(translation) == len(set(translation)) == 40
+    response_pass = [i for step in (1, 4) for b in sampler.step_batches(step) for i in b]
+    assert len(set(response_pass)) == 12 and sampler.step_batches(7) != sampler.step_batches(1)
+
+
+def test_the_schedule_is_a_function_of_seed_epoch_and_step_so_resume_continues_it():
+    sizes, batch_sizes = {"a": 30, "b": 20}, {"a": 5, "b": 5}
+    first = TaskCycleBatchSampler(sizes, batch_sizes, seed=7)
+    first.set_epoch(1)
+    again = TaskCycleBatchSampler(sizes, batch_sizes, seed=7)
+    again.set_epoch(1)
+    assert list(first) == list(again)
+    steps = first.cycles_per_epoch * 2
+    assert list(first) == [b for step in range(steps, 2 * steps) for b in again.step_batches(step)]
+    other = TaskCycleBatchSampler(sizes, batch_sizes, seed=8)
+    other.set_epoch(1)
+    assert list(other) != list(first)
+
+
+def test_a_task_with_too_little_data_for_one_step_is_refused():
+    with pytest.raises(ValueError, match=r"The nli task has 3 examples, but one step needs 4 \(2 per batch x 2"):
+        TaskCycleBatchSampler({"translation": 40, "nli": 3}, {"translation": 4, "nli": 2}, replicas=2)
+    with pytest.raises(ValueError, match=r"no data for \['response'\]"):
+        TaskDatasets({"translation": [1, 2], "response": []})
+
+
+def test_task_datasets_rows_carry_their_task():
+    tasks = TaskDatasets({"translation": [{"src": "a"}, {"src": "b"}], "nli": [{"premise": "c"}]})
+    assert tasks[1] == {"src": "b", "task": "translation"} and tasks[2] == {"premise": "c", "task": "nli"}
+    assert tasks.sizes() == {"translation": 2, "nli": 1}
+
+
+# --- each task's loss by hand (eq. 2, sec. 2.2) ---
+
+def test_task_losses_by_hand():
+    e1, e2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    per_row = [math.log(1 + math.exp(-2.0)), math.log(1 + math.exp(-3.0))]  # dot products [2, 0] and [0, 3]
+    mean = sum(per_row) / 2
+    no_negatives = torch.empty(0, 2)
+    translation = SimpleNamespace(task_embeddings=(e1, e2, no_negatives))
+    assert task_loss("translation", translation).item() == pytest.approx(mean)
+    negatives = torch.tensor([[3.0, 0.0], [0.0, 0.0]])
+    with_negatives = SimpleNamespace(task_embeddings=(e1, e2, negatives))
+    expected = (-math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(3) + 1)) - math.log(math.exp(3) / (math.exp(3) + 3))) / 2
+    assert task_loss("translation", with_negatives).item() == pytest.approx(expected)
+    assert task_loss("response", SimpleNamespace(task_embeddings=(e1, e2))).item() == pytest.approx(mean)
+    # quick-thought: current ranks next and previous; previous = e2 scores like next, so the loss doubles
+    quick = SimpleNamespace(task_embeddings=(e2, e1, e2))
+    assert task_loss("quick_thought", quick).item() == pytest.approx(2 * mean)
+    nli = SimpleNamespace(logits=torch.tensor([[0.0, 0.0, 0.0]]), task_embeddings=None)
+    assert task_loss("nli", nli, torch.tensor([2])).item() == pytest.approx(math.log(3))
+    with pytest.raises(ValueError, match="needs `labels`"):
+        task_loss("nli", nli)
+    # cosine / T
+    cosine = task_loss("response", SimpleNamespace(task_embeddings=(e1, e2)), similarity="cosine", temperature=0.5)
+    assert cosine.item() == pytest.approx(math.log(1 + math.exp(-2.0)))
+
+
+# --- task data and bad input ---
+
+def test_quick_thought_triples_from_documents_and_an_empty_document_is_refused(tmp_path):
+    pages = [{"document": "a.html", "sentences": ["One.", "Two.", "Three.", "Four."]},
+             {"document": "b.html", "sentences": ["Alone.", "Pair."]}]
+    triples = quick_thought_task(write_jsonl(tmp_path / "docs.jsonl", pages))
+    assert triples["previous"] == ["One.", "Two."] and triples["current"] == ["Two.", "Three."]
+    assert triples["next"] == ["Three.", "Four."]
+    with pytest.raises(ValueError, match=r"document 1 \('empty.html'\) has no sentences"):
+        quick_thought_task(write_jsonl(tmp_path / "e.jsonl", [pages[0], {"document": "empty.html", "sentences": []}]))
+    with pytest.raises(ValueError, match=r"sentence 1 is ' '"):
+        quick_thought_task(write_jsonl(tmp_path / "s.jsonl", [{"document": "x", "sentences": ["a", " ", "b"]}]))
+
+
+def test_quick_thought_folder_keeps_the_tokenizers_languages(tmp_path):
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    for lang in ("en", "xx"):
+        write_jsonl(folder / f"help.{lang}.jsonl.gz", [{"document": "p", "sentences": [f"{lang} {i}" for i in range(5)]}],
+                    gz=True)
+    assert quick_thought_task(folder, languages=["en", "de"])["current"] == ["en 1", "en 2", "en 3"]
+    with pytest.raises(ValueError, match="quick_thought task has no data"):
+        quick_thought_task(folder, languages=["de"])
+
+
+def test_response_task_filters_languages_and_a_task_with_no_data_is_refused(tmp_path):
+    turns = write_jsonl(tmp_path / "chat.jsonl", [{"lang": "en", "input": "Hi", "response": "Hello"},
+                                                  {"lang": "fa", "input": "Salam", "response": "Salam!"}])
+    assert response_task(turns, languages=["en"])["input"] == ["Hi"]
+    with pytest.raises(ValueError, match="The response task has no data"):
+        response_task(turns, languages=["de"])
+    with pytest.raises(ValueError, match=r"response data needs \['input', 'response'\]"):
+        response_task(write_jsonl(tmp_path / "bad.jsonl", [{"question": "a", "answer": "b"}]))
+
+
+def test_nli_labels_outside_0_1_2_are_refused(tmp_path):
+    good = [{"premise": "A man sleeps.", "hypothesis": "A person rests.", "label": 0}]
+    assert nli_task(write_jsonl(tmp_path / "nli.jsonl", good))["label"] == [0]
+    bad = good + [{"premise": "A dog.", "hypothesis": "No gold.", "label": -1}]
+    with pytest.raises(ValueError, match=r"row 1: NLI label -1 is not one of \(0, 1, 2\)"):
+        nli_task(write_jsonl(tmp_path / "bad.jsonl", bad))
+
+
+def test_translation_task_with_hard_negatives(tmp_path):
+    rows = [{"src": f"s{i}", "tgt": f"t{i}", "src_lang": "en", "tgt_lang": "de", "negatives": [f"n{i}a", f"n{i}b"]}
+            for i in range(3)]
+    pairs = translation_task(write_jsonl(tmp_path / "mined.jsonl", rows), hard_negatives=1)
+    assert pairs["negatives"] == [["n0a"], ["n1a"], ["n2a"]]
+    with pytest.raises(ValueError, match="fewer than hard_negatives=3"):
+        translation_task(tmp_path / "mined.jsonl", hard_negatives=3)
+
+
+def test_sides_collator_lays_out_sides_then_negatives_and_refuses_empty_text(tokenizer_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    collator = TaskCollator({"translation": SidesCollator(tokenizer, 16, ("src", "tgt"), negatives_column="negatives")})
+    features = [{"src": "a", "tgt": "b", "negatives": ["c", "d"], "task": "translation"},
+                {"src": "e", "tgt": "f", "negatives": ["g", "h"], "task": "translation"}]
+    batch = collator(features)
+    expected = tokenizer(["a", "e", "b", "f", "c", "d", "g", "h"], padding=True, return_tensors="pt")["input_ids"]
+    assert torch.equal(batch["input_ids"], expected) and batch["num_examples"] == 2 and batch["task"] == "translation"
+    with pytest.raises(ValueError, match="every side needs a non-empty text"):
+        collator([{**features[0], "tgt": ""}])
+    with pytest.raises(ValueError, match="mixes or names unknown tasks"):
+        collator([features[0], {**features[1], "task": "nli"}])
+
+
+def test_the_trainer_refuses_tasks_the_model_has_no_head_for(tmp_path):
+    model = DualEncoderMultiTaskForPreTraining(DualEncoderMultiTaskConfig(
+        vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+        head_intermediate_size=4, nli_hidden_size=4, tasks=["translation"]))
+    data = TaskDatasets({"translation": datasets.Dataset.from_dict({"src": ["a"], "tgt": ["b"]}),
+                         "nli": datasets.Dataset.from_dict({"premise": ["a"], "hypothesis": ["b"], "label": [0]})})
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match=r"no head for the tasks \['nli'\]: it was built with tasks=\['translation'\]"):
+        MultiTaskTrainer(model=model, args=args, train_dataset=data, data_collator=TaskCollator({}))
+
+
+@pytest.mark.slow
+def test_two_processes_run_the_same_task_at_every_step_and_hard_negative_labels_stay_right(tokenizer_dir, tmp_path):
+    stdout = torchrun("distributed_multitask.py", str(tokenizer_dir), str(tmp_path / "run"))
+    for rank in (0, 1):
+        assert f"rank {rank}: hard-negative loss" in stdout and "gradients equal" in stdout, stdout
+    schedules = {}
+    for line in stdout.splitlines():
+        if ": schedule " in line:
+            rank, payload = line.split(": schedule ", 1)
+            schedules[rank] = json.loads(payload)
+    zero, one = schedules["rank 0"], schedules["rank 1"]
+    tasks = [task for task, _ in zero["steps"]]
+    assert tasks == [task for task, _ in one["steps"]] == ["translation", "response", "quick_thought", "nli"] * 2
+    assert all(a != b for (_, a), (_, b) in zip(zero["steps"], one["steps"]))  # each process its own examples
+    assert zero["logged"] == [["nli_loss", "quick_thought_loss", "response_loss", "translation_loss"]] * 2

@@ -1,0 +1,176 @@
+"""Task data of the multi-task dual encoder (Chidambaram et al., sec. 2.2), each task a `datasets.Dataset` with the
+text columns its collator reads (`TASK_COLUMNS`):
+
+* translation: parallel pairs (`load_parallel_dataset`), with an optional `negatives` column of K hard negatives
+  (`trainers.hard_negatives`);
+* response: conversational (input, response) turns, e.g. chatterbot's `{"lang", "input", "response"}` lines;
+* quick_thought: (previous, current, next) sentences of documents, `{"document", "sentences": [...]}` pages;
+* nli: (premise, hypothesis, label) with labels 0 entailment, 1 neutral, 2 contradiction (SNLI's layout).
+
+Sources are local files (JSONL / TSV / CSV / Parquet, optionally gzipped), folders of them, shipped files, or Hub
+dataset names, as everywhere in the package.
+"""
+
+from importlib.resources import files
+from pathlib import Path
+
+import datasets
+
+from . import _local_builder, load_parallel_dataset, validate_pairs
+
+TASK_COLUMNS = {
+    "translation": ("src", "tgt"),
+    "response": ("input", "response"),
+    "quick_thought": ("previous", "current", "next"),
+    "nli": ("premise", "hypothesis"),
+}
+NLI_LABELS = (0, 1, 2)  # entailment, neutral, contradiction
+# Small subsets shipped with the package for training without ../shared/data (see their NOTICE files).
+SHIPPED_TASK_DATA = Path(str(files(__package__) / "multitask"))
+
+
+def load_rows(source: str | Path, split: str = "train") -> datasets.Dataset:
+    """Every column of a local file, of all data files of a folder (one format), or of a Hub dataset."""
+    path = Path(source)
+    if not path.exists() and not path.is_absolute() and (SHIPPED_TASK_DATA.parent / path).exists():
+        path = SHIPPED_TASK_DATA.parent / path
+    if path.is_dir():
+        data_files = sorted(str(p) for p in path.iterdir() if p.is_file() and not p.name.upper().startswith(
+            ("NOTICE", "README", "LICENSE")))
+        if not data_files:
+            raise ValueError(f"{source} holds no data files.")
+        builder, options = _local_builder(Path(data_files[0]))
+        return datasets.load_dataset(builder, data_files=data_files, split="train", **options)
+    if path.is_file():
+        builder, options = _local_builder(path)
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    if path.suffix or str(source).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"No such data file or folder: {str(source)!r}.")
+    return datasets.load_dataset(str(source), split=split)
+
+
+def _require_columns(rows: datasets.Dataset, columns, task: str, source) -> None:
+    missing = sorted(set(columns) - set(rows.column_names))
+    if missing:
+        raise ValueError(f"{source} has columns {sorted(rows.column_names)}; {task} data needs {list(columns)} "
+                         f"(missing {missing}).")
+
+
+def _check_texts(rows: datasets.Dataset, columns, task: str, source) -> None:
+    for column in columns:
+        for index, value in enumerate(rows[column]):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{source}, row {index}: {task} column {column!r} is {value!r}; every example needs "
+                                 "non-empty texts. Remove or fix that row.")
+
+
+def _nonempty(rows: datasets.Dataset, task: str, source) -> datasets.Dataset:
+    if len(rows) == 0:
+        raise ValueError(f"The {task} task has no data: {source} gave no examples (after the language filter). "
+                         f"Point tasks.{task}.source at data, or drop {task} from the tasks.")
+    return rows
+
+
+def _keep_languages(rows: datasets.Dataset, languages, column: str = "lang") -> datasets.Dataset:
+    if languages is None or column not in rows.column_names:
+        return rows
+    known = set(languages)
+    return rows.filter(lambda row: row[column] in known)
+
+
+def translation_task(source, max_examples: int | None = None, hard_negatives: int = 0) -> datasets.Dataset:
+    """Parallel pairs; with `hard_negatives` K > 0, the source must hold a `negatives` column of at least K texts
+    per pair (as `scripts/mine_hard_negatives.py` writes), of which the first K are kept."""
+    if not hard_negatives:
+        pairs = load_parallel_dataset(source)
+    else:
+        pairs = load_rows(source)
+        _require_columns(pairs, ("src", "tgt", "src_lang", "tgt_lang", "negatives"), "translation (hard negatives)",
+                         source)
+        short = [i for i, negatives in enumerate(pairs["negatives"]) if len(negatives) < hard_negatives]
+        if short:
+            raise ValueError(f"{source}: {len(short)} pairs (first: row {short[0]}) have fewer than hard_negatives="
+                             f"{hard_negatives} negatives; mine more (--k) or lower hard_negatives.")
+        pairs = pairs.map(lambda row: {"negatives": row["negatives"][:hard_negatives]})
+    if max_examples is not None:
+        pairs = pairs.select(range(min(max_examples, len(pairs))))
+    _nonempty(pairs, "translation", source)
+    validate_pairs(pairs, name=str(source))
+    for index, negatives in enumerate(pairs["negatives"] if hard_negatives else []):
+        if not all(isinstance(text, str) and text.strip() for text in negatives):
+            raise ValueError(f"{source}, row {index}: a hard negative is empty or missing ({negatives!r}).")
+    return pairs
+
+
+def response_task(source, languages=None, max_examples: int | None = None) -> datasets.Dataset:
+    """(input, response) turns; rows with a `lang` outside `languages` are dropped when `languages` is given."""
+    rows = load_rows(source)
+    _require_columns(rows, TASK_COLUMNS["response"], "response", source)
+    rows = _keep_languages(rows, languages)
+    if max_examples is not None:
+        rows = rows.select(range(min(max_examples, len(rows))))
+    _nonempty(rows, "response", source)
+    _check_texts(rows, TASK_COLUMNS["response"], "response", source)
+    return rows.select_columns(list(TASK_COLUMNS["response"]))
+
+
+def quick_thought_triples(documents: datasets.Dataset, source) -> datasets.Dataset:
+    """(previous, current, next) for every sentence of every document that has both neighbours (sec. 2.2). A
+    document without sentences, or with an empty sentence, is an error naming it: it cannot be split into
+    consecutive sentences."""
+    _require_columns(documents, ("document", "sentences"), "quick_thought", source)
+    for index, (name, sentences) in enumerate(zip(documents["document"], documents["sentences"])):
+        if not sentences:
+            raise ValueError(f"{source}, document {index} ({name!r}) has no sentences; drop it or fill it.")
+        for position, sentence in enumerate(sentences):
+            if not isinstance(sentence, str) or not sentence.strip():
+                raise ValueError(f"{source}, document {index} ({name!r}): sentence {position} is {sentence!r}; "
+                                 "quick-thought needs non-empty consecutive sentences.")
+
+    def windows(batch):
+        triples = [window for sentences in batch["sentences"] for window in zip(sentences, sentences[1:],
+                                                                                  sentences[2:])]
+        return {"previous": [t[0] for t in triples], "current": [t[1] for t in triples],
+                "next": [t[2] for t in triples]}
+
+    return documents.map(windows, batched=True, remove_columns=documents.column_names)
+
+
+def quick_thought_task(source, languages=None, max_examples: int | None = None) -> datasets.Dataset:
+    """Quick-thought triples of the documents in `source` (a pages file or a folder of `*.LANG.jsonl.gz` pages);
+    with `languages`, a folder's files whose language suffix is not in it are skipped."""
+    path = Path(source)
+    if path.is_dir() and languages is not None:
+        known = set(languages)
+        chosen = sorted(p for p in path.iterdir() if p.is_file() and p.name.split(".")[-3 if p.suffix == ".gz"
+                                                                                       else -2] in known)
+        documents = datasets.concatenate_datasets([load_rows(p) for p in chosen]) if chosen else None
+        if documents is None:
+            raise ValueError(f"The quick_thought task has no data: {source} has no documents in the languages "
+                             f"{sorted(known)}.")
+    else:
+        documents = load_rows(source)
+    triples = quick_thought_triples(documents, source)
+    if max_examples is not None:
+        triples = triples.shuffle(seed=0).select(range(min(max_examples, len(triples))))
+    return _nonempty(triples, "quick_thought", source)
+
+
+def nli_task(source, max_examples: int | None = None) -> datasets.Dataset:
+    """(premise, hypothesis, label) rows; a label outside {0, 1, 2} is an error naming the row (SNLI marks pairs
+    without a gold label -1: filter them out first)."""
+    rows = load_rows(source)
+    _require_columns(rows, ("premise", "hypothesis", "label"), "nli", source)
+    if max_examples is not None:
+        rows = rows.select(range(min(max_examples, len(rows))))
+    _nonempty(rows, "nli", source)
+    for index, label in enumerate(rows["label"]):
+        if isinstance(label, bool) or label not in NLI_LABELS:
+            raise ValueError(f"{source}, row {index}: NLI label {label!r} is not one of {NLI_LABELS} (entailment, "
+                             "neutral, contradiction); map or drop it (SNLI's -1 means no gold label).")
+    _check_texts(rows, TASK_COLUMNS["nli"], "nli", source)
+    return rows.select_columns(["premise", "hypothesis", "label"])
+
+
+__all__ = ["NLI_LABELS", "SHIPPED_TASK_DATA", "TASK_COLUMNS", "load_rows", "nli_task", "quick_thought_task",
+           "quick_thought_triples", "response_task", "translation_task"]

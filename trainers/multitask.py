@@ -1,0 +1,187 @@
+"""Multi-task training by cycling tasks (Chidambaram et al., sec. 3.2): one optimisation step of one task at a time,
+the tasks in turn, each from its own `datasets` source.
+
+As in sentence-transformers' multi-dataset training (`RoundRobinBatchSampler`, a loss per dataset picked in
+`compute_loss` by the batch's dataset name), the task datasets are concatenated and a batch sampler decides which
+task each batch comes from; the batch carries its `task` and `MultiTaskTrainer.compute_loss` applies that task's
+loss. Unlike the round-robin sampler, the schedule is a pure function of the step number, and every step's batches
+are drawn together for all processes and gradient-accumulation micro-steps, so under several processes every
+process runs the same task at every step (accelerate hands process `r` every P-th batch).
+"""
+
+import bisect
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+from transformers import Trainer
+
+from .ems_trainer import PairTrainingArguments
+from .evaluation.training import SuiteEvaluationMixin
+from .loss_logging import LossTermLoggingMixin
+from .losses import nli_loss, ranking_loss
+
+
+class TaskDatasets(ConcatDataset):
+    """The task datasets `{task: dataset}` as one dataset whose rows carry their `task`."""
+
+    def __init__(self, datasets: dict[str, object]):
+        empty = [task for task, dataset in datasets.items() if len(dataset) == 0]
+        if not datasets or empty:
+            raise ValueError(f"Multi-task training needs data for every task; no data for {empty or 'any task'}.")
+        self.tasks = list(datasets)
+        super().__init__(list(datasets.values()))
+
+    def sizes(self) -> dict[str, int]:
+        return {task: len(dataset) for task, dataset in zip(self.tasks, self.datasets)}
+
+    def __getitem__(self, index: int) -> dict:
+        part = bisect.bisect_right(self.cumulative_sizes, index)
+        start = self.cumulative_sizes[part - 1] if part else 0
+        return {**self.datasets[part][index - start], "task": self.tasks[part]}
+
+
+class TaskCycleBatchSampler:
+    """Batches for task cycling: step `s` trains task `tasks[s % T]` (sec. 3.2), and its `replicas` batches
+    (processes x gradient-accumulation steps) are yielded one after the other, all of that task.
+
+    Each task reads its own data in passes: a pass is a permutation of the task's rows (seeded by `seed`, the
+    task's position and the pass number, the same in every process), cut into steps of `replicas` batches of the
+    task's batch size; a task whose data runs out starts its next pass, whatever the other tasks do. An epoch is as
+    many cycles as the largest task needs for one pass. Everything is a function of (epoch, step): resuming at a
+    step gives the batches an uninterrupted run would have had.
+
+    Args:
+        sizes: rows of each task, in the order of the concatenated dataset (`TaskDatasets.sizes()`).
+        batch_sizes: examples per batch of each task.
+        replicas: batches per optimisation step: number of processes x gradient-accumulation steps.
+    """
+
+    def __init__(self, sizes: dict[str, int], batch_sizes: dict[str, int], replicas: int = 1, seed: int = 0):
+        missing = sorted(set(sizes) - set(batch_sizes))
+        if missing:
+            raise ValueError(f"No batch size for the tasks {missing}.")
+        self.tasks, self.batch_sizes, self.replicas, self.seed = list(sizes), batch_sizes, replicas, seed
+        self.offsets = dict(zip(self.tasks, [0] + list(torch.tensor(list(sizes.values())).cumsum(0).tolist())))
+        self.sizes = sizes
+        self.steps_per_pass = {}
+        for task in self.tasks:
+            needed = batch_sizes[task] * replicas
+            if sizes[task] < needed:
+                raise ValueError(f"The {task} task has {sizes[task]} examples, but one step needs {needed} "
+                                 f"({batch_sizes[task]} per batch x {replicas} batches); add data or lower its "
+                                 "batch size.")
+            self.steps_per_pass[task] = sizes[task] // needed
+        self.cycles_per_epoch = max(self.steps_per_pass.values())
+        self.epoch = 0
+        self._permutations: dict[tuple[str, int], torch.Tensor] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def task_at(self, step: int) -> str:
+        """The task of optimisation step `step` (0-based, counted from the start of training)."""
+        return self.tasks[step % len(self.tasks)]  # sec. 3.2: cycle through the tasks, one step each
+
+    def _permutation(self, task: str, pass_number: int) -> torch.Tensor:
+        key = (task, pass_number)
+        if key not in self._permutations:
+            generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.tasks.index(task) + pass_number)
+            self._permutations = {key: torch.randperm(self.sizes[task], generator=generator),
+                                  **{k: v for k, v in self._permutations.items() if k[0] != task}}
+        return self._permutations[key]
+
+    def step_batches(self, step: int) -> list[list[int]]:
+        """The `replicas` batches (indices into the concatenated dataset) of optimisation step `step`."""
+        task = self.task_at(step)
+        task_step = step // len(self.tasks)  # how many steps of this task came before
+        pass_number, position = divmod(task_step, self.steps_per_pass[task])
+        order, size = self._permutation(task, pass_number), self.batch_sizes[task]
+        first = position * self.replicas * size
+        return [(order[first + r * size : first + (r + 1) * size] + self.offsets[task]).tolist()
+                for r in range(self.replicas)]
+
+    def __len__(self) -> int:
+        return self.cycles_per_epoch * len(self.tasks) * self.replicas
+
+    def __iter__(self):
+        steps = self.cycles_per_epoch * len(self.tasks)
+        for step in range(self.epoch * steps, (self.epoch + 1) * steps):
+            yield from self.step_batches(step)
+
+
+def task_loss(task: str, outputs, labels: torch.Tensor | None = None, similarity: str = "dot",
+              temperature: float = 1.0) -> torch.Tensor:
+    """The loss of one task batch, from `DualEncoderMultiTaskForPreTraining`'s outputs (sec. 2.2):
+
+    * translation: `-log P~(t_i | s_i)` (eq. 2) with `g` on both sides, hard negatives among the candidates;
+    * response: `-log P~(response | input)` (eq. 2), the response side through its head;
+    * quick_thought: `-log P~(next | current) - log P~(previous | current)` (eq. 2 twice, each side its own head);
+    * nli: cross-entropy of the 3-way logits.
+
+    Ranking losses are means over the local examples, with in-batch candidates gathered across processes.
+    """
+    embeddings = outputs.task_embeddings
+    rank = lambda queries, candidates, negatives=None: ranking_loss(  # noqa: E731
+        queries, candidates, negatives, similarity=similarity, temperature=temperature).mean()
+    if task == "translation":
+        source, target, negatives = embeddings
+        return rank(source, target, negatives if len(negatives) else None)
+    if task == "response":
+        return rank(*embeddings)
+    if task == "quick_thought":
+        previous, current, following = embeddings
+        return rank(current, following) + rank(current, previous)
+    if task == "nli":
+        if labels is None:
+            raise ValueError("An nli batch needs `labels` (0 entailment, 1 neutral, 2 contradiction).")
+        return nli_loss(outputs.logits, labels)
+    raise ValueError(f"Unknown task {task!r}; tasks: translation, response, quick_thought, nli.")
+
+
+@dataclass
+class MultiTaskTrainingArguments(PairTrainingArguments):
+    """`PairTrainingArguments` for task cycling. Each task's batch size comes with its data
+    (`MultiTaskTrainer(task_batch_sizes=...)`); `per_device_train_batch_size` is the default."""
+
+    ddp_find_unused_parameters: bool | None = field(
+        default=True, metadata={"help": "A step trains one task's head: the other heads get no gradient."}
+    )
+
+
+class MultiTaskTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
+    """Trains a `DualEncoderMultiTaskForPreTraining` on `TaskDatasets` with a `TaskCollator`, one task per step
+    (`TaskCycleBatchSampler`), and logs each task's loss as `<task>_loss`.
+
+    Args:
+        task_batch_sizes: examples per batch of each task (default: `per_device_train_batch_size`).
+    """
+
+    def __init__(self, *args, task_batch_sizes: dict[str, int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.train_dataset, TaskDatasets):
+            raise ValueError("MultiTaskTrainer trains on TaskDatasets({task: dataset, ...}).")
+        model = self.accelerator.unwrap_model(self.model)
+        model.config.check_tasks(self.train_dataset.tasks)
+        self.task_batch_sizes = {task: (task_batch_sizes or {}).get(task, self.args.per_device_train_batch_size)
+                                 for task in self.train_dataset.tasks}
+
+    def task_sampler(self) -> TaskCycleBatchSampler:
+        return TaskCycleBatchSampler(self.train_dataset.sizes(), self.task_batch_sizes,
+                                     replicas=self.args.world_size * self.args.gradient_accumulation_steps,
+                                     seed=self.args.seed)
+
+    def get_train_dataloader(self) -> DataLoader:
+        loader = DataLoader(self.train_dataset, batch_sampler=self.task_sampler(), collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        task = inputs["task"]
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], task=task,
+                        num_examples=inputs["num_examples"])
+        config = self.accelerator.unwrap_model(model).config
+        loss = task_loss(task, outputs, inputs.get("labels"), similarity=config.similarity,
+                         temperature=config.temperature if config.similarity == "cosine" else 1.0)
+        self.record_loss_terms({f"{task}_loss": loss})
+        return (loss, outputs) if return_outputs else loss
