@@ -1,26 +1,34 @@
 """Model code: what ships inside a Hub model repository. Importing it registers the Auto classes."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification
 
 from .configuration_dual_encoder import DualEncoderMultiTaskConfig
 from .configuration_ems import EMSConfig
-from .layers import SentenceEncoderPreTrainedModel, mean_pool
+from .layers import SentenceClassificationMixin, SentenceEncoderPreTrainedModel, mean_pool
 from .modeling_dual_encoder import (
     DualEncoderMultiTask,
     DualEncoderMultiTaskForPreTraining,
     DualEncoderMultiTaskOutput,
     DualEncoderMultiTaskPreTrainedModel,
 )
-from .modeling_ems import EMSForPreTraining, EMSForPreTrainingOutput, EMSModel, EMSPreTrainedModel
+from .modeling_ems import (
+    EMSForPreTraining,
+    EMSForPreTrainingOutput,
+    EMSForSequenceClassification,
+    EMSModel,
+    EMSPreTrainedModel,
+)
 
 AutoConfig.register(EMSConfig.model_type, EMSConfig, exist_ok=True)
 AutoModel.register(EMSConfig, EMSModel, exist_ok=True)
 AutoModelForPreTraining.register(EMSConfig, EMSForPreTraining, exist_ok=True)
+AutoModelForSequenceClassification.register(EMSConfig, EMSForSequenceClassification, exist_ok=True)
 # save_pretrained writes auto_map and copies the code files, so a folder loads with trust_remote_code=True
 # where this package is not installed.
 EMSConfig.register_for_auto_class()
 EMSModel.register_for_auto_class("AutoModel")
 EMSForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+EMSForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 AutoConfig.register(DualEncoderMultiTaskConfig.model_type, DualEncoderMultiTaskConfig, exist_ok=True)
 AutoModel.register(DualEncoderMultiTaskConfig, DualEncoderMultiTask, exist_ok=True)
@@ -38,8 +46,10 @@ __all__ = [
     "EMSConfig",
     "EMSForPreTraining",
     "EMSForPreTrainingOutput",
+    "EMSForSequenceClassification",
     "EMSModel",
     "EMSPreTrainedModel",
+    "SentenceClassificationMixin",
     "SentenceEncoderPreTrainedModel",
     "mean_pool",
 ]

@@ -15,7 +15,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
-from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 
@@ -220,10 +220,54 @@ class SentenceEncoderPreTrainedModel(PreTrainedModel):
                                           pooler_output=mean_pool(hidden_states, attention_mask))
 
 
+class SentenceClassificationMixin:
+    """Sequence-classification head for any bare encoder of this package: its sentence embedding (`pooler_output`)
+    -> dropout -> linear, trained with the transformers loss of `config.problem_type` (cross-entropy for integer
+    labels), as `BertForSequenceClassification` does on BERT's pooled output.
+
+    A family plugs in with `class XForSequenceClassification(SentenceClassificationMixin, XPreTrainedModel)` and
+    `encoder_class = XModel`: the encoder sits under the family's `base_model_prefix`, so a folder of the bare
+    encoder or of another head class of the family loads into it with only `classifier` newly initialised.
+    Dropout is `config.classifier_dropout` when the config sets it, else `config.hidden_dropout_prob`.
+    """
+
+    encoder_class: type[PreTrainedModel]
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        setattr(self, self.base_model_prefix, self.encoder_class(config))
+        dropout = getattr(config, "classifier_dropout", None)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return getattr(self, self.base_model_prefix).get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        getattr(self, self.base_model_prefix).set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        encoded = getattr(self, self.base_model_prefix)(input_ids, attention_mask)
+        logits = self.classifier(self.dropout(encoded.pooler_output))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
 __all__ = [
     "EncoderAttention",
     "EncoderEmbeddings",
     "EncoderLayer",
+    "SentenceClassificationMixin",
     "SentenceEncoderPreTrainedModel",
     "TokenPacking",
     "eager_attention_forward",

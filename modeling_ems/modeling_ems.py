@@ -6,6 +6,8 @@ Representation Learning").
 * `EMSForPreTraining`: `EMSModel` plus the two training heads, as `BertForPreTraining` holds `BertModel`:
   `xtr_head`, cross-lingual token-level reconstruction (XTR, eqs. 2-5), and `contrastive_head`, the two-layer
   projection of the sentence-level contrastive objective (eqs. 10-11). This is what the EMS trainer trains.
+* `EMSForSequenceClassification`: `EMSModel` plus a classifier on its sentence embedding, for fine-tuning on
+  labelled texts (`AutoModelForSequenceClassification`).
 """
 
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_ems import EMSConfig
-from .layers import EncoderEmbeddings, EncoderLayer, SentenceEncoderPreTrainedModel
+from .layers import EncoderEmbeddings, EncoderLayer, SentenceClassificationMixin, SentenceEncoderPreTrainedModel
 
 
 @dataclass
@@ -154,4 +156,14 @@ class EMSForPreTraining(EMSPreTrainedModel):
         )
 
 
-__all__ = ["EMSForPreTraining", "EMSForPreTrainingOutput", "EMSModel", "EMSPreTrainedModel"]
+class EMSForSequenceClassification(SentenceClassificationMixin, EMSPreTrainedModel):
+    """`EMSModel` (as `.ems`) with a classifier on its mean-pooled sentence embedding (eq. 1): `forward(input_ids,
+    attention_mask, labels)` returns `SequenceClassifierOutput`. A folder of `EMSModel` or `EMSForPreTraining` loads
+    into it with only the classifier newly initialised (the pre-training heads are dropped)."""
+
+    encoder_class = EMSModel
+    _keys_to_ignore_on_load_unexpected = EMSModel._keys_to_ignore_on_load_unexpected
+
+
+__all__ = ["EMSForPreTraining", "EMSForPreTrainingOutput", "EMSForSequenceClassification", "EMSModel",
+           "EMSPreTrainedModel"]
