@@ -1,0 +1,533 @@
+"""`recipe: multisource`: fine-tune a sequence classifier on the source text, its English translation, or both
+(Multi-source paper, sec. 3-4: "[CLS] source sentence [SEP] English translation [SEP]").
+
+What is this recipe's own:
+* data: a folder with `train.tsv`, `validation.tsv`, `test.tsv` (columns `text`, `label` and optionally a
+  translation column), label names from a `labels.json` beside them (or in the parent folder) when present;
+* the translation of every text into English (`trainers/translation.py`: a column of the data, a seq2seq model, or
+  a user function), cached per translator;
+* three input settings: A the source alone, B the translation alone, A+B both through the tokenizer's pair
+  encoding (`[CLS] a [SEP] b [SEP]` for BERT-style tokenizers, `a </s> b` for this package's), truncated
+  `longest_first` so both segments keep their share;
+* any `AutoModelForSequenceClassification` (a folder, a Hub id, `minilm`, or a folder of this package's encoders,
+  whose head is `EMSForSequenceClassification`), AdamW at 2e-5 with early stopping (patience 3) on the validation
+  metric (sec. 4.1.2), once per setting and seed;
+* the figure of each setting: the mean of the middle three of five seeds (best and worst dropped, sec. 4.1.2), in
+  the paper's table 2 layout (`multisource_results.json`, `multisource_table.md`, `multisource_plot.png`);
+* metrics through the package's `evaluate` modules: QWK for ordinal labels, accuracy for categorical ones.
+
+Every (setting, seed) run is a plain `Trainer` run in `OUTPUT/runs/<setting>-seed<k>/` with its own checkpoints;
+`MultiSourceSweep` runs them one after the other and records its progress as `OUTPUT/checkpoint-<finished runs>`,
+which `run_recipe`'s resume step hands back, so a killed sweep restarts at the run it was in (from that run's last
+complete checkpoint). The saved folder holds the classifier of the last setting (A+B by default) with the best
+validation score.
+"""
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    Trainer,
+    set_seed,
+)
+from transformers.trainer_utils import TrainOutput
+
+from hub_cards import template
+
+from ..evaluation.common import read_tsv
+from ..metrics import load_metric
+from ..translation import FunctionTranslator, ModelTranslator, translate_cached
+from .base import Recipe, last_complete_checkpoint, register_recipe, training_arguments
+
+logger = logging.getLogger(__name__)
+
+MINILM_SHORTCUT = "minilm"
+# The paper's three inputs (table 2) and what each is made of.
+SETTINGS = {"A": ("text",), "B": ("translation",), "A+B": ("text", "translation")}
+SETTING_TITLES = {"A": "A. Source", "B": "B. English", "A+B": "A+B (Proposed)"}
+# Label type -> metric module (trainers/metrics/): QWK for ordinal labels (WRIME), accuracy otherwise (Livedoor).
+LABEL_METRICS = {"ordinal": "qwk", "categorical": "accuracy"}
+SPLITS = ("train", "validation", "test")
+RESULTS_FILE, TABLE_FILE, PLOT_FILE = "multisource_results.json", "multisource_table.md", "multisource_plot.png"
+RUN_RESULT = "run_result.json"
+BEST_FOLDER = "best"
+
+
+def middle_mean(values) -> float:
+    """Mean of the values without the best and the worst one (the paper's figure: the mean of the middle three of
+    five seeds, sec. 4.1.2); with fewer than three values, nothing can be dropped and it is the plain mean."""
+    values = sorted(float(value) for value in values)
+    if not values:
+        raise ValueError("middle_mean needs at least one value.")
+    kept = values[1:-1] if len(values) >= 3 else values
+    return sum(kept) / len(kept)
+
+
+@dataclass
+class ClassifierSettings:
+    """The `classifier` section."""
+
+    model: str = MINILM_SHORTCUT  # a folder, a Hub id, or `minilm` (the installed all-MiniLM-L6-v2)
+    label_type: str = "categorical"  # categorical: accuracy; ordinal: QWK
+    settings: list[str] = field(default_factory=lambda: ["A", "B", "A+B"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    max_length: int = 128  # tokens per input; A+B shares it between both segments (longest_first)
+    patience: int = 3  # evaluations without improvement of the validation metric before stopping (sec. 4.1.2)
+    text_column: str = "text"
+    label_column: str = "label"
+
+    def __post_init__(self):
+        if self.label_type not in LABEL_METRICS:
+            raise ValueError(f"classifier.label_type={self.label_type!r}: use 'ordinal' (scored by QWK) or "
+                             "'categorical' (scored by accuracy).")
+        unknown = [name for name in self.settings if name not in SETTINGS]
+        if unknown or not self.settings or len(set(self.settings)) != len(self.settings):
+            raise ValueError(f"classifier.settings={self.settings!r}: list each of {list(SETTINGS)} at most once "
+                             "(A: source, B: English translation, A+B: both).")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"classifier.seeds={self.seeds!r}: give distinct seeds (the paper: five).")
+        if self.max_length < 2 or self.patience < 1:
+            raise ValueError(f"classifier.max_length={self.max_length} and classifier.patience={self.patience}: "
+                             "keep at least 2 tokens and a patience of at least 1.")
+
+    @property
+    def metric(self) -> str:
+        return LABEL_METRICS[self.label_type]
+
+
+@dataclass
+class TranslationSettings:
+    """The `translation` section: exactly one of `column`, `model`, `function` (none when only A runs)."""
+
+    column: str | None = None  # a column of the TSVs that holds the English translation (e.g. `en`)
+    model: str | None = None  # a seq2seq translation model: folder or Hub id (Marian, M2M100, ...)
+    function: str | None = None  # module:function taking a list of texts, returning their translations
+    num_beams: int = 5  # the paper's beam width (sec. 4.1.2)
+    batch_size: int = 16
+    max_length: int = 256  # source tokens given to the translation model
+    max_new_tokens: int = 256
+    source_language: str | None = None  # for multilingual models (M2M100: src_lang)
+    target_language: str = "en"
+    cache_dir: str | None = None  # None: $HF_DATASETS_CACHE/ems_translations
+
+    def __post_init__(self):
+        given = [name for name in ("column", "model", "function") if getattr(self, name)]
+        if len(given) > 1:
+            raise ValueError(f"translation sets {given}: choose one source of translations (column, model or "
+                             "function).")
+
+    @property
+    def kind(self) -> str | None:
+        return next((name for name in ("column", "model", "function") if getattr(self, name)), None)
+
+    def translator(self):
+        if self.model:
+            return ModelTranslator(self.model, self.num_beams, self.batch_size, self.max_length, self.max_new_tokens,
+                                   self.source_language, self.target_language)
+        return FunctionTranslator(self.function)
+
+
+def find_labels(folder: Path) -> tuple[Path | None, list[str] | None]:
+    """The label names of a `labels.json` (a list) in `folder` or its parent."""
+    for path in (folder / "labels.json", folder.parent / "labels.json"):
+        if path.is_file():
+            names = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+                raise ValueError(f"{path} must hold a non-empty list of label names, got {names!r}.")
+            return path, names
+    return None, None
+
+
+def label_ids(values: list[str], names: list[str], where: str, label_set: str) -> list[int]:
+    """Each label as its index in `names`: a label may be given by name or by its index."""
+    index = {name: position for position, name in enumerate(names)}
+    ids = []
+    for line, value in enumerate(values, start=2):
+        if value in index:
+            ids.append(index[value])
+        elif value.strip().isdigit() and int(value) < len(names):
+            ids.append(int(value))
+        else:
+            raise ValueError(f"{where}, line {line}: label {value!r} is not in the label set {label_set} "
+                             f"({len(names)} labels: {names[:12]}{' ...' if len(names) > 12 else ''}); fix the row "
+                             "or add the label to the set.")
+    return ids
+
+
+def resolve_classifier(value: str, config_source: str) -> tuple[Path, str]:
+    """The folder holding `classifier.model`'s transformer and tokenizer, and the name to show it by."""
+    from ..compare import MINILM_HUB_ID, minilm_folder
+    from ..loading import read_sentence_transformer, resolve_model
+
+    if value.strip().lower() == MINILM_SHORTCUT:
+        return minilm_folder(), MINILM_HUB_ID
+    try:
+        folder = resolve_model(value)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"classifier.model={value!r} in {config_source} cannot be loaded: {error} Pass a "
+                         f"transformers folder, a Hub id (owner/name), or `{MINILM_SHORTCUT}`.") from None
+    layout = read_sentence_transformer(folder)
+    transformer = layout.transformer if layout is not None else folder
+    if not (transformer / "config.json").is_file():
+        raise ValueError(f"classifier.model={value!r}: {transformer} has no config.json, so it holds no "
+                         "transformers model.")
+    return transformer, (str(folder) if Path(value).expanduser().is_dir() else value)
+
+
+def encode_setting(tokenizer, rows: datasets.Dataset, setting: str, max_length: int) -> datasets.Dataset:
+    """Token ids of one setting's inputs: A `text`, B `translation`, A+B the pair (`text`, `translation`) through
+    the tokenizer's pair encoding, both segments truncated in turn from the longest (`longest_first`)."""
+    columns = SETTINGS[setting]
+
+    def tokenize(batch):
+        encoded = tokenizer(*(batch[column] for column in columns), truncation="longest_first",
+                            max_length=max_length)
+        return {**encoded, "labels": batch["label"]}
+
+    return rows.map(tokenize, batched=True, remove_columns=rows.column_names, desc=f"tokenizing {setting}")
+
+
+class MultiSourceSweep:
+    """Every (setting, seed) fine-tuning of a `MultiSourceRecipe`, one `Trainer` each, run in turn; what
+    `run_recipe` trains, saves and evaluates in place of a single Trainer.
+
+    `train(resume_from_checkpoint)`: with the sweep checkpoint `run_recipe` found, finished runs are read back and
+    the interrupted one resumes from its last complete checkpoint; without one, the sweep starts over.
+    """
+
+    def __init__(self, recipe: "MultiSourceRecipe", args, tokenizer, train):
+        self.recipe, self.args, self.tokenizer = recipe, args, tokenizer
+        self.inputs = {setting: {"train": encode_setting(tokenizer, train, setting, recipe.settings.max_length),
+                                 **{name: encode_setting(tokenizer, rows, setting, recipe.settings.max_length)
+                                    for name, rows in recipe.evaluation.items()}}
+                       for setting in recipe.settings.settings}
+        self.results: list[dict] = []
+        self.model = None
+
+    def is_world_process_zero(self) -> bool:
+        return self.args.process_index == 0
+
+    @property
+    def runs(self) -> list[tuple[str, int]]:
+        return [(setting, seed) for setting in self.recipe.settings.settings for seed in self.recipe.settings.seeds]
+
+    def run_dir(self, setting: str, seed: int) -> Path:
+        return self.recipe.output_dir / "runs" / f"{setting.replace('+', '')}-seed{seed}"
+
+    def mark_progress(self) -> None:
+        """`OUTPUT/checkpoint-<finished runs>/trainer_state.json`: the sweep's state, found by `run_recipe`."""
+        output_dir = self.recipe.output_dir
+        marker = output_dir / f"checkpoint-{len(self.results)}"
+        marker.mkdir(parents=True, exist_ok=True)
+        (marker / "trainer_state.json").write_text(json.dumps({"multisource_sweep": self.results}, indent=2))
+        for old in output_dir.glob("checkpoint-*"):
+            if old != marker and old.is_dir():
+                shutil.rmtree(old)
+
+    def train(self, resume_from_checkpoint: str | None = None) -> TrainOutput:
+        output_dir = self.recipe.output_dir
+        if resume_from_checkpoint is None:  # start over
+            shutil.rmtree(output_dir / "runs", ignore_errors=True)
+        self.mark_progress()
+        started, steps, losses = time.perf_counter(), 0, []
+        for setting, seed in self.runs:
+            result_file = self.run_dir(setting, seed) / RUN_RESULT
+            if result_file.is_file():
+                result = json.loads(result_file.read_text())
+                logger.warning("Run %s seed %d finished before: %s %.4f", setting, seed, self.recipe.settings.metric,
+                               result["test"])
+            else:
+                result = self.train_one(setting, seed)
+            self.results.append(result)
+            steps += result["global_step"]
+            losses.append(result["train_loss"])
+            self.mark_progress()
+        best = output_dir / "runs" / BEST_FOLDER
+        self.model = AutoModelForSequenceClassification.from_pretrained(best, trust_remote_code=False)
+        return TrainOutput(steps, float(np.mean(losses)), {"train_runtime": time.perf_counter() - started})
+
+    def train_one(self, setting: str, seed: int) -> dict:
+        recipe, run_dir = self.recipe, self.run_dir(setting, seed)
+        run_config = dataclasses.replace(recipe.run_config, training={**recipe.run_config.training, "seed": seed})
+        args, _ = training_arguments(recipe.arguments_class, run_config, run_dir)
+        set_seed(seed)  # the classifier's initial weights
+        model = recipe.load_classifier()
+        metric = load_metric(recipe.settings.metric)
+        extra = {"num_labels": len(recipe.labels)} if recipe.settings.metric == "qwk" else {}
+
+        def compute_metrics(prediction):
+            predictions = np.argmax(prediction.predictions, axis=-1).tolist()
+            return metric.compute(predictions=predictions, references=prediction.label_ids.tolist(), **extra)
+
+        inputs = self.inputs[setting]
+        trainer = Trainer(model=model, args=args, train_dataset=inputs["train"], eval_dataset=inputs["validation"],
+                          data_collator=DataCollatorWithPadding(self.tokenizer), processing_class=self.tokenizer,
+                          compute_metrics=compute_metrics,
+                          callbacks=[EarlyStoppingCallback(early_stopping_patience=recipe.settings.patience)])
+        checkpoint = last_complete_checkpoint(run_dir)
+        if checkpoint:
+            logger.warning("Resuming run %s seed %d from %s", setting, seed, checkpoint)
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        name = recipe.settings.metric
+        test = trainer.predict(inputs["test"], metric_key_prefix="test").metrics[f"test_{name}"]
+        result = {"setting": setting, "seed": seed, "validation": trainer.state.best_metric, "test": test,
+                  "epochs": round(trainer.state.epoch, 2), "global_step": output.global_step,
+                  "train_loss": round(output.training_loss, 4), "train_runtime_s": round(output.metrics["train_runtime"], 1)}
+        logger.warning("Run %s seed %d: validation %s %.4f, test %.4f", setting, seed, name, result["validation"], test)
+        if setting == recipe.settings.settings[-1]:
+            kept = [r for r in self.results if r["setting"] == setting]
+            if all(result["validation"] > r["validation"] for r in kept):
+                best = run_dir.parent / BEST_FOLDER
+                shutil.rmtree(best, ignore_errors=True)
+                trainer.save_model(str(best))  # the best checkpoint, reloaded by load_best_model_at_end
+        for path in run_dir.glob("checkpoint-*"):  # the run is done: its checkpoints are no longer needed
+            shutil.rmtree(path)
+        (run_dir / RUN_RESULT).write_text(json.dumps(result, indent=2))
+        return result
+
+    def save_model(self, output_dir: str) -> None:
+        shutil.copytree(self.recipe.output_dir / "runs" / BEST_FOLDER, output_dir, dirs_exist_ok=True)
+
+
+def results_table(runs: list[dict], settings: list[str], metric: str, classifier: str) -> dict:
+    """The paper's table 2 entry of one classifier: per setting the middle-three mean of the test scores and the
+    per-seed scores it comes from."""
+    table = {"metric": metric, "classifier": classifier, "settings": {}}
+    for setting in settings:
+        chosen = [run for run in runs if run["setting"] == setting]
+        scores = [run["test"] for run in chosen]
+        table["settings"][setting] = {
+            "score": middle_mean(scores), "seeds": [run["seed"] for run in chosen], "test": scores,
+            "validation": [run["validation"] for run in chosen], "trimmed": len(scores) >= 3,
+        }
+    return table
+
+
+def table_markdown(tables: list[dict], names: list[str] | None = None) -> str:
+    """Table 2 of the paper: one row per classifier (and data set), one column per setting, the best in bold."""
+    settings = list(SETTINGS)
+    header = "| model | metric | " + " | ".join(SETTING_TITLES[s] for s in settings) + " |"
+    lines = [header, "|---|---|" + "---:|" * len(settings)]
+    for position, table in enumerate(tables):
+        scores = {s: entry["score"] for s, entry in table["settings"].items()}
+        best = max(scores.values())
+        cells = [("**%.3f**" if scores[s] == best else "%.3f") % scores[s] if s in scores else "-" for s in settings]
+        name = names[position] if names else table["classifier"]
+        lines.append(f"| {name} | {table['metric']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_tables(tables: list[dict], path: str | Path, names: list[str] | None = None) -> Path:
+    """Bars of each setting's reported score with every seed's score as a dot, one panel per table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(tables), figsize=(3.6 * len(tables), 3.4), squeeze=False)
+    for axis, position in zip(axes[0], range(len(tables))):
+        table = tables[position]
+        settings = list(table["settings"])
+        scores = [table["settings"][s]["score"] for s in settings]
+        axis.bar(range(len(settings)), scores, color=["#8da0cb", "#66c2a5", "#fc8d62"][:len(settings)])
+        for x, setting in enumerate(settings):
+            seeds = table["settings"][setting]["test"]
+            axis.scatter([x] * len(seeds), seeds, color="black", s=10, zorder=3)
+        axis.set_xticks(range(len(settings)), [SETTING_TITLES[s] for s in settings], fontsize=8)
+        axis.set_ylabel(table["metric"])
+        low = min(min(table["settings"][s]["test"]) for s in settings)
+        axis.set_ylim(max(0.0, low - 0.1), min(1.0, max(scores) + 0.08) if max(scores) <= 1 else None)
+        axis.set_title(names[position] if names else Path(table["classifier"]).name, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
+
+
+@register_recipe
+class MultiSourceRecipe(Recipe):
+    name = "multisource"
+    sections = {"classifier": ClassifierSettings, "translation": TranslationSettings}
+    example_config = "multisource_topics"
+    dataset_type = "text-classification"
+    # Trainer settings the method fixes unless the config says otherwise (sec. 4.1.2: AdamW, 2e-5, early stopping
+    # on the validation metric at every epoch).
+    training_defaults = {"learning_rate": 2e-5, "optim": "adamw_torch", "eval_strategy": "epoch",
+                         "save_strategy": "epoch", "load_best_model_at_end": True, "greater_is_better": True,
+                         "save_total_limit": 1, "report_to": "none"}
+
+    def __init__(self, run_config, output_dir):
+        settings = run_config.classifier
+        training = {**self.training_defaults, "metric_for_best_model": settings.metric, **run_config.training}
+        if not training["load_best_model_at_end"] or training["metric_for_best_model"] != settings.metric:
+            raise ValueError(
+                f"training section of {run_config.source}: early stopping needs load_best_model_at_end: true and "
+                f"metric_for_best_model: {settings.metric} (the metric of classifier.label_type "
+                f"{settings.label_type!r}); got {training['load_best_model_at_end']} and "
+                f"{training['metric_for_best_model']!r}.")
+        if run_config.evaluation.suite:
+            raise ValueError(f"evaluation.suite in {run_config.source}: recipe multisource evaluates on the data "
+                             "folder's validation and test splits; remove the evaluation section.")
+        super().__init__(dataclasses.replace(run_config, training=training), output_dir)
+        self.settings: ClassifierSettings = settings
+        needs_translation = any("translation" in SETTINGS[s] for s in settings.settings)
+        if needs_translation and run_config.translation.kind is None:
+            raise ValueError(f"classifier.settings {settings.settings} in {run_config.source} need an English "
+                             "translation: set translation.column (a column of the TSVs, e.g. en), "
+                             "translation.model (a seq2seq model folder or Hub id) or translation.function "
+                             "(module:function).")
+        self.translation: TranslationSettings | None = run_config.translation if needs_translation else None
+        self.classifier_folder, self.classifier_source = resolve_classifier(settings.model, run_config.source)
+        self.labels: list[str] = []
+        self.evaluation: dict[str, datasets.Dataset] = {}
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.run_config.data.train)
+
+    @property
+    def train_name(self) -> str:
+        return str(self.data_dir / "train.tsv")
+
+    def load_data(self):
+        """The three splits as datasets with columns `text`, `label` (ids into `self.labels`) and, when a setting
+        needs it, `translation`; the training split capped at `data.max_train_pairs` texts (a seeded sample)."""
+        data = self.run_config.data
+        if data.train is None:
+            raise ValueError(f"data.train is not set in {self.run_config.source}: pass the folder that holds "
+                             "train.tsv, validation.tsv and test.tsv (columns text, label and the translation "
+                             "column), e.g. --set data.train=../shared/data/classification/topics/de.")
+        if data.heldout or data.out_of_domain:
+            raise ValueError(f"data.heldout / data.out_of_domain in {self.run_config.source}: recipe multisource "
+                             "evaluates on the folder's validation.tsv and test.tsv; remove them.")
+        folder = self.data_dir
+        if not folder.is_dir():
+            raise ValueError(f"data.train={data.train!r} is not a folder: pass the folder that holds train.tsv, "
+                             "validation.tsv and test.tsv.")
+        for split in SPLITS:
+            if not (folder / f"{split}.tsv").is_file():
+                what = ("early stopping needs a validation split: hold out part of train.tsv as validation.tsv"
+                        if split == "validation" else f"add {split}.tsv")
+                raise ValueError(f"{folder} has no {split}.tsv: {what} (columns text, label).")
+        settings, translation = self.settings, self.translation
+        columns = [settings.text_column, settings.label_column]
+        if translation is not None and translation.kind == "column":
+            columns.append(translation.column)
+        tables = {split: read_tsv(folder / f"{split}.tsv", columns) for split in SPLITS}
+        label_file, names = find_labels(folder)
+        if names is None:  # the labels of the training split, in sorted order
+            names = sorted(set(tables["train"][settings.label_column]),
+                           key=lambda value: (not value.isdigit(), int(value) if value.isdigit() else 0, value))
+            label_set = f"of {folder / 'train.tsv'} (no labels.json beside the data)"
+        else:
+            label_set = str(label_file)
+        if settings.label_type == "categorical" and len(names) < 2:
+            raise ValueError(f"The label set {label_set} has {len(names)} label: a classifier needs at least 2.")
+        self.labels = names
+        splits = {}
+        for split, table in tables.items():
+            where = str(folder / f"{split}.tsv")
+            texts = table[settings.text_column]
+            for line, text in enumerate(texts, start=2):
+                if not text.strip():
+                    raise ValueError(f"{where}, line {line}: the source text ({settings.text_column!r}) is empty; "
+                                     "remove the row or fill in its text.")
+            rows = {"text": texts, "label": label_ids(table[settings.label_column], names, where, label_set)}
+            if translation is not None and translation.kind == "column":
+                rows["translation"] = table[translation.column]
+                for line, text in enumerate(rows["translation"], start=2):
+                    if not text.strip():
+                        raise ValueError(f"{where}, line {line}: the translation column {translation.column!r} is "
+                                         "empty; fill it in or translate with translation.model instead.")
+            splits[split] = datasets.Dataset.from_dict(rows)
+        if data.max_train_pairs is not None and data.max_train_pairs < len(splits["train"]):
+            splits["train"] = splits["train"].shuffle(seed=0).select(range(data.max_train_pairs))
+        if translation is not None and translation.kind != "column":
+            translator = translation.translator()
+            for split, rows in splits.items():
+                translated = translate_cached(translator, rows["text"], translation.cache_dir)
+                splits[split] = rows.add_column("translation", translated)
+            self.data_report["translator"] = {"id": translator.id}
+        elif translation is not None:
+            self.data_report["translator"] = {"id": f"column={translation.column}"}
+        for split, rows in splits.items():
+            self.data_report[split] = {"source": str(folder / f"{split}.tsv"), "texts": len(rows)}
+        self.data_report["labels"] = {"names": names, "label_set": label_set}
+        self.evaluation = {"validation": splits["validation"], "test": splits["test"]}
+        return splits["train"], self.evaluation
+
+    def prepare_train_data(self, train, tokenizer, args):
+        """Inputs are tokenized per setting by `MultiSourceSweep`."""
+        return train
+
+    def prepare_tokenizer(self, train, args):
+        # trust_remote_code=False: this package's tokenizers are plain tokenizer.json files (no question asked)
+        return AutoTokenizer.from_pretrained(self.classifier_folder, trust_remote_code=False)
+
+    def load_classifier(self):
+        """`classifier.model` with a newly initialised classification layer over `self.labels`."""
+        return AutoModelForSequenceClassification.from_pretrained(
+            self.classifier_folder, num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
+            label2id={name: index for index, name in enumerate(self.labels)}, trust_remote_code=False)
+
+    def build_model(self, tokenizer):
+        """The classifier as loaded (the sweep loads a fresh one per run): its config is the saved folder's."""
+        return self.load_classifier()
+
+    def make_trainer(self, model, args, train, tokenizer) -> MultiSourceSweep:
+        return MultiSourceSweep(self, args, tokenizer, train)
+
+    def evaluate(self, model, tokenizer, evaluation) -> dict:
+        """The table from the sweep's runs (each run tested its best-validation checkpoint), written beside the
+        model as JSON, markdown and a plot."""
+        runs = self.sweep_results()
+        table = results_table(runs, self.settings.settings, self.settings.metric, self.classifier_source)
+        (self.output_dir / RESULTS_FILE).write_text(json.dumps(table, indent=2))
+        (self.output_dir / TABLE_FILE).write_text(table_markdown([table], [Path(self.classifier_source).name]))
+        plot_tables([table], self.output_dir / PLOT_FILE, [Path(self.classifier_source).name])
+        return {"table": table, "runs": runs}
+
+    def sweep_results(self) -> list[dict]:
+        marker = last_complete_checkpoint(self.output_dir)
+        return json.loads((marker / "trainer_state.json").read_text())["multisource_sweep"]
+
+    def card(self, model, results: dict) -> None:
+        table = results["table"]
+        saved = self.settings.settings[-1]
+        best = max((run for run in results["runs"] if run["setting"] == saved), key=lambda run: run["validation"])
+        folder = self.data_dir
+        entry = EvalResult(task_type="text-classification", task_name="Text classification",
+                           dataset_type=self.dataset_type, dataset_name=str(folder), dataset_split="test",
+                           metric_type=self.settings.metric, metric_name=f"{self.settings.metric} ({saved})",
+                           metric_value=round(best["test"], 4))
+        card_data = {"library_name": "transformers", "pipeline_tag": "text-classification",
+                     "tags": ["text-classification", "multi-source", "machine-translation"], "eval_results": [entry]}
+        if not Path(self.settings.model).expanduser().is_dir():
+            card_data["base_model"] = self.classifier_source
+        name = self.output_dir.name
+        card = ModelCard.from_template(
+            ModelCardData(model_name=name, **card_data), template_path=str(template("multisource")),
+            model_name=name, repo_id=name, classifier=self.classifier_source, saved_setting=saved,
+            saved_title=SETTING_TITLES[saved], saved_seed=best["seed"], saved_test=best["test"],
+            metric=self.settings.metric, label_type=self.settings.label_type, labels=self.labels,
+            translator=self.data_report.get("translator", {}).get("id", "none (source only)"),
+            table=table_markdown([table], [Path(self.classifier_source).name]), plot=PLOT_FILE,
+            seeds=self.settings.seeds, data=str(folder), max_length=self.settings.max_length,
+            command=f"python scripts/train.py --config {self.run_config.source} --output_dir {self.output_dir}",
+            hyperparameters=yaml.safe_dump(self.run_config.to_dict(), sort_keys=False).strip(),
+            training_summary=", ".join(f"{k}: {v}" for k, v in results.get("training", {}).items()),
+        )
+        card.save(self.output_dir / "README.md")
