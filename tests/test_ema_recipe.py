@@ -1,6 +1,7 @@
 """`recipe: ema_alignment` end to end on a tiny BERT sentence-transformers student with LoRA: retrieval before and
 after training, the LoRA adapters merged into a plain folder that AutoModel and SentenceTransformer load with the
-adapted student's embeddings, the card; and clear errors for bad students and LoRA configs."""
+adapted student's embeddings, the card; stage 1 (similarity) chained before the alignment, each stage measured;
+and clear errors for bad students, LoRA configs and similarity settings."""
 
 import json
 
@@ -60,10 +61,11 @@ def student_folder(tmp_path_factory, pair_files):
     return folder
 
 
-def write_config(path, pair_files, student: dict, **training):
+def write_config(path, pair_files, student: dict, similarity: dict | None = None, **training):
     config = {
         "recipe": "ema_alignment",
         "student": student,
+        "similarity": similarity,
         "data": {name: str(pair_files[name]) for name in ("train", "heldout", "out_of_domain")},
         "training": {"per_device_train_batch_size": 8, "max_steps": 4, "learning_rate": 0.02, "tau_base": 0.9,
                      "logging_steps": 1, "save_strategy": "no", "report_to": "none", "disable_tqdm": True,
@@ -163,3 +165,70 @@ def test_plain_transformers_student_fully_fine_tuned_keeps_its_stated_pooling(tm
     assert np.abs(expected - untouched).max() > 1e-4  # every weight trained
     st = SentenceTransformer(str(output), device="cpu")
     np.testing.assert_allclose(st.encode(texts, convert_to_numpy=True), expected, atol=1e-5, rtol=0)
+
+
+def scored_pairs(path, rows):
+    """(text1, text2, score) on the STS scale 0-5: a pair 5, an English sentence beside another's translation 0."""
+    lines = [f"{a['src']}\t{a['tgt']}\t5" for a in rows[:12]]
+    lines += [f"{a['src']}\t{b['tgt']}\t0" for a, b in zip(rows[12:24], rows[:12])]
+    path.write_text("text1\ttext2\tscore\tlang1\tlang2\n" + "".join(f"{line}\ten\tde\n" for line in lines))
+    return path
+
+
+def test_stage1_then_alignment_measured_after_each_stage(tmp_path, pair_files, small_pairs, student_folder):
+    german = [row for row in small_pairs if row["tgt_lang"] == "de"][100:136]
+    train = scored_pairs(tmp_path / "stage1.tsv", german[:24])
+    evaluation = scored_pairs(tmp_path / "eval.tsv", german[12:36])  # other pairs of the same kind
+    similarity = {"train": str(train), "score_range": [0, 5], "training": {"max_steps": 3, "learning_rate": 0.05},
+                  "eval": [str(evaluation), str(tmp_path / "not-there.tsv")]}
+    config = write_config(tmp_path / "run.yaml", pair_files, {"model": str(student_folder), "lora": LORA},
+                          similarity, max_steps=2)
+    output = tmp_path / "out"
+    results = run_recipe(config, output, resume=False)
+
+    stage1 = AutoModel.from_pretrained(output / "stage1")  # stage 1's student, saved
+    untouched = AutoModel.from_pretrained(student_folder)
+    assert any(not torch.equal(a, b) for a, b in zip(stage1.state_dict().values(), untouched.state_dict().values()))
+    stages = ("before_training", "after_stage1", "model")
+    for name in ("heldout", "out_of_domain"):
+        assert set(stages) <= results[name].keys()
+    spearman = {stage: results["similarity"][stage]["eval_spearman"] for stage in stages}
+    assert len(set(spearman.values())) == 3, spearman  # each stage measured on its own weights
+    data = json.loads((output / "eval_results.json").read_text())["data"]
+    assert data["stage1"]["pairs"] == 24 and data["stage1"]["training"]["global_step"] == 3
+    assert data["similarity_eval"] == {"sets": ["eval"], "skipped_missing": [str(tmp_path / "not-there.tsv")]}
+    assert results["student"]["stage1"] and results["training"]["global_step"] == 2
+
+    # the adapters were trained on top of the stage-1 student: merged folder == stage-1 student + adapters
+    adapter = json.loads((output / "lora_adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(output / "stage1")
+    texts = pair_files["texts"][:16]
+    tokenizer = AutoTokenizer.from_pretrained(student_folder)
+    adapted = PeftModel.from_pretrained(AutoModel.from_pretrained(output / "stage1"), output / "lora_adapter").eval()
+    np.testing.assert_allclose(encode(AutoModel.from_pretrained(output).eval(), tokenizer, texts, pooling="mean"),
+                               encode(adapted, tokenizer, texts, pooling="mean"), atol=1e-5, rtol=0)
+
+    card = (output / "README.md").read_text()
+    assert "stage 1 (sec. 5.1) fine-tuned the whole student on 24 scored" in card
+    assert "| eval | " in card and "after stage 1" in card and "Spearman" in card
+
+    # a rerun of the same folder reuses the finished stage 1
+    again = run_recipe(config, output, resume=False)
+    assert again["similarity"]["after_stage1"] == results["similarity"]["after_stage1"]
+
+
+def test_bad_similarity_settings_give_clear_errors(tmp_path, pair_files, small_pairs, student_folder):
+    student = {"model": str(student_folder)}
+    with pytest.raises(ValueError, match="similarity.train=.* needs similarity.score_range"):
+        write_config(tmp_path / "a.yaml", pair_files, student, {"train": "x.tsv"})
+    with pytest.raises(ValueError, match=r"similarity.target_range=\[0, 5\]: use \[0, 1\] or \[-1, 1\]"):
+        write_config(tmp_path / "b.yaml", pair_files, student, {"target_range": [0, 5]})
+    german = [row for row in small_pairs if row["tgt_lang"] == "de"][:24]
+    train = scored_pairs(tmp_path / "stage1.tsv", german)
+    config = write_config(tmp_path / "c.yaml", pair_files, student,
+                          {"train": str(train), "score_range": [0, 5], "eval": [str(train)]})
+    with pytest.raises(ValueError, match="shares 24 pairs with the stage-1 data"):
+        run_recipe(config, tmp_path / "out")
+    config = write_config(tmp_path / "d.yaml", pair_files, student, {"train": str(train), "score_range": [0, 4]})
+    with pytest.raises(ValueError, match=r"score 5 is outside score_range \[0, 4\]"):
+        run_recipe(config, tmp_path / "out")

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.losses import contrastive_loss, ems_objective, nli_loss, ranking_loss, xtr_loss
+from trainers.losses import contrastive_loss, cosine_similarity_loss, ems_objective, nli_loss, ranking_loss, xtr_loss
 
 
 def dense_xtr_reference(logits, target_ids, target_mask):
@@ -112,6 +112,19 @@ def test_ems_objective_weighs_its_terms_and_skips_those_weighted_zero():
     assert list(terms) == ["contrastive_loss"] and torch.allclose(loss, contrastive)
     loss, terms = ems_objective(logits, None, ids, mask, 0.1, contrastive_weight=0.0)
     assert list(terms) == ["xtr_loss"] and torch.allclose(loss, xtr)
+
+
+def test_cosine_similarity_loss_is_the_mse_of_the_cosine_to_the_gold_score():
+    """Ham & Kim sec. 5.1 by hand: cos((1, 0), (1, 1)) = 1/sqrt(2) against gold 1, cos((0, 2), (0, -1)) = -1 against
+    gold 0, so the loss is ((1 - 1/sqrt(2))^2 + 1) / 2; gradients reach both sides."""
+    first = torch.tensor([[1.0, 0.0], [0.0, 2.0]], requires_grad=True)
+    second = torch.tensor([[1.0, 1.0], [0.0, -1.0]], requires_grad=True)
+    loss = cosine_similarity_loss(first, second, torch.tensor([1.0, 0.0]))
+    assert loss.item() == pytest.approx(((1 - 1 / math.sqrt(2)) ** 2 + 1) / 2)
+    loss.backward()
+    assert first.grad.abs().sum() > 0 and second.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"one score per pair, got \(2, 2\), \(2, 2\) and scores \(3,\)"):
+        cosine_similarity_loss(first, second, torch.zeros(3))
 
 
 def test_ranking_loss_is_eq_2_on_dot_products_by_hand():

@@ -23,11 +23,11 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from .collators import PairLayout
 from .data import validate_pairs
-from .encoding import POOLING_MODES, bare_encoder, sentence_embeddings
+from .encoding import bare_encoder, sentence_embeddings
 from .evaluation.training import SuiteEvaluationMixin
-from .ems_trainer import PairTrainingArguments
 from .loss_logging import LossTermLoggingMixin
 from .losses import ema_alignment_loss, ema_tau
+from .similarity_training import EncoderTrainingArguments
 
 TEACHER_FILE = "ema_teacher.safetensors"
 
@@ -158,8 +158,8 @@ def check_encoder(student: nn.Module) -> None:
 
 
 @dataclass
-class EMATrainingArguments(PairTrainingArguments):
-    """`PairTrainingArguments` with the EMA teacher's settings."""
+class EMATrainingArguments(EncoderTrainingArguments):
+    """`EncoderTrainingArguments` (pair training with a pooling) with the EMA teacher's settings."""
 
     tau_base: float = field(default=0.99999, metadata={
         "help": "τ_base, the teacher's decay rate at step 0, rising to 1 along a cosine (sec. 5.3); the paper's "
@@ -169,9 +169,6 @@ class EMATrainingArguments(PairTrainingArguments):
     frozen_teacher: bool = field(default=False, metadata={
         "help": "Never update the teacher: distillation from the initial student (the 'freeze teacher' ablation, "
                 "table 4)."})
-    pooling: str | None = field(default=None, metadata={
-        "help": "Sentence embedding of the encoder: None for its own (pooler_output of this package's models, else "
-                "mean), 'mean' or 'cls'."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -181,8 +178,6 @@ class EMATrainingArguments(PairTrainingArguments):
         if self.teacher_update_every < 1:
             raise ValueError(f"teacher_update_every={self.teacher_update_every!r}: update the teacher every n >= 1 "
                              "steps, or set frozen_teacher=True to never update it.")
-        if self.pooling is not None and self.pooling not in POOLING_MODES:
-            raise ValueError(f"pooling={self.pooling!r}: use one of {POOLING_MODES}, or None for the model's own.")
 
 
 class _TeacherUpdate(TrainerCallback):

@@ -173,3 +173,16 @@ def ema_alignment_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Te
             f"teacher {tuple(teacher.shape)}."
         )
     return F.mse_loss(student.float(), teacher.detach().float())  # eq. 1
+
+
+def cosine_similarity_loss(first: torch.Tensor, second: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Monolingual similarity training, Ham & Kim sec. 5.1 (SBERT's regression objective): the mean squared error
+    between the cosine of each pair's two sentence embeddings and its gold score, already mapped to the cosine's
+    range ([0, 1] or [-1, 1]; `trainers.similarity_training.load_scored_pairs`)."""
+    if first.shape != second.shape or first.dim() != 2 or scores.shape != first.shape[:1]:
+        raise ValueError(
+            f"cosine_similarity_loss needs two (pairs, dim) tensors of one shape and one score per pair, got "
+            f"{tuple(first.shape)}, {tuple(second.shape)} and scores {tuple(scores.shape)}."
+        )
+    cosine = F.cosine_similarity(first.float(), second.float(), dim=-1)
+    return F.mse_loss(cosine, scores.float())  # sec. 5.1: MSE(cos(u, v), gold)

@@ -1,10 +1,13 @@
 """`recipe: ema_alignment`: align a pretrained sentence encoder across languages with an EMA teacher (Ham & Kim,
-"Semantic Alignment with Calibrated Similarity for Multilingual Sentence Embedding", sec. 5.2-5.3).
+"Semantic Alignment with Calibrated Similarity for Multilingual Sentence Embedding", sec. 5.2-5.3), optionally after
+stage 1 (sec. 5.1): fitting the cosine of two pivot-language sentences to gold similarity scores.
 
 What is this recipe's own: the `student` section (an encoder folder, a Hub id or the shortcut `minilm` for the
 installed all-MiniLM-L6-v2; its pooling; peft LoRA adapters or full fine-tuning), the student's own tokenizer,
-`EMATeacherTrainer` (eq. 1 against the EMA teacher of eq. 2), retrieval P@1 of the untouched student *before*
-training beside the aligned one's after, and the saved folder: the LoRA adapters merged into the weights, loadable
+`EMATeacherTrainer` (eq. 1 against the EMA teacher of eq. 2), the `similarity` section (stage 1 on `(text1, text2,
+score)` pairs with `SimilarityTrainer`, when it names training data, and the English similarity sets of its `eval`),
+retrieval P@1 and similarity Spearman of the untouched student *before* training, after stage 1 and after the
+alignment, and the saved folder: the LoRA adapters merged into the weights, loadable
 with `AutoModel` and, with the student's own sentence-transformers modules (Pooling, Normalize, ...), with
 `SentenceTransformer`; the adapters alone in `lora_adapter/`. Data loading, resume and publishing are `Recipe`'s.
 
@@ -15,12 +18,12 @@ teacher embeds the pivot sentence, the student its translation.
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 import yaml
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from peft import LoraConfig, PeftModel
 from transformers import AutoModel, AutoTokenizer
 
@@ -30,18 +33,33 @@ from ..cards import retrieval_card_context, sentence_encoder_card_data
 from ..collators import ParallelPairCollator
 from ..ema import EMATeacherTrainer, EMATrainingArguments, add_lora
 from ..encoding import POOLING_MODES, encode, truncation_length
+from ..evaluation.common import read_tsv
 from ..evaluation.retrieval import retrieval_by_language
+from ..evaluation.similarity import SimilarityEvaluator
 from ..hub import write_sentence_transformers_config
 from ..loading import read_sentence_transformer, resolve_model
-from .base import Recipe, register_recipe
+from ..similarity_training import (
+    TARGET_RANGES,
+    EncoderTrainingArguments,
+    ScoredPairCollator,
+    SimilarityTrainer,
+    add_pair_lengths,
+    check_range,
+    load_scored_pairs,
+)
+from .base import Recipe, register_recipe, training_arguments
 
 logger = logging.getLogger(__name__)
 
 MINILM_SHORTCUT = "minilm"
 ADAPTER_FOLDER = "lora_adapter"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+STAGE1_FOLDER = "stage1"  # stage 1's trained student, the base of the stage-2 adapters
+STAGE1_DONE = "stage1_done.json"  # written last: a stage-1 folder holding it is complete and is reused on a rerun
 # Unknown-token share of a language's sentences above which the student's vocabulary is said not to cover it.
 UNKNOWN_WARNING = 0.05
+
+
 @dataclass
 class StudentSettings:
     """The `student` section."""
@@ -72,6 +90,38 @@ class StudentSettings:
             return LoraConfig(**self.lora)
         except (TypeError, ValueError) as error:
             raise ValueError(f"student.lora: {error}") from None
+
+
+@dataclass
+class SimilaritySettings:
+    """The `similarity` section: stage 1 (sec. 5.1) and the similarity sets the student is measured on.
+
+    With `train`, stage 1 fine-tunes the whole student on its `(text1, text2, score)` pairs (cosine fitted to the
+    score by MSE, scores mapped from `score_range` to `target_range`) before the alignment, with the training
+    section's values overridden by `training`. Spearman of each `eval` set (`text1, text2, score` TSV, e.g.
+    `../shared/data/similarity/en-simlex999.tsv`) is measured before training, after stage 1 and at the end; a set
+    that is not there (a clone without `../shared`) is skipped with a warning, and one that shares a pair with the
+    stage-1 data is refused."""
+
+    train: str | None = None  # stage-1 pairs: a local TSV / CSV / JSONL / Parquet file; null: no stage 1
+    score_range: list | None = None  # the scale of train's scores [low, high], e.g. [0, 5] for STS-B
+    target_range: list = field(default_factory=lambda: [0.0, 1.0])  # the cosine's target: [0, 1] or [-1, 1]
+    training: dict = field(default_factory=dict)  # stage-1 values of training-section fields (max_steps, ...)
+    eval: list = field(default_factory=list)  # similarity sets for Spearman before / after each stage
+
+    def __post_init__(self):
+        if self.train is not None and self.score_range is None:
+            raise ValueError(f"similarity.train={self.train!r} needs similarity.score_range, the scale of its "
+                             "scores, e.g. [0, 5] for the STS benchmark.")
+        if self.score_range is not None:
+            check_range(self.score_range, "similarity.score_range")
+        if check_range(self.target_range, "similarity.target_range") not in TARGET_RANGES:
+            raise ValueError(f"similarity.target_range={self.target_range!r}: use [0, 1] or [-1, 1].")
+        if not isinstance(self.training, dict):
+            raise ValueError(f"similarity.training={self.training!r}: give a mapping of training-section fields for "
+                             "stage 1 (max_steps, learning_rate, ...).")
+        if isinstance(self.eval, str) or not isinstance(self.eval, list):
+            raise ValueError(f"similarity.eval={self.eval!r}: give a list of similarity files (text1, text2, score).")
 
 
 @dataclass
@@ -137,7 +187,7 @@ def inspect_student(settings: StudentSettings, config_source: str = "the config"
 @register_recipe
 class EMAAlignmentRecipe(Recipe):
     name = "ema_alignment"
-    sections = {"student": StudentSettings}
+    sections = {"student": StudentSettings, "similarity": SimilaritySettings}
     arguments_class = EMATrainingArguments
     example_config = "ema_minilm"
     dataset_type = "libreoffice-parallel"
@@ -145,8 +195,11 @@ class EMAAlignmentRecipe(Recipe):
     def __init__(self, run_config, output_dir):
         super().__init__(run_config, output_dir)
         self.student = inspect_student(run_config.student, run_config.source)  # a bad student fails first
-        self.before: dict | None = None  # retrieval of the untouched student, set before training
+        self.before: dict | None = None  # retrieval and similarity of the untouched student, set before training
+        self.after_stage1: dict | None = None  # the same after stage 1, when it ran
         self.evaluation: dict = {}
+        self.similarity_sets: list[SimilarityEvaluator] = []
+        self.stage1_pairs = None  # the `similarity.train` pairs, scores mapped to the cosine's range
         self.args: EMATrainingArguments | None = None
         self.merged = None
 
@@ -159,7 +212,34 @@ class EMAAlignmentRecipe(Recipe):
                              "e.g. English) and its translations in `tgt`.")
         self.data_report["train"]["pivot_language"] = pivots[0]
         self.evaluation = evaluation
+        self.similarity_sets = self.load_similarity_sets()
         return train, evaluation
+
+    def load_similarity_sets(self) -> list[SimilarityEvaluator]:
+        """The `similarity.eval` sets that are there (a missing one is skipped with a warning), after checking the
+        stage-1 data and that no set shares a pair with it."""
+        settings = self.run_config.similarity
+        seen = set()
+        if settings.train is not None:
+            self.stage1_pairs = load_scored_pairs(settings.train, settings.score_range, settings.target_range)
+            seen = {frozenset(pair) for pair in zip(self.stage1_pairs["text1"], self.stage1_pairs["text2"])}
+            self.data_report["stage1"] = {"source": str(settings.train), "pairs": len(self.stage1_pairs),
+                                          "score_range": settings.score_range,
+                                          "target_range": settings.target_range}
+        sets, skipped = [], []
+        for path in settings.eval:
+            if not Path(path).is_file():
+                logger.warning("similarity.eval: %s is not there; skipped.", path)
+                skipped.append(str(path))
+                continue
+            table = read_tsv(path, ("text1", "text2"))
+            shared = sum(frozenset(pair) in seen for pair in zip(table["text1"], table["text2"]))
+            if shared:
+                raise ValueError(f"similarity.eval {path} shares {shared} pairs with the stage-1 data "
+                                 f"{settings.train}: measure on sets the student is not trained on.")
+            sets.append(SimilarityEvaluator.from_tsv(path, name=Path(path).stem))
+        self.data_report["similarity_eval"] = {"sets": [s.name for s in sets], "skipped_missing": skipped}
+        return sets
 
     def prepare_tokenizer(self, train, args):
         """The student's own tokenizer; a language it tokenizes to more than 5% unknown tokens is warned of."""
@@ -183,7 +263,12 @@ class EMAAlignmentRecipe(Recipe):
         return tokenizer
 
     def build_model(self, tokenizer):
-        model = AutoModel.from_pretrained(self.student.transformer, dtype=torch.float32)
+        """The untouched student; stage 1 and the LoRA adapters come in `make_trainer`, after its "before"
+        evaluation."""
+        return AutoModel.from_pretrained(self.student.transformer, dtype=torch.float32)
+
+    def adapted(self, model):
+        """The stage-2 student: `model` with LoRA adapters when `student.lora` says so."""
         lora = self.run_config.student.lora_config()
         if lora is not None:
             model = add_lora(model, lora)
@@ -198,37 +283,88 @@ class EMAAlignmentRecipe(Recipe):
         return (self.run_config.student.max_length or self.student.max_seq_length
                 or truncation_length(model, tokenizer))
 
-    def retrieval(self, model, tokenizer, evaluation) -> dict:
-        """Retrieval P@1 per language of `model` on each evaluation set, as the student embeds (its pooling and
-        truncation; a Normalize module changes no cosine)."""
+    def measure(self, model, tokenizer, evaluation, stage: str) -> dict:
+        """Retrieval P@1 per language of `model` on each evaluation set and Spearman on each similarity set
+        (`similarity`), as the student embeds (its pooling and truncation; a Normalize module changes no cosine)."""
         embed = lambda texts: encode(model, tokenizer, texts, batch_size=128,  # noqa: E731
                                      max_length=self.student.max_seq_length, pooling=self.student.pooling)
-        return {name: retrieval_by_language(pairs, embed) for name, pairs in evaluation.items()}
+        results = {name: retrieval_by_language(pairs, embed) for name, pairs in evaluation.items()}
+        results["similarity"] = {key: value for evaluator in self.similarity_sets
+                                 for key, value in evaluator(embed).items()}
+        logger.warning("%s: average P@1 %s, Spearman %s", stage,
+                       {name: round(results[name]["average"]["p@1"], 4) for name in evaluation},
+                       {key: round(value, 4) for key, value in results["similarity"].items()
+                        if key.endswith("_spearman")})
+        return results
 
     def make_trainer(self, model, args, train, tokenizer) -> EMATeacherTrainer:
+        """Measure the untouched student, run stage 1 when configured (and measure again), add the LoRA adapters,
+        and build the stage-2 trainer."""
         if args.pooling not in (None, self.student.pooling):
             raise ValueError(f"training.pooling={args.pooling!r} in {self.run_config.source}: the pooling is the "
                              "student's; set student.pooling instead.")
         args.pooling = self.student.pooling
         self.args = args
         if args.process_index == 0:  # the untouched student: the "before" numbers
-            self.before = self.retrieval(model, tokenizer, self.evaluation)
-            logger.warning("Before training: average P@1 %s", {name: round(result["average"]["p@1"], 4)
-                                                               for name, result in self.before.items()})
+            self.before = self.measure(model, tokenizer, self.evaluation, "Before training")
+        if self.run_config.similarity.train is not None:
+            model = self.stage1(model, args, tokenizer)
+            if args.process_index == 0:
+                self.after_stage1 = self.measure(model, tokenizer, self.evaluation, "After stage 1")
+        model = self.adapted(model)
         collator = ParallelPairCollator(tokenizer, self.max_length(model, tokenizer))
         return EMATeacherTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
                                    processing_class=tokenizer)
 
+    def stage1(self, model, args, tokenizer):
+        """Stage 1 (sec. 5.1): the whole student fine-tuned on the `similarity.train` pairs by `SimilarityTrainer`,
+        with the training section's values (less the EMA teacher's) overridden by `similarity.training`, saved to
+        `stage1/`. A complete `stage1/` of an earlier run of this folder is loaded instead."""
+        folder = self.output_dir / STAGE1_FOLDER
+        if (folder / STAGE1_DONE).is_file():
+            logger.warning("Stage 1 is done in %s (delete that folder to train it again): loading it.", folder)
+            self.data_report["stage1"]["training"] = json.loads((folder / STAGE1_DONE).read_text())
+            return AutoModel.from_pretrained(folder, dtype=torch.float32)
+        settings = self.run_config.similarity
+        teacher_only = ({f.name for f in fields(EMATrainingArguments)}
+                        - {f.name for f in fields(EncoderTrainingArguments)})
+        options = {key: value for key, value in self.run_config.training.items() if key not in teacher_only}
+        stage_config = replace(self.run_config, training={**options, **settings.training},
+                               source=f"{self.run_config.source} (training, with similarity.training over it)")
+        stage_args, _ = training_arguments(EncoderTrainingArguments, stage_config, folder)
+        stage_args.pooling = args.pooling
+        pairs = self.stage1_pairs
+        if stage_args.train_sampling_strategy == "group_by_length":
+            pairs = add_pair_lengths(pairs, tokenizer, stage_args.length_column_name)
+        trainer = SimilarityTrainer(model=model, args=stage_args, train_dataset=pairs,
+                                    data_collator=ScoredPairCollator(tokenizer, self.max_length(model, tokenizer)),
+                                    processing_class=tokenizer)
+        output = trainer.train()
+        trainer.save_model(str(folder))
+        summary = {"global_step": output.global_step, "train_runtime_s": round(output.metrics["train_runtime"], 1),
+                   "train_loss": round(output.training_loss, 4)}
+        self.data_report["stage1"]["training"] = summary
+        if args.process_index == 0:
+            (folder / STAGE1_DONE).write_text(json.dumps(summary))
+        return trainer.model
+
     def evaluate(self, model, tokenizer, evaluation) -> dict:
         """Write the final folder (`export`), then evaluate what it holds: each evaluation set's retrieval P@1
-        after training (`model`), before it (`before_training`, the untouched student) and of the TF-IDF baseline."""
+        after training (`model`), before it (`before_training`, the untouched student), after stage 1
+        (`after_stage1`, when it ran) and of the TF-IDF baseline; the same stages' Spearman under `similarity`."""
         merged = self.export(model, tokenizer)
-        after = self.retrieval(merged, tokenizer, evaluation)
-        results = {name: {"model": after[name], "before_training": self.before[name],
+        after = self.measure(merged, tokenizer, evaluation, "After alignment")
+        stages = {"model": after, "before_training": self.before}
+        if self.after_stage1 is not None:
+            stages["after_stage1"] = self.after_stage1
+        results = {name: {**{stage: measured[name] for stage, measured in stages.items()},
                           "tfidf_baseline": retrieval_by_language(pairs)} for name, pairs in evaluation.items()}
+        if self.similarity_sets:
+            results["similarity"] = {stage: measured["similarity"] for stage, measured in stages.items()}
         settings = self.run_config.student
         results["student"] = {"source": self.student.source, "pooling": self.student.pooling or "mean",
                               "lora": settings.lora, "merged": settings.lora is not None,
+                              "stage1": self.after_stage1 is not None,
                               "tau_base": self.args.tau_base, "frozen_teacher": self.args.frozen_teacher}
         return results
 
@@ -245,7 +381,9 @@ class EMAAlignmentRecipe(Recipe):
             (adapter_dir / "README.md").unlink(missing_ok=True)  # peft's placeholder card
             config_file = adapter_dir / "adapter_config.json"
             config = json.loads(config_file.read_text())
-            config["base_model_name_or_path"] = self.student.source
+            # the adapters' base: the stage-1 student when stage 1 ran, else the untouched one
+            config["base_model_name_or_path"] = (str(self.output_dir / STAGE1_FOLDER) if self.after_stage1 is not None
+                                                 else self.student.source)
             config_file.write_text(json.dumps(config, indent=2))
             model = model.merge_and_unload()
         model.save_pretrained(output_dir)
@@ -294,10 +432,15 @@ class EMAAlignmentRecipe(Recipe):
         languages = sorted({code.split("_")[0] for name in sets for pair in results[name]["model"]
                             if pair != "average" for code in pair.split("-")}
                            | {self.data_report["train"]["pivot_language"].split("_")[0]})
+        similarity = self.similarity_card_rows(results)
+        eval_results = retrieval.pop("eval_results") + [
+            EvalResult(task_type="sentence-similarity", task_name="Semantic similarity", dataset_type=row["name"],
+                       dataset_name=row["name"], metric_type="spearman", metric_name=f"{row['name']} Spearman",
+                       metric_value=round(row["model"], 4)) for row in similarity]
         card_data = sentence_encoder_card_data(self.output_dir)
         card_data.update(language=languages, tags=card_data["tags"] + ["sentence-embeddings", "multilingual",
                                                                        "ema-teacher"],
-                         eval_results=retrieval.pop("eval_results"))
+                         eval_results=eval_results)
         student_card = self.student.folder / "README.md"
         if student_card.is_file():
             try:
@@ -319,6 +462,7 @@ class EMAAlignmentRecipe(Recipe):
             normalize=bool(self.student.modules) and self.student.modules[-1]["type"].endswith("Normalize"),
             lora=settings.lora, tau_base=self.args.tau_base, frozen_teacher=self.args.frozen_teacher,
             pivot=self.data_report["train"]["pivot_language"],
+            stage1=self.data_report.get("stage1"), similarity_rows=similarity,
             eval_description=(
                 "Translation retrieval P@1 (Tatoeba protocol: cosine, mean of both directions), each language pair "
                 "retrieved among its own held-out sentences, none of whose texts occurs in the training data: the "
@@ -332,3 +476,14 @@ class EMAAlignmentRecipe(Recipe):
             **retrieval,
         )
         card.save(self.output_dir / "README.md")
+
+    @staticmethod
+    def similarity_card_rows(results: dict) -> list[dict]:
+        """One card row per similarity set: its Spearman before training, after stage 1 (None without it) and at
+        the end."""
+        stages = results.get("similarity")
+        if not stages:
+            return []
+        return [{"name": key.removesuffix("_spearman"), "before": stages["before_training"][key],
+                 "stage1": stages.get("after_stage1", {}).get(key), "model": value}
+                for key, value in stages["model"].items() if key.endswith("_spearman")]
