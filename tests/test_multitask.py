@@ -60,6 +60,10 @@ def test_the_schedule_is_a_function_of_seed_epoch_and_step_so_resume_continues_i
     other = TaskCycleBatchSampler(sizes, batch_sizes, seed=8)
     other.set_epoch(1)
     assert list(other) != list(first)
+    # a task reads the same batches alone as among other tasks (offset by the rows before it)
+    alone = TaskCycleBatchSampler({"b": 20}, {"b": 5}, seed=7)
+    assert [[i + 30 for i in alone.step_batches(k)[0]] for k in range(3)] == [
+        first.step_batches(2 * k + 1)[0] for k in range(3)]
 
 
 def test_a_task_with_too_little_data_for_one_step_is_refused():

@@ -10,6 +10,7 @@ process runs the same task at every step (accelerate hands process `r` every P-t
 """
 
 import bisect
+import zlib
 from dataclasses import dataclass, field
 
 import torch
@@ -46,7 +47,7 @@ class TaskCycleBatchSampler:
     (processes x gradient-accumulation steps) are yielded one after the other, all of that task.
 
     Each task reads its own data in passes: a pass is a permutation of the task's rows (seeded by `seed`, the
-    task's position and the pass number, the same in every process), cut into steps of `replicas` batches of the
+    task's name and the pass number, the same in every process), cut into steps of `replicas` batches of the
     task's batch size; a task whose data runs out starts its next pass, whatever the other tasks do. An epoch is as
     many cycles as the largest task needs for one pass. Everything is a function of (epoch, step): resuming at a
     step gives the batches an uninterrupted run would have had.
@@ -86,7 +87,8 @@ class TaskCycleBatchSampler:
     def _permutation(self, task: str, pass_number: int) -> torch.Tensor:
         key = (task, pass_number)
         if key not in self._permutations:
-            generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.tasks.index(task) + pass_number)
+            # seeded by the task's name, not its position: a task reads the same batches alone or among others
+            generator = torch.Generator().manual_seed(self.seed + zlib.crc32(task.encode()) + 1_000_003 * pass_number)
             self._permutations = {key: torch.randperm(self.sizes[task], generator=generator),
                                   **{k: v for k, v in self._permutations.items() if k[0] != task}}
         return self._permutations[key]
