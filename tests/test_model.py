@@ -130,7 +130,8 @@ def test_save_load_round_trip_with_auto_classes(tiny_pretraining_model, tmp_path
     config = json.loads((tmp_path / "config.json").read_text())
     # the whole family is in auto_map, though the head class saved the folder
     assert config["auto_map"] == {"AutoConfig": "configuration_ems.EMSConfig", "AutoModel": "modeling_ems.EMSModel",
-                                  "AutoModelForPreTraining": "modeling_ems.EMSForPreTraining"}
+                                  "AutoModelForPreTraining": "modeling_ems.EMSForPreTraining",
+                                  "AutoModelForSequenceClassification": "modeling_ems.EMSForSequenceClassification"}
     for name in ("modeling_ems.py", "configuration_ems.py", "layers.py"):
         assert (tmp_path / name).is_file(), name
     assert isinstance(AutoConfig.from_pretrained(tmp_path), EMSConfig)
