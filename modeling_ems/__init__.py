@@ -8,6 +8,7 @@ from .layers import SentenceClassificationMixin, SentenceEncoderPreTrainedModel,
 from .modeling_dual_encoder import (
     DualEncoderMultiTask,
     DualEncoderMultiTaskForPreTraining,
+    DualEncoderMultiTaskForSequenceClassification,
     DualEncoderMultiTaskOutput,
     DualEncoderMultiTaskPreTrainedModel,
 )
@@ -33,14 +34,18 @@ EMSForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassi
 AutoConfig.register(DualEncoderMultiTaskConfig.model_type, DualEncoderMultiTaskConfig, exist_ok=True)
 AutoModel.register(DualEncoderMultiTaskConfig, DualEncoderMultiTask, exist_ok=True)
 AutoModelForPreTraining.register(DualEncoderMultiTaskConfig, DualEncoderMultiTaskForPreTraining, exist_ok=True)
+AutoModelForSequenceClassification.register(DualEncoderMultiTaskConfig, DualEncoderMultiTaskForSequenceClassification,
+                                            exist_ok=True)
 DualEncoderMultiTaskConfig.register_for_auto_class()
 DualEncoderMultiTask.register_for_auto_class("AutoModel")
 DualEncoderMultiTaskForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+DualEncoderMultiTaskForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 __all__ = [
     "DualEncoderMultiTask",
     "DualEncoderMultiTaskConfig",
     "DualEncoderMultiTaskForPreTraining",
+    "DualEncoderMultiTaskForSequenceClassification",
     "DualEncoderMultiTaskOutput",
     "DualEncoderMultiTaskPreTrainedModel",
     "EMSConfig",

@@ -3,6 +3,7 @@ Multi-task Dual-Encoder Model", secs. 2.1-2.2).
 
 * `DualEncoderMultiTask`: the shared encoder `g` (embeddings, pre-LayerNorm transformer layers, final norm); its
   mean-pooled output is the sentence embedding. This is what `AutoModel` loads and what inference uses.
+* `DualEncoderMultiTaskForSequenceClassification`: `g` plus a classifier (the package's shared head).
 * `DualEncoderMultiTaskForPreTraining`: `g` plus the task heads of sec. 2.2, trained by cycling tasks: translation
   ranking (no head), conversational response (two tanh layers on the response side), quick-thought (separate heads
   for the previous, current and next sentence) and NLI (`(u, v, |u-v|, u*v)` -> one hidden layer -> 3 logits).
@@ -26,7 +27,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_dual_encoder import NUM_NLI_LABELS, DualEncoderMultiTaskConfig
-from .layers import EncoderEmbeddings, EncoderLayer, SentenceEncoderPreTrainedModel
+from .layers import EncoderEmbeddings, EncoderLayer, SentenceClassificationMixin, SentenceEncoderPreTrainedModel
 
 WORD_START = "\u2581"  # SentencePiece's word-boundary mark
 
@@ -249,9 +250,18 @@ class DualEncoderMultiTaskForPreTraining(DualEncoderMultiTaskPreTrainedModel):
                                           task_embeddings=tuple(parts), logits=logits)
 
 
+class DualEncoderMultiTaskForSequenceClassification(SentenceClassificationMixin, DualEncoderMultiTaskPreTrainedModel):
+    """`g` (as `.encoder`) with a classifier on its sentence embedding, for fine-tuning on labelled texts
+    (`AutoModelForSequenceClassification`); a folder of either other class loads into it, task heads dropped."""
+
+    encoder_class = DualEncoderMultiTask
+    _keys_to_ignore_on_load_unexpected = DualEncoderMultiTask._keys_to_ignore_on_load_unexpected
+
+
 __all__ = [
     "DualEncoderMultiTask",
     "DualEncoderMultiTaskForPreTraining",
+    "DualEncoderMultiTaskForSequenceClassification",
     "DualEncoderMultiTaskOutput",
     "DualEncoderMultiTaskPreTrainedModel",
     "TASK_SIDES",

@@ -194,3 +194,22 @@ def test_folder_loads_in_sentence_transformers_with_the_same_embeddings(tmp_path
     ours = encode(model, tokenizer, texts)
     st = SentenceTransformer(str(tmp_path), trust_remote_code=True, device="cpu")
     torch.testing.assert_close(torch.tensor(st.encode(texts)), torch.tensor(ours), rtol=1e-4, atol=1e-5)
+
+
+def test_a_training_folder_loads_for_sequence_classification_with_only_the_classifier_new(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from modeling_ems import DualEncoderMultiTaskForSequenceClassification
+
+    model = tiny_heads()
+    model.save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForSequenceClassification"] == (
+        "modeling_dual_encoder.DualEncoderMultiTaskForSequenceClassification")
+    classifier, info = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=5,
+                                                                          output_loading_info=True)
+    assert type(classifier) is DualEncoderMultiTaskForSequenceClassification
+    assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"] and not info["unexpected_keys"]
+    ids = torch.randint(3, 60, (2, 6))
+    torch.testing.assert_close(classifier.eval().encoder(ids).pooler_output, model.encoder(ids).pooler_output)
+    assert classifier(ids, labels=torch.tensor([0, 4])).logits.shape == (2, 5)
