@@ -197,3 +197,45 @@ def test_two_processes_run_the_same_task_at_every_step_and_hard_negative_labels_
     assert tasks == [task for task, _ in one["steps"]] == ["translation", "response", "quick_thought", "nli"] * 2
     assert all(a != b for (_, a), (_, b) in zip(zero["steps"], one["steps"]))  # each process its own examples
     assert zero["logged"] == [["nli_loss", "quick_thought_loss", "response_loss", "translation_loss"]] * 2
+
+
+# --- hard negatives (sec. 2.2, translation ranking) ---
+
+def test_mined_hard_negatives_are_the_nearest_other_translations_of_the_same_language():
+    from trainers.hard_negatives import mine_hard_negatives
+
+    pairs = datasets.Dataset.from_dict({
+        "src": ["red", "blue", "green", "rot?"], "tgt": ["rot", "blau", "grün", "rouge"],
+        "src_lang": ["en"] * 4, "tgt_lang": ["de", "de", "de", "fr"]})
+    vectors = {"red": [1.0, 0.0], "blue": [0.0, 1.0], "green": [0.6, 0.8], "rot?": [1.0, 0.1],
+               "rot": [1.0, 0.05], "blau": [0.05, 1.0], "grün": [0.6, 0.8], "rouge": [1.0, 0.0]}
+    embed = lambda texts: torch.tensor([vectors[t] for t in texts]).numpy()  # noqa: E731
+    # fr has a single translation: too few to mine one negative from
+    with pytest.raises(ValueError, match="Language 'fr' has 1 distinct translations: too few for k=1"):
+        mine_hard_negatives(embed, pairs, k=1)
+    mined = mine_hard_negatives(embed, pairs.select(range(3)), k=1)
+    # red's nearest German translation other than its own ("rot") is grün; blue's is grün; green's is blau
+    assert mined["negatives"] == [["grün"], ["grün"], ["blau"]]
+    assert mine_hard_negatives(embed, pairs.select(range(3)), k=2)["negatives"][0] == ["grün", "blau"]
+
+
+def test_mining_script_writes_k_negatives_per_pair_that_the_translation_task_reads(tmp_path, tokenizer_dir,
+                                                                                   small_pairs):
+    from trainers.hard_negatives import main
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    model = DualEncoderMultiTaskForPreTraining(DualEncoderMultiTaskConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=32, head_intermediate_size=8, nli_hidden_size=8, tasks=["translation"]))
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    pairs = [row for row in small_pairs if row["tgt_lang"] == "de"][:40]
+    write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    main(["--model", str(tmp_path / "model"), "--pairs", str(tmp_path / "pairs.jsonl"), "--output",
+          str(tmp_path / "mined.jsonl"), "--k", "3"])
+    mined = translation_task(tmp_path / "mined.jsonl", hard_negatives=3)
+    assert len(mined) == 40
+    for row in mined:
+        assert len(row["negatives"]) == 3 and row["tgt"] not in row["negatives"]
+        assert set(row["negatives"]) <= {pair["tgt"] for pair in pairs}

@@ -1,0 +1,91 @@
+import json
+
+import pytest
+import yaml
+from transformers import AutoModel
+
+from modeling_ems import DualEncoderMultiTask
+from trainers.config import load_run_config
+from trainers.data.tasks import SHIPPED_TASK_DATA
+from trainers.recipes import run_recipe
+from trainers.recipes.multitask import MultiTaskRecipe
+
+from .conftest import write_jsonl
+
+
+def tiny_config(tmp_path, small_pairs, heldout_pairs, tasks=None, model=None, **training):
+    nli = [{"premise": f"The file {i} is open.", "hypothesis": f"File {i} {'is open' if i % 3 == 0 else 'is closed'}.",
+            "label": i % 3} for i in range(64)]
+    raw = {
+        "recipe": "multitask",
+        "model": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+                  "max_position_embeddings": 32, "head_intermediate_size": 16, "nli_hidden_size": 16,
+                  "ngram_buckets": 997, **(model or {})},
+        "tokenizer": {"vocab_size": 1000},
+        "tasks": tasks or {
+            "translation": {"batch_size": 16},
+            "response": {"source": str(tmp_path / "absent.jsonl"), "max_examples": 200},  # -> the shipped subset
+            "quick_thought": {"max_examples": 200},
+            "nli": {"source": str(write_jsonl(tmp_path / "nli.jsonl", nli)), "batch_size": 8},
+        },
+        "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", small_pairs[:600])),
+                 "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs))},
+        "training": {"per_device_train_batch_size": 8, "max_steps": 8, "learning_rate": 0.001, "logging_steps": 4,
+                     "save_steps": 4, "report_to": "none", "seed": 0, "disable_tqdm": True, **training},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))  # the tasks cycle in their order
+    return load_run_config(path)
+
+
+@pytest.mark.slow
+def test_tiny_multitask_run_cycles_tasks_saves_a_loadable_encoder_and_resumes(tmp_path, small_pairs, heldout_pairs):
+    output_dir = tmp_path / "run"
+    results = run_recipe(tiny_config(tmp_path, small_pairs, heldout_pairs, model={"input_type": "char_ngram"}),
+                         output_dir)
+    state = json.loads((output_dir / "checkpoint-8" / "trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert [entry["step"] for entry in logged] == [4, 8]
+    for entry in logged:  # one step of each task per cycle, each task's loss logged
+        assert {"translation_loss", "response_loss", "quick_thought_loss", "nli_loss"} <= set(entry)
+    assert results["data"]["response"]["source"] == str(SHIPPED_TASK_DATA / "chatterbot.jsonl.gz")
+    assert results["data"]["quick_thought"]["examples"] <= 200
+    assert set(results) >= {"heldout", "out_of_domain", "data", "training"}
+    assert "tfidf_baseline" in results["heldout"] and "average" in results["out_of_domain"]["model"]
+    card = (output_dir / "README.md").read_text()
+    assert "multi-task dual-encoder" in card and "quick_thought" in card and "character 3- and 4-gram" in card
+    model = AutoModel.from_pretrained(output_dir)
+    assert type(model) is DualEncoderMultiTask and model.config.input_type == "char_ngram"
+    assert int(model.get_input_embeddings().ngram_table.min()) < model.config.ngram_buckets  # the table came along
+    # the same command with more steps resumes from checkpoint-8
+    resumed = run_recipe(tiny_config(tmp_path, small_pairs, heldout_pairs, model={"input_type": "char_ngram"},
+                                     max_steps=12), output_dir)
+    assert resumed["training"]["global_step"] == 12
+    history = json.loads((output_dir / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "loss" in entry] == [4, 8, 12]
+
+
+def test_a_config_whose_tasks_the_model_has_no_head_for_is_refused(tmp_path, small_pairs, heldout_pairs):
+    run_config = tiny_config(tmp_path, small_pairs, heldout_pairs, model={"tasks": ["translation", "response"]})
+    with pytest.raises(ValueError, match=r"no head for the tasks \['quick_thought', 'nli'\]"):
+        run_recipe(run_config, tmp_path / "run")
+
+
+@pytest.mark.parametrize("tasks, message", [
+    ({"translation": {}, "paraphrase": {}}, r"unknown tasks \['paraphrase'\]"),
+    ({"response": {}}, "the tasks need translation"),
+    ({"translation": {"source": "x.jsonl"}}, "translation pairs come from data.train"),
+    ({"translation": {}, "response": {"hard_negatives": 2}}, "hard negatives are for translation ranking only"),
+    ({"translation": {}, "response": {"sources": "x"}}, r"unknown settings \['sources'\]"),
+    ({"translation": {}, "nli": {}}, "ships no nli data"),
+])
+def test_bad_tasks_sections_are_refused(tmp_path, small_pairs, heldout_pairs, tasks, message):
+    with pytest.raises(ValueError, match=message):
+        run_recipe(tiny_config(tmp_path, small_pairs, heldout_pairs, tasks=tasks), tmp_path / "run")
+
+
+def test_the_shipped_default_config_parses_and_names_the_tasks():
+    run_config = load_run_config("multitask_default")
+    recipe = MultiTaskRecipe(run_config, "unused")
+    assert list(recipe.tasks) == ["translation", "response", "quick_thought"]
+    assert recipe.source_of("response") is not None

@@ -1,0 +1,213 @@
+"""`recipe: multitask`: the multi-task dual encoder (Chidambaram et al.) trained from scratch by cycling tasks.
+
+What is this recipe's own: the `tasks` section (one `datasets` source and batch size per task: translation ranking on
+parallel pairs, conversational response, quick-thought on documents, NLI), `DualEncoderMultiTaskForPreTraining`
+built from the `model` section and the tokenizer (subword or word + character n-gram input), `MultiTaskTrainer` (one
+task per optimisation step) and the card `hub_cards/dual_encoder_multitask.md`. The SentencePiece vocabulary, data
+checks, held-out retrieval beside TF-IDF, checkpoints and resume are `Recipe`'s, as for EMS.
+"""
+
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from modeling_ems import DualEncoderMultiTaskConfig, DualEncoderMultiTaskForPreTraining
+from modeling_ems.configuration_dual_encoder import TASKS
+
+from ..cards import render_model_card, retrieval_card_context, sentence_encoder_card_data
+from ..collators import SidesCollator, TaskCollator
+from ..data import check_languages, pair_languages
+from ..data.tasks import SHIPPED_TASK_DATA, TASK_COLUMNS, nli_task, quick_thought_task, response_task, translation_task
+from ..multitask import MultiTaskTrainer, MultiTaskTrainingArguments, TaskDatasets
+from ..tokenizer import tokenizer_languages
+from .base import Recipe, register_recipe
+from .ems import TokenizerSettings
+
+logger = logging.getLogger(__name__)
+
+# What a task trains on when its source is not given or not present (a clone without ../shared/data).
+SHIPPED_SOURCES = {"response": SHIPPED_TASK_DATA / "chatterbot.jsonl.gz",
+                   "quick_thought": SHIPPED_TASK_DATA / "documents"}
+
+
+@dataclass
+class TaskSettings:
+    """One task of the `tasks` section."""
+
+    source: str | None = None  # file, folder or Hub name (translation: data.train instead); null: the shipped subset
+    batch_size: int | None = None  # null: training.per_device_train_batch_size
+    max_examples: int | None = None
+    hard_negatives: int = 0  # translation only: K mined negatives per pair (the source must hold `negatives`)
+    fallback_to_shipped: bool = True  # a local source that does not exist -> the subset the package ships
+
+    def __post_init__(self):
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"tasks.*.batch_size={self.batch_size}: use a positive batch size.")
+        if self.hard_negatives < 0:
+            raise ValueError(f"tasks.translation.hard_negatives={self.hard_negatives}: use K >= 0 (the paper: 5).")
+
+
+def task_settings(section: dict, source: str) -> dict[str, TaskSettings]:
+    """The `tasks` section, checked: known task names, known settings, hard negatives for translation only."""
+    if not section:
+        raise ValueError(f"{source}: the tasks section names no task; give some of {list(TASKS)}.")
+    unknown = sorted(set(section) - set(TASKS))
+    if unknown:
+        raise ValueError(f"{source}: unknown tasks {unknown}; the multi-task dual encoder has {list(TASKS)}.")
+    known = {f.name for f in fields(TaskSettings)}
+    settings = {}
+    for task, values in section.items():
+        values = dict(values or {})
+        extra = sorted(set(values) - known)
+        if extra:
+            raise ValueError(f"{source}: tasks.{task} has unknown settings {extra}; settings: {sorted(known)}.")
+        settings[task] = TaskSettings(**values)
+        if task != "translation" and settings[task].hard_negatives:
+            raise ValueError(f"{source}: tasks.{task}.hard_negatives: hard negatives are for translation ranking only.")
+    return settings
+
+
+@register_recipe
+class MultiTaskRecipe(Recipe):
+    name = "multitask"
+    sections = {"model": dict, "tokenizer": TokenizerSettings, "tasks": dict}
+    arguments_class = MultiTaskTrainingArguments
+    example_config = "multitask_default"
+    dataset_type = "libreoffice-parallel"
+    tokenizer_fixed = ("vocab_size", "languages", "pad_token_id")
+
+    def __init__(self, run_config, output_dir):
+        super().__init__(run_config, output_dir)
+        self.tasks = task_settings(run_config.tasks, run_config.source)
+        if "translation" not in self.tasks:
+            raise ValueError(f"{run_config.source}: the tasks need translation, the bridge task that aligns languages "
+                             "(sec. 2.2), and the source of the vocabulary and of the evaluation pairs.")
+        translation = self.tasks["translation"]
+        if translation.source is not None or translation.max_examples is not None:
+            raise ValueError(f"{run_config.source}: translation pairs come from data.train and data.max_train_pairs "
+                             "(as for every pair-trained recipe); move tasks.translation.source / max_examples there.")
+        if "tasks" in run_config.model:  # before any work: the model must have a head for every task it trains
+            DualEncoderMultiTaskConfig(tasks=run_config.model["tasks"]).check_tasks(list(self.tasks))
+        self._evaluation_texts: set[str] = set()
+
+    def load_data(self):
+        """`Recipe.load_data` (translation pairs from `data.train`, evaluation sets without training texts); with
+        hard negatives, the same pairs with their mined `negatives`."""
+        train, evaluation = super().load_data()
+        hard_negatives = self.tasks["translation"].hard_negatives
+        if hard_negatives:
+            train = translation_task(self.train_name, self.run_config.data.max_train_pairs, hard_negatives)
+        self._evaluation_texts = {text for pairs in evaluation.values() for text in (*pairs["src"], *pairs["tgt"])}
+        return train, evaluation
+
+    def prepare_tokenizer(self, train, args):
+        settings = self.run_config.tokenizer
+        max_length = self.run_config.model.get("max_position_embeddings",
+                                               DualEncoderMultiTaskConfig.max_position_embeddings)
+        tokenizer = self.sentencepiece_tokenizer(train, args, settings.vocab_size, pair_languages(train), max_length,
+                                                 path=settings.path)
+        check_languages(train, tokenizer_languages(tokenizer), name=self.train_name)
+        return tokenizer
+
+    def source_of(self, task: str) -> str | Path:
+        """The task's configured source, or the shipped subset when it is not given or (a local path) not there."""
+        configured = self.tasks[task].source
+        shipped = SHIPPED_SOURCES.get(task)
+        if configured is None:
+            if shipped is None:
+                raise ValueError(f"{self.run_config.source}: tasks.{task}.source is not set and the package ships no "
+                                 f"{task} data; point it at a dataset.")
+            return shipped
+        path = Path(configured)
+        looks_local = path.suffix or configured.startswith((".", "/", "~"))
+        if looks_local and not path.exists() and shipped is not None and self.tasks[task].fallback_to_shipped:
+            logger.warning("tasks.%s.source %s does not exist; training %s on the shipped subset %s.", task,
+                           configured, task, shipped)
+            return shipped
+        return configured
+
+    def prepare_train_data(self, train, tokenizer, args) -> TaskDatasets:
+        """Every task's dataset, in the order of the tasks section. Monolingual tasks keep the tokenizer's languages;
+        examples with a text of the evaluation pairs are removed (counted in the data report)."""
+        languages = tokenizer_languages(tokenizer)
+        loaders = {
+            "translation": lambda settings, source: train,
+            "response": lambda settings, source: response_task(source, languages, settings.max_examples),
+            "quick_thought": lambda settings, source: quick_thought_task(source, languages, settings.max_examples),
+            "nli": lambda settings, source: nli_task(source, settings.max_examples),
+        }
+        datasets = {}
+        for task, settings in self.tasks.items():
+            source = self.train_name if task == "translation" else self.source_of(task)
+            with args.main_process_first(desc=f"{task} data"):
+                dataset = loaders[task](settings, source)
+            if task != "translation":
+                columns, seen = TASK_COLUMNS[task], self._evaluation_texts
+                kept = dataset.filter(lambda row: not any(row[column] in seen for column in columns))
+                self.data_report[task] = {"source": str(source), "examples": len(kept),
+                                          "removed_seen_in_evaluation": len(dataset) - len(kept)}
+                dataset = kept
+            datasets[task] = dataset
+        return TaskDatasets(datasets)
+
+    def build_model(self, tokenizer) -> DualEncoderMultiTaskForPreTraining:
+        config = self.model_config(tokenizer)
+        model = DualEncoderMultiTaskForPreTraining(config)
+        if config.input_type == "char_ngram":
+            special = set(tokenizer.all_special_ids)
+            pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+            model.encoder.set_ngram_vocabulary([None if i in special else p for i, p in enumerate(pieces)])
+        return model
+
+    def model_config(self, tokenizer) -> DualEncoderMultiTaskConfig:
+        section = dict(self.run_config.model)
+        clash = sorted(set(self.tokenizer_fixed) & set(section))
+        if clash:
+            raise ValueError(f"model section of {self.run_config.source} sets {clash}; these come from the tokenizer.")
+        section.setdefault("tasks", list(self.tasks))
+        try:
+            return DualEncoderMultiTaskConfig(**section, vocab_size=len(tokenizer),
+                                              languages=tokenizer_languages(tokenizer),
+                                              pad_token_id=tokenizer.pad_token_id)
+        except TypeError as error:
+            raise ValueError(f"model section of {self.run_config.source}: {error}") from None
+
+    def make_trainer(self, model, args, train, tokenizer) -> MultiTaskTrainer:
+        length = model.config.max_position_embeddings
+        hard_negatives = self.tasks["translation"].hard_negatives
+        collators = {task: SidesCollator(tokenizer, length, TASK_COLUMNS[task],
+                                         negatives_column="negatives" if task == "translation" and hard_negatives
+                                         else None,
+                                         label_column="label" if task == "nli" else None)
+                     for task in train.tasks}
+        return MultiTaskTrainer(model=model, args=args, train_dataset=train, data_collator=TaskCollator(collators),
+                                processing_class=tokenizer,
+                                task_batch_sizes={task: s.batch_size for task, s in self.tasks.items() if s.batch_size})
+
+    def card(self, model, results: dict) -> None:
+        config = model.config
+        retrieval = retrieval_card_context(results, self.evaluation_sets())
+        card_data = sentence_encoder_card_data(self.output_dir)
+        card_data.update(language=sorted({code.split("_")[0] for code in config.languages}), license="mpl-2.0",
+                         tags=card_data["tags"] + ["sentence-embeddings", "multilingual", "dual-encoder", "multi-task"],
+                         eval_results=retrieval.pop("eval_results"))
+        data = results.get("data", {})
+        task_data = [(task, data.get(task, {}).get("source", self.train_name),
+                      data.get(task, {}).get("examples", data.get("train", {}).get("pairs")))
+                     for task in self.tasks]
+        render_model_card(
+            self.output_dir, config, card_data,
+            languages=config.languages,
+            task_data=task_data,
+            eval_description=(
+                "Translation retrieval P@1 (Tatoeba protocol: cosine, mean of both directions), each language pair "
+                "retrieved among its own held-out sentences, none of whose texts occurs in the training data of any "
+                "task; beside it the character 2-4-gram TF-IDF baseline on the same sentences."
+            ),
+            command=f"accelerate launch scripts/train.py --config {self.run_config.source} --output_dir {self.output_dir}",
+            hyperparameters=yaml.safe_dump(self.run_config.to_dict(), sort_keys=False).strip(),
+            training_summary=", ".join(f"{k}: {v}" for k, v in results.get("training", {}).items()),
+            **retrieval,
+        )
