@@ -23,6 +23,7 @@ from trainers.recipes import run_recipe
 from trainers.recipes.multisource import (
     SETTINGS,
     ClassifierSettings,
+    combine,
     encode_setting,
     middle_mean,
     results_table,
@@ -285,6 +286,8 @@ def test_pipeline_end_to_end_with_resume(tmp_path, tiny_setup):
     assert type(saved) is EMSForSequenceClassification and saved.config.id2label == {0: "a", 1: "b", 2: "c"}
     best = max((run for run in results["runs"] if run["setting"] == "A+B"), key=lambda run: run["validation"])
     assert f"seed {best['seed']}" in card
+    combined = combine([str(output_dir), str(output_dir)], str(tmp_path / "both"), ["de", "fr"])
+    assert combined.count("| accuracy |") == 2 and (tmp_path / "both.png").is_file()
 
     # resume: the finished runs are read back, one interrupted run (no result yet) is trained again
     (output_dir / "runs" / "B-seed1" / "run_result.json").unlink()
@@ -378,4 +381,7 @@ def test_no_data_folder_says_what_to_pass(tmp_path, tiny_setup):
     from trainers.recipes.base import get_recipe
 
     with pytest.raises(ValueError, match="data.train is not set .* --set data.train="):
+        get_recipe("multisource")(config, tmp_path / "out").load_data()
+    config = load_run_config(config_file(tmp_path, tmp_path / "absent", classifier))
+    with pytest.raises(ValueError, match="absent.* is not a folder: .* --set data.train="):
         get_recipe("multisource")(config, tmp_path / "out").load_data()

@@ -47,6 +47,7 @@ from transformers.trainer_utils import TrainOutput
 
 from hub_cards import template
 
+from ..compare import MINILM as MINILM_SHORTCUT
 from ..evaluation.common import read_tsv
 from ..metrics import load_metric
 from ..translation import FunctionTranslator, ModelTranslator, translate_cached
@@ -54,7 +55,6 @@ from .base import Recipe, last_complete_checkpoint, register_recipe, training_ar
 
 logger = logging.getLogger(__name__)
 
-MINILM_SHORTCUT = "minilm"
 # The paper's three inputs (table 2) and what each is made of.
 SETTINGS = {"A": ("text",), "B": ("translation",), "A+B": ("text", "translation")}
 SETTING_TITLES = {"A": "A. Source", "B": "B. English", "A+B": "A+B (Proposed)"}
@@ -415,8 +415,9 @@ class MultiSourceRecipe(Recipe):
                              "evaluates on the folder's validation.tsv and test.tsv; remove them.")
         folder = self.data_dir
         if not folder.is_dir():
-            raise ValueError(f"data.train={data.train!r} is not a folder: pass the folder that holds train.tsv, "
-                             "validation.tsv and test.tsv.")
+            raise ValueError(f"data.train={data.train!r} in {self.run_config.source} is not a folder: pass the folder "
+                             "that holds train.tsv, validation.tsv and test.tsv (columns text, label and the "
+                             "translation column), e.g. --set data.train=../shared/data/classification/topics/de.")
         for split in SPLITS:
             if not (folder / f"{split}.tsv").is_file():
                 what = ("early stopping needs a validation split: hold out part of train.tsv as validation.tsv"
@@ -531,3 +532,14 @@ class MultiSourceRecipe(Recipe):
             training_summary=", ".join(f"{k}: {v}" for k, v in results.get("training", {}).items()),
         )
         card.save(self.output_dir / "README.md")
+
+
+def combine(folders: list[str], output_prefix: str, names: list[str] | None = None) -> str:
+    """One table 2 (markdown, `<prefix>.md`) and one plot (`<prefix>.png`) of several runs' output folders."""
+    tables = [json.loads((Path(folder) / RESULTS_FILE).read_text()) for folder in folders]
+    names = names or [Path(folder).name for folder in folders]
+    text = table_markdown(tables, names)
+    Path(f"{output_prefix}.md").write_text(text)
+    plot_tables(tables, f"{output_prefix}.png", names)
+    return text
+
