@@ -13,7 +13,7 @@ from trainers.recipes.multitask import MultiTaskRecipe
 from .conftest import write_jsonl
 
 
-def tiny_config(tmp_path, small_pairs, heldout_pairs, tasks=None, model=None, **training):
+def tiny_config(tmp_path, small_pairs, heldout_pairs, tasks=None, model=None, suite=False, **training):
     nli = [{"premise": f"The file {i} is open.", "hypothesis": f"File {i} {'is open' if i % 3 == 0 else 'is closed'}.",
             "label": i % 3} for i in range(64)]
     raw = {
@@ -33,6 +33,12 @@ def tiny_config(tmp_path, small_pairs, heldout_pairs, tasks=None, model=None, **
         "training": {"per_device_train_batch_size": 8, "max_steps": 8, "learning_rate": 0.001, "logging_steps": 4,
                      "save_steps": 4, "report_to": "none", "seed": 0, "disable_tqdm": True, **training},
     }
+    if suite:  # evaluation during training: retrieval on 20 held-out pairs per language at every 8 steps
+        suite_file = tmp_path / "suite.yaml"
+        suite_file.write_text(f"tasks:\n  dev: {{type: retrieval, pairs_file: {raw['data']['heldout']}, "
+                              "languages: model, limit: 20}\n")
+        raw["evaluation"] = {"suite": str(suite_file)}
+        raw["training"].update(eval_strategy="steps", eval_steps=8)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))  # the tasks cycle in their order
     return load_run_config(path)
@@ -41,11 +47,12 @@ def tiny_config(tmp_path, small_pairs, heldout_pairs, tasks=None, model=None, **
 @pytest.mark.slow
 def test_tiny_multitask_run_cycles_tasks_saves_a_loadable_encoder_and_resumes(tmp_path, small_pairs, heldout_pairs):
     output_dir = tmp_path / "run"
-    results = run_recipe(tiny_config(tmp_path, small_pairs, heldout_pairs, model={"input_type": "char_ngram"}),
-                         output_dir)
+    results = run_recipe(tiny_config(tmp_path, small_pairs, heldout_pairs, model={"input_type": "char_ngram"},
+                                     suite=True), output_dir)
     state = json.loads((output_dir / "checkpoint-8" / "trainer_state.json").read_text())
     logged = [entry for entry in state["log_history"] if "loss" in entry]
     assert [entry["step"] for entry in logged] == [4, 8]
+    assert any("eval_dev_en-de_p@1" in entry for entry in state["log_history"] if entry["step"] == 8)
     for entry in logged:  # one step of each task per cycle, each task's loss logged
         assert {"translation_loss", "response_loss", "quick_thought_loss", "nli_loss"} <= set(entry)
     assert results["data"]["response"]["source"] == str(SHIPPED_TASK_DATA / "chatterbot.jsonl.gz")
@@ -84,8 +91,10 @@ def test_bad_tasks_sections_are_refused(tmp_path, small_pairs, heldout_pairs, ta
         run_recipe(tiny_config(tmp_path, small_pairs, heldout_pairs, tasks=tasks), tmp_path / "run")
 
 
-def test_the_shipped_default_config_parses_and_names_the_tasks():
-    run_config = load_run_config("multitask_default")
+def test_the_shipped_default_config_parses_and_a_task_setting_can_be_overridden():
+    run_config = load_run_config("multitask_default", ["tasks.translation.hard_negatives=5",
+                                                       "tasks.nli.source=snli.jsonl"])
     recipe = MultiTaskRecipe(run_config, "unused")
-    assert list(recipe.tasks) == ["translation", "response", "quick_thought"]
-    assert recipe.source_of("response") is not None
+    assert list(recipe.tasks) == ["translation", "response", "quick_thought", "nli"]
+    assert recipe.tasks["translation"].hard_negatives == 5 and recipe.tasks["translation"].batch_size == 128
+    assert recipe.tasks["nli"].source == "snli.jsonl"

@@ -50,7 +50,13 @@ class TaskSettings:
 
 
 def task_settings(section: dict, source: str) -> dict[str, TaskSettings]:
-    """The `tasks` section, checked: known task names, known settings, hard negatives for translation only."""
+    """The `tasks` section, checked: known task names, known settings, hard negatives for translation only. A key
+    `task.setting` (what `--set tasks.translation.hard_negatives=5` gives) sets that one setting of the task."""
+    nested: dict[str, dict] = {}
+    for key, values in (section or {}).items():
+        task, dot, setting = key.partition(".")
+        nested.setdefault(task, {}).update({setting: values} if dot else dict(values or {}))
+    section = nested
     if not section:
         raise ValueError(f"{source}: the tasks section names no task; give some of {list(TASKS)}.")
     unknown = sorted(set(section) - set(TASKS))
@@ -59,7 +65,6 @@ def task_settings(section: dict, source: str) -> dict[str, TaskSettings]:
     known = {f.name for f in fields(TaskSettings)}
     settings = {}
     for task, values in section.items():
-        values = dict(values or {})
         extra = sorted(set(values) - known)
         if extra:
             raise ValueError(f"{source}: tasks.{task} has unknown settings {extra}; settings: {sorted(known)}.")
