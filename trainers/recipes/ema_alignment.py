@@ -351,7 +351,8 @@ class EMAAlignmentRecipe(Recipe):
     def evaluate(self, model, tokenizer, evaluation) -> dict:
         """Write the final folder (`export`), then evaluate what it holds: each evaluation set's retrieval P@1
         after training (`model`), before it (`before_training`, the untouched student), after stage 1
-        (`after_stage1`, when it ran) and of the TF-IDF baseline; the same stages' Spearman under `similarity`."""
+        (`after_stage1`, when it ran) and of the TF-IDF baseline; the same stages' Spearman under `similarity`
+        (`before_training`, `after_stage1`, `after_training`)."""
         merged = self.export(model, tokenizer)
         after = self.measure(merged, tokenizer, evaluation, "After alignment")
         stages = {"model": after, "before_training": self.before}
@@ -359,8 +360,9 @@ class EMAAlignmentRecipe(Recipe):
             stages["after_stage1"] = self.after_stage1
         results = {name: {**{stage: measured[name] for stage, measured in stages.items()},
                           "tfidf_baseline": retrieval_by_language(pairs)} for name, pairs in evaluation.items()}
-        if self.similarity_sets:
-            results["similarity"] = {stage: measured["similarity"] for stage, measured in stages.items()}
+        if self.similarity_sets:  # keyed by stage; "after_training", not "model", which marks a retrieval set
+            results["similarity"] = {("after_training" if stage == "model" else stage): measured["similarity"]
+                                     for stage, measured in stages.items()}
         settings = self.run_config.student
         results["student"] = {"source": self.student.source, "pooling": self.student.pooling or "mean",
                               "lora": settings.lora, "merged": settings.lora is not None,
@@ -486,4 +488,4 @@ class EMAAlignmentRecipe(Recipe):
             return []
         return [{"name": key.removesuffix("_spearman"), "before": stages["before_training"][key],
                  "stage1": stages.get("after_stage1", {}).get(key), "model": value}
-                for key, value in stages["model"].items() if key.endswith("_spearman")]
+                for key, value in stages["after_training"].items() if key.endswith("_spearman")]
