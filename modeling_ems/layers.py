@@ -152,14 +152,18 @@ class EncoderLayer(nn.Module):
 class SentenceEncoderPreTrainedModel(PreTrainedModel):
     """Base of every model in this package, bare encoders and head classes alike.
 
-    * A bare encoder (what `AutoModel` loads) sets `produces_sentence_embedding = True`: its `pooler_output` is the
-      sentence embedding. Head classes hold it under `base_model_prefix`, as `BertForPreTraining` holds `BertModel`.
+    * A bare encoder (what `AutoModel` loads, built on `SentenceEncoderMixin`) has `produces_sentence_embedding =
+      True`: its `pooler_output` is the sentence embedding. Head classes hold it under `base_model_prefix`, as
+      `BertForPreTraining` holds `BertModel`.
     * `save_pretrained` writes the `auto_map` of the whole family (the bare encoder and every head class), so a folder
       saved from a head class still loads with `AutoModel` through `trust_remote_code`.
     * `from_pretrained` refuses a folder of another model type, naming it, instead of building a random model.
     """
 
     main_input_name = "input_ids"
+    # transformers' get/set_input_embeddings find `embeddings.word_embeddings` in a bare encoder and recurse into
+    # `base_model` in a head class: no class of the package overrides them.
+    _input_embed_layer = "word_embeddings"
     _no_split_modules = ["EncoderLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -220,6 +224,42 @@ class SentenceEncoderPreTrainedModel(PreTrainedModel):
                                           pooler_output=mean_pool(hidden_states, attention_mask))
 
 
+class SentenceEncoderMixin:
+    """The bare encoder of a model family: `embeddings` (`build_embeddings`, token + position embeddings by default),
+    the pre-LayerNorm `layers`, a final `layer_norm`; `forward(input_ids, attention_mask)` returns the token states
+    and the mean-pooled sentence embedding (`pooler_output`, EMS eq. 1).
+
+    A family plugs in with `class XModel(SentenceEncoderMixin, XPreTrainedModel)`; it overrides `build_embeddings`
+    where its input differs (e.g. word + character n-gram embeddings).
+    """
+
+    produces_sentence_embedding = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embeddings = self.build_embeddings(config)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def build_embeddings(self, config) -> EncoderEmbeddings:
+        return EncoderEmbeddings(config)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}.")
+        if input_ids.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(
+                f"input_ids has {input_ids.shape[1]} tokens but this model has {self.config.max_position_embeddings} "
+                "positions; tokenize with truncation=True (the tokenizer's model_max_length truncates as the paper does)."
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self.encode_embeddings(self.embeddings(input_ids), attention_mask)
+
+
 class SentenceClassificationMixin:
     """Sequence-classification head for any bare encoder of this package: its sentence embedding (`pooler_output`)
     -> dropout -> linear, trained with the transformers loss of `config.problem_type` (cross-entropy for integer
@@ -242,12 +282,6 @@ class SentenceClassificationMixin:
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return getattr(self, self.base_model_prefix).get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Embedding):
-        getattr(self, self.base_model_prefix).set_input_embeddings(value)
-
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -268,6 +302,7 @@ __all__ = [
     "EncoderEmbeddings",
     "EncoderLayer",
     "SentenceClassificationMixin",
+    "SentenceEncoderMixin",
     "SentenceEncoderPreTrainedModel",
     "TokenPacking",
     "eager_attention_forward",

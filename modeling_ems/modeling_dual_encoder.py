@@ -27,7 +27,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_dual_encoder import NUM_NLI_LABELS, DualEncoderMultiTaskConfig
-from .layers import EncoderEmbeddings, EncoderLayer, SentenceClassificationMixin, SentenceEncoderPreTrainedModel
+from .layers import EncoderEmbeddings, SentenceClassificationMixin, SentenceEncoderMixin, SentenceEncoderPreTrainedModel
 
 WORD_START = "\u2581"  # SentencePiece's word-boundary mark
 
@@ -142,28 +142,18 @@ class DualEncoderMultiTaskPreTrainedModel(SentenceEncoderPreTrainedModel):
                 module.weight[module.padding_idx].zero_()
 
 
-class DualEncoderMultiTask(DualEncoderMultiTaskPreTrainedModel):
+class DualEncoderMultiTask(SentenceEncoderMixin, DualEncoderMultiTaskPreTrainedModel):
     """The shared encoder `g`: `forward(input_ids, attention_mask)` returns token states and the mean-pooled
     sentence embedding (`pooler_output`)."""
 
-    produces_sentence_embedding = True
     # A folder saved from the head class also holds the task heads; inference does not need them.
     _keys_to_ignore_on_load_unexpected = [r"^(response_head|quick_thought_\w+_head|nli_head)\."]
 
-    def __init__(self, config: DualEncoderMultiTaskConfig):
-        super().__init__(config)
-        self.embeddings = EncoderEmbeddings(config)
+    def build_embeddings(self, config: DualEncoderMultiTaskConfig) -> EncoderEmbeddings:
+        embeddings = EncoderEmbeddings(config)
         if config.input_type == "char_ngram":
-            self.embeddings.word_embeddings = WordAndCharNgramEmbedding(config)
-        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings.word_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding):
-        self.embeddings.word_embeddings = value
+            embeddings.word_embeddings = WordAndCharNgramEmbedding(config)
+        return embeddings
 
     def set_ngram_vocabulary(self, pieces: list[str | None]) -> None:
         """Hash the character n-grams of each vocabulary entry (`None` for special tokens) into the table the
@@ -177,18 +167,6 @@ class DualEncoderMultiTask(DualEncoderMultiTaskPreTrainedModel):
         embedding = self.get_input_embeddings()
         table = ngram_table(pieces, self.config.ngram_orders, self.config.ngram_buckets, embedding.ngram_table.shape[1])
         embedding.ngram_table.copy_(table)
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
-    ) -> BaseModelOutputWithPooling:
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}.")
-        if input_ids.shape[1] > self.config.max_position_embeddings:
-            raise ValueError(f"input_ids has {input_ids.shape[1]} tokens but this model has "
-                             f"{self.config.max_position_embeddings} positions; tokenize with truncation=True.")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        return self.encode_embeddings(self.embeddings(input_ids), attention_mask)
 
 
 class DualEncoderMultiTaskForPreTraining(DualEncoderMultiTaskPreTrainedModel):
@@ -211,12 +189,6 @@ class DualEncoderMultiTaskForPreTraining(DualEncoderMultiTaskPreTrainedModel):
         if "nli" in config.tasks:
             self.nli_head = DualEncoderMultiTaskNLIHead(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.encoder.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Embedding):
-        self.encoder.set_input_embeddings(value)
 
     def forward(
         self,

@@ -18,7 +18,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .configuration_ems import EMSConfig
-from .layers import EncoderEmbeddings, EncoderLayer, SentenceClassificationMixin, SentenceEncoderPreTrainedModel
+from .layers import SentenceClassificationMixin, SentenceEncoderMixin, SentenceEncoderPreTrainedModel
 
 
 @dataclass
@@ -76,40 +76,12 @@ class EMSPreTrainedModel(SentenceEncoderPreTrainedModel):
     base_model_prefix = "ems"
 
 
-class EMSModel(EMSPreTrainedModel):
+class EMSModel(SentenceEncoderMixin, EMSPreTrainedModel):
     """The bare EMS encoder: `forward(input_ids, attention_mask)` returns the token states and the mean-pooled
     sentence embedding (`pooler_output`, eq. 1)."""
 
-    produces_sentence_embedding = True
     # A folder saved from `EMSForPreTraining` also holds the training heads; inference does not need them.
     _keys_to_ignore_on_load_unexpected = [r"^(xtr_head|contrastive_head)\."]
-
-    def __init__(self, config: EMSConfig):
-        super().__init__(config)
-        self.embeddings = EncoderEmbeddings(config)
-        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings.word_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding):
-        self.embeddings.word_embeddings = value
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
-    ) -> BaseModelOutputWithPooling:
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}.")
-        if input_ids.shape[1] > self.config.max_position_embeddings:
-            raise ValueError(
-                f"input_ids has {input_ids.shape[1]} tokens but this model has {self.config.max_position_embeddings} "
-                "positions; tokenize with truncation=True (the tokenizer's model_max_length truncates as the paper does)."
-            )
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        return self.encode_embeddings(self.embeddings(input_ids), attention_mask)
 
 
 class EMSForPreTraining(EMSPreTrainedModel):
@@ -126,12 +98,6 @@ class EMSForPreTraining(EMSPreTrainedModel):
         self.xtr_head = EMSXTRHead(config)
         self.contrastive_head = EMSContrastiveHead(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.ems.get_input_embeddings()
-
-    def set_input_embeddings(self, value: nn.Embedding):
-        self.ems.set_input_embeddings(value)
 
     def forward(
         self,
