@@ -29,6 +29,15 @@ def test_files_to_publish_leave_training_state_out(saved_model):
     assert not any(name.startswith("checkpoint-") or name == "training_args.bin" for name in files)
 
 
+def test_files_to_publish_leave_intermediate_models_out(tmp_path):
+    for name in ("config.json", "model.safetensors", "lora_adapter/adapter_model.safetensors",
+                 "stage1/model.safetensors", "runs/A+B-seed0/model.safetensors"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(files_to_publish(tmp_path)) == ["config.json", "lora_adapter/adapter_model.safetensors",
+                                                  "model.safetensors"]
+
+
 class RecordingApi:
     """`HfApi` stand-in: records the calls and what the uploaded folder held at upload time."""
 

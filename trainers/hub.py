@@ -13,7 +13,10 @@ from transformers import AutoModel
 
 # Training state stays local; everything else in the folder is the model repository.
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json")
-PUBLISH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "training_args.bin", ".git/**", ".cache/**"]
+# training state, and the intermediate models some recipes keep beside the final one: the EMA recipe's stage-1
+# student (`stage1/`), the multisource recipe's runs per setting and seed (`runs/`)
+PUBLISH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "training_args.bin", ".git/**", ".cache/**", "stage1/**",
+                  "runs/**"]
 
 
 def write_sentence_transformers_config(folder: str | Path, embedding_dimension: int, max_seq_length: int,
