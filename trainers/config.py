@@ -6,11 +6,27 @@ by name: `--config ems_default`, `--config configs/ems_default.yaml` and a path 
 clone or from an installed wheel.
 """
 
+import re
 from dataclasses import InitVar, dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
 import yaml
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader that also reads `1e-4`, `2E5` as floats: YAML 1.1 wants a dot (`1.0e-4`) and reads the
+    rest as strings, which `TrainingArguments` would then refuse with an obscure type error."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
+
+
+def read_yaml(text: str):
+    """Parse config or suite YAML (`ConfigLoader`)."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
 
 SHIPPED_CONFIGS = Path(str(files("trainers") / "configs"))
 DEFAULT_CONFIG = SHIPPED_CONFIGS / "ems_default.yaml"
@@ -74,6 +90,7 @@ class RunConfig:
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     sections: dict = field(default_factory=dict)
     source: str = ""
+    overrides: tuple[str, ...] = ()  # the `--set` overrides applied to the file (already in the values above)
 
     def __getattr__(self, name):  # run_config.model, run_config.tokenizer: the recipe's sections
         sections = self.__dict__.get("sections", {})
@@ -97,7 +114,7 @@ def apply_override(raw: dict, override: str) -> None:
     current = raw.setdefault(section, {})
     if not isinstance(current, dict):
         raise ValueError(f"Override {override!r}: section {section!r} is {current!r}, not a mapping.")
-    current[name] = yaml.safe_load(value)
+    current[name] = read_yaml(value)
 
 
 def load_run_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) -> RunConfig:
@@ -105,7 +122,7 @@ def load_run_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()
     from .recipes import RECIPES, get_recipe  # the registry imports the recipes, which import this module
 
     path = find_config(path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must hold a mapping of sections, got {type(raw).__name__}.")
     for override in overrides:
@@ -133,6 +150,7 @@ def load_run_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()
             evaluation=EvaluationSettings(**(raw.get("evaluation") or {})),
             sections={name: settings(**(raw.get(name) or {})) for name, settings in recipe.sections.items()},
             source=f"configs/{path.name}" if path.parent == SHIPPED_CONFIGS else str(path),
+            overrides=tuple(overrides),
         )
     except TypeError as error:
         raise ValueError(f"{path}: {error}") from None
