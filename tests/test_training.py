@@ -123,6 +123,25 @@ def test_config_errors_are_clear(tmp_path):
         load_run_config(bad)
 
 
+def test_exponent_notation_reads_as_a_float_in_files_and_overrides(tmp_path):
+    """YAML 1.1 reads `1e-4` as a string (it wants `1.0e-4`); configs and `--set` read it as the number meant."""
+    path = tmp_path / "config.yaml"
+    path.write_text("recipe: ems\nmodel: {}\ntokenizer: {}\ntraining: {learning_rate: 1e-4, weight_decay: 1.0E-5}\n")
+    config = load_run_config(path, ["training.adam_epsilon=-2E+3", "training.run_name=1e-4x", "training.seed=7"])
+    assert config.training == {"learning_rate": 1e-4, "weight_decay": 1e-5, "adam_epsilon": -2000.0,
+                               "run_name": "1e-4x", "seed": 7}
+    assert type(config.training["seed"]) is int
+
+
+def test_the_card_command_reproduces_the_run_with_its_overrides(tmp_path):
+    config = load_run_config("ems_default", ["training.max_steps=3", "data.train=my pairs.tsv"])
+    reproduction = EMSRecipe(config, tmp_path / "out").reproduction({"training": {"global_step": 3}})
+    assert reproduction["command"] == (f"accelerate launch scripts/train.py --config configs/ems_default.yaml "
+                                       f"--output_dir {tmp_path / 'out'} --set training.max_steps=3 "
+                                       "--set 'data.train=my pairs.tsv'")
+    assert "max_steps: 3" in reproduction["hyperparameters"] and reproduction["training_summary"] == "global_step: 3"
+
+
 def test_recipe_errors_name_the_offending_value(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("recipe: telepathy\ntraining: {}\n")

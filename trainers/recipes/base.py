@@ -9,6 +9,7 @@ its own (`build_model`, `make_trainer`, `evaluate`, `card`); `run_recipe` runs t
 import json
 import logging
 import os
+import shlex
 from pathlib import Path
 from typing import ClassVar
 
@@ -109,6 +110,7 @@ class Recipe:
     arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
     example_config: ClassVar[str]
     dataset_type: ClassVar[str] = "parallel"
+    launcher: ClassVar[str] = "accelerate launch"  # how the card's command starts scripts/train.py
 
     def __init__(self, run_config: RunConfig, output_dir: str | Path):
         self.run_config, self.output_dir = run_config, Path(output_dir)
@@ -189,6 +191,17 @@ class Recipe:
     def card(self, model, results: dict) -> None:
         """Write the folder's `README.md` (through `trainers.cards.render_model_card`)."""
         raise NotImplementedError
+
+    def reproduction(self, results: dict) -> dict[str, str]:
+        """What every card says of how the model was made: the command (with its `--set` overrides), the run's
+        settings as YAML and the training summary."""
+        overrides = "".join(f" --set {shlex.quote(value)}" for value in self.run_config.overrides)
+        return {
+            "command": f"{self.launcher} scripts/train.py --config {self.run_config.source} --output_dir "
+                       f"{self.output_dir}{overrides}",
+            "hyperparameters": yaml.safe_dump(self.run_config.to_dict(), sort_keys=False).strip(),
+            "training_summary": ", ".join(f"{k}: {v}" for k, v in results.get("training", {}).items()),
+        }
 
     # Helpers for recipes that train a SentencePiece vocabulary from scratch.
     def sentencepiece_tokenizer(self, train, args, vocab_size: int, languages: list[str], max_length: int,

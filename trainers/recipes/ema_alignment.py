@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
-import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from peft import LoraConfig, PeftModel
 from transformers import AutoModel, AutoTokenizer
@@ -31,13 +30,15 @@ from hub_cards import template
 
 from ..cards import retrieval_card_context, sentence_encoder_card_data
 from ..collators import ParallelPairCollator
+from ..compare import MINILM as MINILM_SHORTCUT
+from ..compare import resolve_model_setting
 from ..ema import EMATeacherTrainer, EMATrainingArguments, add_lora
 from ..encoding import POOLING_MODES, encode, truncation_length
 from ..evaluation.common import read_tsv
 from ..evaluation.retrieval import retrieval_by_language
 from ..evaluation.similarity import SimilarityEvaluator
 from ..hub import write_sentence_transformers_config
-from ..loading import read_sentence_transformer, resolve_model
+from ..loading import read_sentence_transformer
 from ..similarity_training import (
     TARGET_RANGES,
     EncoderTrainingArguments,
@@ -51,7 +52,6 @@ from .base import Recipe, register_recipe, training_arguments
 
 logger = logging.getLogger(__name__)
 
-MINILM_SHORTCUT = "minilm"
 ADAPTER_FOLDER = "lora_adapter"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 STAGE1_FOLDER = "stage1"  # stage 1's trained student, the base of the stage-2 adapters
@@ -137,25 +137,10 @@ class Student:
     max_seq_length: int | None  # the folder's sentence-transformers truncation
 
 
-def resolve_student(value: str, config_source: str = "the config") -> tuple[Path, str | None]:
-    """The local folder of `student.model` and its Hub id when it has one."""
-    if value.strip().lower() == MINILM_SHORTCUT:
-        from ..compare import MINILM_HUB_ID, minilm_folder
-
-        return minilm_folder(), MINILM_HUB_ID
-    try:
-        folder = resolve_model(value)
-    except (FileNotFoundError, ValueError) as error:
-        raise ValueError(f"student.model={value!r} in {config_source} cannot be loaded: {error} The student is a "
-                         "transformers or sentence-transformers folder, a Hub id (owner/name), or "
-                         f"`{MINILM_SHORTCUT}` for the installed all-MiniLM-L6-v2.") from None
-    return folder, (None if Path(value).expanduser().is_dir() else value)
-
-
 def inspect_student(settings: StudentSettings, config_source: str = "the config") -> Student:
     """Resolve the student and read how it embeds: a sentence-transformers folder must be Transformer -> Pooling
     (mean or cls) [-> Normalize], what the alignment loss and the evaluation reproduce."""
-    folder, hub_id = resolve_student(settings.model, config_source)
+    folder, hub_id = resolve_model_setting(settings.model, "student.model", config_source)
     source = hub_id or str(folder)
     layout = read_sentence_transformer(folder)
     if layout is None:
@@ -469,12 +454,9 @@ class EMAAlignmentRecipe(Recipe):
                 "Translation retrieval P@1 (Tatoeba protocol: cosine, mean of both directions), each language pair "
                 "retrieved among its own held-out sentences, none of whose texts occurs in the training data: the "
                 "student before alignment, after it, and the character 2-4-gram TF-IDF baseline."),
-            command=f"accelerate launch scripts/train.py --config {self.run_config.source} --output_dir "
-                    f"{self.output_dir}",
+            **self.reproduction(results),
             training_data=str(self.run_config.data.train or
                               "the embedded LibreOffice parallel corpus (trainers/data/default, MPL-2.0)"),
-            hyperparameters=yaml.safe_dump(self.run_config.to_dict(), sort_keys=False).strip(),
-            training_summary=", ".join(f"{k}: {v}" for k, v in results.get("training", {}).items()),
             **retrieval,
         )
         card.save(self.output_dir / "README.md")

@@ -7,7 +7,6 @@ and the card `hub_cards/ems.md`. Everything else is `Recipe`'s.
 
 from dataclasses import dataclass
 
-import yaml
 
 from modeling_ems import EMSConfig, EMSForPreTraining
 
@@ -79,10 +78,8 @@ class EMSRecipe(Recipe):
                 "retrieved among its own held-out sentences, none of whose texts occurs in the training data; beside "
                 "it the character 2-4-gram TF-IDF baseline on the same sentences."
             ),
-            command=f"accelerate launch scripts/train.py --config {self.run_config.source} --output_dir {self.output_dir}",
+            **self.reproduction(results),
             training_data=str(self.run_config.data.train or
                               "the embedded LibreOffice parallel corpus (trainers/data/default, MPL-2.0)"),
-            hyperparameters=yaml.safe_dump(self.run_config.to_dict(), sort_keys=False).strip(),
-            training_summary=", ".join(f"{k}: {v}" for k, v in results.get("training", {}).items()),
             **retrieval,
         )

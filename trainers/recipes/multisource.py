@@ -33,7 +33,6 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import (
     AutoModelForSequenceClassification,
@@ -48,6 +47,7 @@ from transformers.trainer_utils import TrainOutput
 from hub_cards import template
 
 from ..compare import MINILM as MINILM_SHORTCUT
+from ..compare import resolve_model_setting
 from ..evaluation.common import read_tsv
 from ..metrics import load_metric
 from ..translation import FunctionTranslator, ModelTranslator, translate_cached
@@ -169,22 +169,15 @@ def label_ids(values: list[str], names: list[str], where: str, label_set: str) -
 
 def resolve_classifier(value: str, config_source: str) -> tuple[Path, str]:
     """The folder holding `classifier.model`'s transformer and tokenizer, and the name to show it by."""
-    from ..compare import MINILM_HUB_ID, minilm_folder
-    from ..loading import read_sentence_transformer, resolve_model
+    from ..loading import read_sentence_transformer
 
-    if value.strip().lower() == MINILM_SHORTCUT:
-        return minilm_folder(), MINILM_HUB_ID
-    try:
-        folder = resolve_model(value)
-    except (FileNotFoundError, ValueError) as error:
-        raise ValueError(f"classifier.model={value!r} in {config_source} cannot be loaded: {error} Pass a "
-                         f"transformers folder, a Hub id (owner/name), or `{MINILM_SHORTCUT}`.") from None
+    folder, hub_id = resolve_model_setting(value, "classifier.model", config_source)
     layout = read_sentence_transformer(folder)
     transformer = layout.transformer if layout is not None else folder
     if not (transformer / "config.json").is_file():
         raise ValueError(f"classifier.model={value!r}: {transformer} has no config.json, so it holds no "
                          "transformers model.")
-    return transformer, (str(folder) if Path(value).expanduser().is_dir() else value)
+    return transformer, hub_id or str(folder)
 
 
 def encode_setting(tokenizer, rows: datasets.Dataset, setting: str, max_length: int) -> datasets.Dataset:
@@ -363,6 +356,7 @@ class MultiSourceRecipe(Recipe):
     sections = {"classifier": ClassifierSettings, "translation": TranslationSettings}
     example_config = "multisource_topics"
     dataset_type = "text-classification"
+    launcher = "python"  # the sweep runs its trainers one after the other, in one process
     # Trainer settings the method fixes unless the config says otherwise (sec. 4.1.2: AdamW, 2e-5, early stopping
     # on the validation metric at every epoch).
     training_defaults = {"learning_rate": 2e-5, "optim": "adamw_torch", "eval_strategy": "epoch",
@@ -527,9 +521,7 @@ class MultiSourceRecipe(Recipe):
             translator=self.data_report.get("translator", {}).get("id", "none (source only)"),
             table=table_markdown([table], [Path(self.classifier_source).name]), plot=PLOT_FILE,
             seeds=self.settings.seeds, data=str(folder), max_length=self.settings.max_length,
-            command=f"python scripts/train.py --config {self.run_config.source} --output_dir {self.output_dir}",
-            hyperparameters=yaml.safe_dump(self.run_config.to_dict(), sort_keys=False).strip(),
-            training_summary=", ".join(f"{k}: {v}" for k, v in results.get("training", {}).items()),
+            **self.reproduction(results),
         )
         card.save(self.output_dir / "README.md")
 

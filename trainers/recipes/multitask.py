@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import yaml
 
 from modeling_ems import DualEncoderMultiTaskConfig, DualEncoderMultiTaskForPreTraining
 from modeling_ems.configuration_dual_encoder import TASKS
@@ -211,8 +210,6 @@ class MultiTaskRecipe(Recipe):
                 "retrieved among its own held-out sentences, none of whose texts occurs in the training data of any "
                 "task; beside it the character 2-4-gram TF-IDF baseline on the same sentences."
             ),
-            command=f"accelerate launch scripts/train.py --config {self.run_config.source} --output_dir {self.output_dir}",
-            hyperparameters=yaml.safe_dump(self.run_config.to_dict(), sort_keys=False).strip(),
-            training_summary=", ".join(f"{k}: {v}" for k, v in results.get("training", {}).items()),
+            **self.reproduction(results),
             **retrieval,
         )
