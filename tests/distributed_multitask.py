@@ -8,6 +8,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import datasets
 import torch
@@ -84,7 +85,9 @@ def trainer_schedule(rank: int, tokenizer_dir: str, output_dir: str) -> None:
     trainer.compute_loss = recording
     trainer.train()
     logged = [sorted(k for k in entry if k.endswith("_loss")) for entry in trainer.state.log_history if "loss" in entry]
-    print(f"rank {rank}: schedule " + json.dumps({"steps": seen, "logged": logged}), flush=True)
+    # a file per rank: two processes' long lines on one stdout pipe can interleave
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(output_dir) / f"schedule-rank{rank}.json").write_text(json.dumps({"steps": seen, "logged": logged}))
 
 
 def main():

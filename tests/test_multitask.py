@@ -187,12 +187,7 @@ def test_two_processes_run_the_same_task_at_every_step_and_hard_negative_labels_
     stdout = torchrun("distributed_multitask.py", str(tokenizer_dir), str(tmp_path / "run"))
     for rank in (0, 1):
         assert f"rank {rank}: hard-negative loss" in stdout and "gradients equal" in stdout, stdout
-    schedules = {}
-    for line in stdout.splitlines():
-        if ": schedule " in line:
-            rank, payload = line.split(": schedule ", 1)
-            schedules[rank] = json.loads(payload)
-    zero, one = schedules["rank 0"], schedules["rank 1"]
+    zero, one = (json.loads((tmp_path / "run" / f"schedule-rank{rank}.json").read_text()) for rank in (0, 1))
     tasks = [task for task, _ in zero["steps"]]
     assert tasks == [task for task, _ in one["steps"]] == ["translation", "response", "quick_thought", "nli"] * 2
     assert all(a != b for (_, a), (_, b) in zip(zero["steps"], one["steps"]))  # each process its own examples
