@@ -38,6 +38,7 @@ from trainers.config import load_run_config
 from trainers.data import DEFAULT_TRAIN, add_token_lengths, load_parallel_dataset
 from trainers.ema import EMATeacher, add_lora
 from trainers.encoding import sentence_embeddings
+from trainers.loading import resolve_bf16
 from trainers.losses import ema_alignment_loss
 
 SETUPS = ("ema_lora", "ema_full", "plain")
@@ -105,7 +106,7 @@ def setting():
     tokenizer = AutoTokenizer.from_pretrained(transformer)
     training = run_config.training
     return (run_config, transformer, tokenizer, training["per_device_train_batch_size"],
-            run_config.student.max_length, bool(training.get("bf16", False)))
+            run_config.student.max_length, resolve_bf16(training.get("bf16", False)))
 
 
 def memory_child(setup: str, steps: int) -> None:

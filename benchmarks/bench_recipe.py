@@ -316,6 +316,7 @@ def prepare(args, workdir: Path, before_dir: Path | None) -> dict:
     from trainers.config import load_run_config
     from trainers.data import DEFAULT_TRAIN, load_parallel_dataset, pair_languages
     from trainers.hub import write_sentence_transformers_config
+    from trainers.loading import resolve_bf16
     from trainers.recipes.ems import EMSRecipe
     from trainers.tokenizer import train_tokenizer
 
@@ -350,7 +351,7 @@ def prepare(args, workdir: Path, before_dir: Path | None) -> dict:
     tokenizer.save_pretrained(workdir / "st_model")
     write_sentence_transformers_config(workdir / "st_model", encoder.config.hidden_size, max_length)
 
-    bf16 = bool(run_config.training.get("bf16", False)) and not args.fp32
+    bf16 = resolve_bf16(run_config.training.get("bf16", False)) and not args.fp32
     return {
         "workdir": str(workdir),
         "config": args.config,

@@ -229,3 +229,26 @@ def test_accelerate_launch_two_processes_trains_and_saves(tmp_path, small_pairs,
     assert state["epoch"] == pytest.approx(6 / (1200 // (2 * batch)), rel=0.01)
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "README.md").is_file()
     assert run_config.training["max_steps"] == 6
+
+
+def test_bf16_auto_follows_the_hardware_and_an_explicit_choice_is_kept(tmp_path, monkeypatch, caplog):
+    """`bf16: auto` turns autocast on only where bf16 matmuls are native; `true` on a machine without them is kept
+    but warned about (a reference bf16 GEMM, 60x slower than fp32 on an AVX2 CPU); anything else is refused."""
+    import trainers.loading as loading
+    from trainers.recipes.base import training_arguments
+    from trainers.ems_trainer import EMSTrainingArguments
+
+    path = tmp_path / "config.yaml"
+    path.write_text("recipe: ems\nmodel: {}\ntokenizer: {}\ntraining: {bf16: auto, max_steps: 1}\n")
+    for native in (True, False):
+        monkeypatch.setattr(loading, "native_bf16", lambda native=native: native)
+        assert loading.resolve_bf16("auto") is native
+        if native:  # TrainingArguments itself refuses bf16 where torch has no bf16 at all; only check the resolution
+            continue
+        args, _ = training_arguments(EMSTrainingArguments, load_run_config(path), tmp_path / "out")
+        assert args.bf16 is False
+        with caplog.at_level("WARNING"):
+            assert loading.resolve_bf16(True) is True
+        assert "no native bf16" in caplog.text and "auto" in caplog.text
+    with pytest.raises(ValueError, match="training.bf16='yes': use true, false or auto"):
+        loading.resolve_bf16("yes")

@@ -33,7 +33,8 @@ from ..encoding import encode
 from ..evaluation.retrieval import retrieval_by_language
 from ..evaluation.suite import load_suite
 from ..hub import publish, write_sentence_transformers_config
-from ..tokenizer import train_tokenizer
+from ..loading import resolve_bf16
+from ..tokenizer import tokenizer_languages, train_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +59,20 @@ def training_arguments(arguments_class: type[TrainingArguments], run_config: Run
                        output_dir: str | Path) -> tuple[TrainingArguments, bool]:
     """The recipe's arguments from the `training` section, and whether to publish at the end.
 
-    On a machine without CUDA, training runs on the CPU (gloo for many processes) with each local process's share
+    `bf16: auto` turns bf16 autocast on where the hardware runs it natively (`resolve_bf16`). On a machine
+    without CUDA, training runs on the CPU (gloo for many processes) with each local process's share
     of the cores. `push_to_hub` is taken out of the Trainer's hands: the Trainer would upload at every save, before
     the folder has its card and sentence-transformers config; `run_recipe` publishes the finished folder instead.
     """
     options = dict(run_config.training)
     push_to_hub = bool(options.pop("push_to_hub", False))
+    if "bf16" in options:
+        options["bf16"] = resolve_bf16(options["bf16"], f"training.bf16 of {run_config.source}")
     if not torch.cuda.is_available():
         options.setdefault("use_cpu", True)
         # `accelerate launch` without `--cpu` pins OMP_NUM_THREADS=1: give each local process its share of the cores
-        share = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # taskset
+        share = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         if torch.get_num_threads() == 1 and share > 1:
             logger.warning("Training on the CPU with %d threads per process (OMP_NUM_THREADS was 1).", share)
             torch.set_num_threads(share)
@@ -214,6 +219,25 @@ class Recipe:
                 return AutoTokenizer.from_pretrained(source)
             texts = (text for row in train for text in (row["src"], row["tgt"]))
             return train_tokenizer(texts, languages, vocab_size, max_length, self.output_dir)
+
+    # set by the tokenizer, never by the model section
+    tokenizer_fixed: ClassVar[tuple[str, ...]] = ("vocab_size", "languages", "pad_token_id", "bos_token_id",
+                                                  "eos_token_id")
+
+    def model_config_from_tokenizer(self, config_class, tokenizer, **defaults):
+        """`config_class` from the `model` section (and `defaults` where it is silent) with what the tokenizer
+        fixes: vocabulary size, languages, and its special token ids (the Trainer would otherwise warn that it
+        realigns them)."""
+        section = dict(self.run_config.model)
+        clash = sorted(set(self.tokenizer_fixed) & set(section))
+        if clash:
+            raise ValueError(f"model section of {self.run_config.source} sets {clash}; these come from the tokenizer.")
+        try:
+            return config_class(**{**defaults, **section}, vocab_size=len(tokenizer),
+                                languages=tokenizer_languages(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        except TypeError as error:
+            raise ValueError(f"model section of {self.run_config.source}: {error}") from None
 
 
 def run_recipe(run_config: RunConfig, output_dir: str | Path, resume: bool = True) -> dict:

@@ -31,8 +31,6 @@ class EMSRecipe(Recipe):
     arguments_class = EMSTrainingArguments
     example_config = "ems_default"
     dataset_type = "libreoffice-parallel"
-    # set by the tokenizer, never by the model section
-    tokenizer_fixed = ("vocab_size", "languages", "pad_token_id")
 
     def prepare_tokenizer(self, train, args):
         settings = self.run_config.tokenizer
@@ -47,15 +45,7 @@ class EMSRecipe(Recipe):
         return EMSForPreTraining(self.model_config(tokenizer))
 
     def model_config(self, tokenizer) -> EMSConfig:
-        section = self.run_config.model
-        clash = sorted(set(self.tokenizer_fixed) & set(section))
-        if clash:
-            raise ValueError(f"model section of {self.run_config.source} sets {clash}; these come from the tokenizer.")
-        try:
-            return EMSConfig(**section, vocab_size=len(tokenizer), languages=tokenizer_languages(tokenizer),
-                             pad_token_id=tokenizer.pad_token_id)
-        except TypeError as error:
-            raise ValueError(f"model section of {self.run_config.source}: {error}") from None
+        return self.model_config_from_tokenizer(EMSConfig, tokenizer)
 
     def make_trainer(self, model, args, train, tokenizer) -> EMSTrainer:
         collator = ParallelPairCollator(tokenizer, model.config.max_position_embeddings,

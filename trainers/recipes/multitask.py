@@ -80,7 +80,6 @@ class MultiTaskRecipe(Recipe):
     arguments_class = MultiTaskTrainingArguments
     example_config = "multitask_default"
     dataset_type = "libreoffice-parallel"
-    tokenizer_fixed = ("vocab_size", "languages", "pad_token_id")
 
     def __init__(self, run_config, output_dir):
         super().__init__(run_config, output_dir)
@@ -166,17 +165,7 @@ class MultiTaskRecipe(Recipe):
         return model
 
     def model_config(self, tokenizer) -> DualEncoderMultiTaskConfig:
-        section = dict(self.run_config.model)
-        clash = sorted(set(self.tokenizer_fixed) & set(section))
-        if clash:
-            raise ValueError(f"model section of {self.run_config.source} sets {clash}; these come from the tokenizer.")
-        section.setdefault("tasks", list(self.tasks))
-        try:
-            return DualEncoderMultiTaskConfig(**section, vocab_size=len(tokenizer),
-                                              languages=tokenizer_languages(tokenizer),
-                                              pad_token_id=tokenizer.pad_token_id)
-        except TypeError as error:
-            raise ValueError(f"model section of {self.run_config.source}: {error}") from None
+        return self.model_config_from_tokenizer(DualEncoderMultiTaskConfig, tokenizer, tasks=list(self.tasks))
 
     def make_trainer(self, model, args, train, tokenizer) -> MultiTaskTrainer:
         length = model.config.max_position_embeddings
