@@ -6,12 +6,13 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, Trainer
 
 from modeling_ems import DualEncoderMultiTaskConfig, DualEncoderMultiTaskForPreTraining
 from trainers.collators import SidesCollator, TaskCollator
 from trainers.data.tasks import nli_task, quick_thought_task, response_task, translation_task
-from trainers.multitask import MultiTaskTrainer, MultiTaskTrainingArguments, TaskCycleBatchSampler, TaskDatasets, task_loss
+from trainers.multitask import (MultiTaskTrainer, MultiTaskTrainingArguments, TaskCycleBatchSampler, TaskDatasets,
+                                embedding_parameters, task_loss)
 
 from .conftest import torchrun
 
@@ -180,6 +181,110 @@ def test_the_trainer_refuses_tasks_the_model_has_no_head_for(tmp_path):
     args = MultiTaskTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     with pytest.raises(ValueError, match=r"no head for the tasks \['nli'\]: it was built with tasks=\['translation'\]"):
         MultiTaskTrainer(model=model, args=args, train_dataset=data, data_collator=TaskCollator({}))
+
+
+# --- the embedding update multiplier (sec. 3.2) ---
+
+def multiplier_trainer(tmp_path, input_type="subword", **arguments) -> MultiTaskTrainer:
+    torch.manual_seed(0)
+    model = DualEncoderMultiTaskForPreTraining(DualEncoderMultiTaskConfig(
+        vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+        head_intermediate_size=4, nli_hidden_size=4, ngram_buckets=11, max_ngrams_per_token=4,
+        input_type=input_type, tasks=["translation"]))
+    data = TaskDatasets({"translation": datasets.Dataset.from_dict({"src": ["a"], "tgt": ["b"]})})
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                      **{"learning_rate": 1e-3, "weight_decay": 0.01, **arguments})
+    return MultiTaskTrainer(model=model, args=args, train_dataset=data, data_collator=TaskCollator({}))
+
+
+def group_names(trainer, optimizer) -> list[tuple[set[str], float]]:
+    """Each optimizer group's parameter names and weight decay."""
+    names = {id(p): name for name, p in trainer.model.named_parameters()}
+    return [({names[id(p)] for p in group["params"]}, group["weight_decay"]) for group in optimizer.param_groups]
+
+
+@pytest.mark.parametrize("input_type", ["subword", "char_ngram"])
+def test_the_embeddings_get_the_multiplier_times_the_learning_rate_through_the_schedule(tmp_path, input_type):
+    plain = multiplier_trainer(tmp_path, input_type)
+    trainer = multiplier_trainer(tmp_path, input_type, embedding_update_multiplier=100.0, warmup_steps=2)
+    model = trainer.model
+    embeddings = {id(p) for p in embedding_parameters(model)}
+    expected = {id(model.encoder.embeddings.word_embeddings.weight)}
+    if input_type == "char_ngram":  # the n-gram embeddings, not the n-gram projection
+        expected.add(id(model.encoder.embeddings.word_embeddings.ngram_embeddings.weight))
+    assert embeddings == expected
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    groups = trainer.optimizer.param_groups
+    assert [{id(p) for p in g["params"]} <= embeddings for g in groups] == [False, False, True]  # embeddings last
+    assert {id(p) for p in groups[2]["params"]} == embeddings
+    assert [group["lr"] for group in groups] == [0.0, 0.0, 0.0]  # warm-up starts at 0
+    # the weight-decay groups of Trainer.create_optimizer, the embeddings (which decay) split off into their own
+    plain_groups, split = group_names(plain, plain.create_optimizer()), group_names(trainer, trainer.optimizer)
+    names = {name for name, p in model.named_parameters() if id(p) in embeddings}
+    assert split == [(plain_groups[0][0] - names, 0.01), plain_groups[1], (names, 0.01)]
+    for _ in range(4):  # LambdaLR scales each group's own initial rate: warm-up and decay keep the ratio
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+        low, _, high = (group["lr"] for group in groups)
+        assert low > 0 and high == pytest.approx(100 * low) and groups[1]["lr"] == low
+        assert trainer._get_learning_rate() == low  # the logged rate is the base rate
+
+
+def test_with_sgd_one_step_moves_the_embeddings_the_multiplier_times_as_far(tmp_path):
+    trainer = multiplier_trainer(tmp_path, "char_ngram", embedding_update_multiplier=100.0, optim="sgd",
+                                 weight_decay=0.0)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    model = trainer.model
+    embedding = model.get_input_embeddings()
+    watched = {"word": embedding.weight, "ngram": embedding.ngram_embeddings.weight,
+               "ngram_dense": embedding.ngram_dense.weight,
+               "position": model.encoder.embeddings.position_embeddings.weight}
+    before = {name: p.detach().clone() for name, p in watched.items()}
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    trainer.optimizer.step()
+    moved = {name: (before[name] - p.detach()).mean().item() for name, p in watched.items()}
+    lr = trainer.lr_scheduler.get_last_lr()[0]
+    assert moved["word"] == pytest.approx(100 * lr) and moved["ngram"] == pytest.approx(100 * lr)
+    assert moved["ngram_dense"] == pytest.approx(lr) and moved["position"] == pytest.approx(lr)
+
+
+def test_the_default_multiplier_keeps_the_trainers_groups_and_a_checkpoints_optimizer_state_loads(tmp_path):
+    plain, reference = multiplier_trainer(tmp_path), multiplier_trainer(tmp_path)
+    assert plain.args.embedding_update_multiplier == 1.0
+    groups = group_names(plain, plain.create_optimizer())
+    assert groups == group_names(reference, Trainer.create_optimizer(reference)) and len(groups) == 2
+    assert [g["lr"] for g in plain.optimizer.param_groups] == [1e-3, 1e-3]
+    trainer = multiplier_trainer(tmp_path, embedding_update_multiplier=100.0)  # resume: the same groups again
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    for p in trainer.model.parameters():
+        p.grad = torch.ones_like(p)
+    trainer.optimizer.step()
+    trainer.lr_scheduler.step()
+    resumed = multiplier_trainer(tmp_path, embedding_update_multiplier=100.0)
+    resumed.create_optimizer_and_scheduler(num_training_steps=10)
+    resumed.optimizer.load_state_dict(trainer.optimizer.state_dict())
+    resumed.lr_scheduler.load_state_dict(trainer.lr_scheduler.state_dict())
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == [g["lr"] for g in trainer.optimizer.param_groups]
+    assert len(resumed.optimizer.state) == sum(len(names) for names, _ in groups)  # every parameter's moments
+
+
+@pytest.mark.parametrize("multiplier", [0.0, -100.0, float("nan")])
+def test_a_multiplier_that_is_not_positive_is_refused(tmp_path, multiplier):
+    with pytest.raises(ValueError, match=rf"embedding_update_multiplier={multiplier}: use a factor > 0"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                   embedding_update_multiplier=multiplier)
+
+
+def test_a_multiplier_the_optimizer_cannot_apply_is_refused(tmp_path):
+    trainer = multiplier_trainer(tmp_path, embedding_update_multiplier=100.0)
+    trainer.model.get_input_embeddings().weight.requires_grad_(False)
+    with pytest.raises(ValueError, match="embedding_update_multiplier=100.0: the optimizer does not train all"):
+        trainer.create_optimizer()
+    model = trainer.model
+    with pytest.raises(ValueError, match="with your own optimizer, give the embeddings their learning rate"):
+        MultiTaskTrainer(model=model, args=trainer.args, train_dataset=trainer.train_dataset,
+                         data_collator=TaskCollator({}), optimizers=(torch.optim.SGD(model.parameters(), lr=1.0), None))
 
 
 @pytest.mark.slow

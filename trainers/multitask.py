@@ -14,8 +14,11 @@ import zlib
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 from transformers import Trainer
+
+from modeling_ems.modeling_dual_encoder import WordAndCharNgramEmbedding
 
 from .ems_trainer import PairTrainingArguments
 from .evaluation.training import SuiteEvaluationMixin
@@ -149,6 +152,30 @@ class MultiTaskTrainingArguments(PairTrainingArguments):
     ddp_find_unused_parameters: bool | None = field(
         default=True, metadata={"help": "A step trains one task's head: the other heads get no gradient."}
     )
+    embedding_update_multiplier: float = field(
+        default=1.0, metadata={"help": (
+            "Factor on the updates of the word and character n-gram embeddings (sec. 3.2: the paper multiplies "
+            "their gradient updates by 100 against vanishing gradients, with SGD). Applied to their learning rate: "
+            "under SGD that is the paper's multiplier, and Adam(W), which normalises the gradient's scale away, "
+            "would ignore a gradient multiplier. 1: no change.")}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.embedding_update_multiplier > 0:
+            raise ValueError(f"embedding_update_multiplier={self.embedding_update_multiplier}: use a factor > 0 "
+                             "(1: the base learning rate; the paper: 100).")
+
+
+def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters sec. 3.2's update multiplier applies to: the word embeddings (`model.get_input_embeddings()`)
+    and, for `input_type="char_ngram"`, the character n-gram embeddings, found by module rather than by name. The
+    n-gram projection and the position embeddings keep the base rate."""
+    embedding = model.get_input_embeddings()
+    parameters = [embedding.weight]
+    if isinstance(embedding, WordAndCharNgramEmbedding):
+        parameters.append(embedding.ngram_embeddings.weight)
+    return parameters
 
 
 class MultiTaskTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
@@ -165,8 +192,36 @@ class MultiTaskTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
             raise ValueError("MultiTaskTrainer trains on TaskDatasets({task: dataset, ...}).")
         model = self.accelerator.unwrap_model(self.model)
         model.config.check_tasks(self.train_dataset.tasks)
+        if self.args.embedding_update_multiplier != 1.0 and self.optimizer is not None:
+            raise ValueError(f"embedding_update_multiplier={self.args.embedding_update_multiplier} splits the "
+                             "optimizer groups the Trainer builds; with your own optimizer, give the embeddings "
+                             "their learning rate in it and leave the multiplier at 1.")
         self.task_batch_sizes = {task: (task_batch_sizes or {}).get(task, self.args.per_device_train_batch_size)
                                  for task in self.train_dataset.tasks}
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """`Trainer.create_optimizer` (its weight-decay groups and optimizer), then with
+        `embedding_update_multiplier` != 1 each group split into its `embedding_parameters` and the rest, the
+        embeddings' part at the multiplier times the group's learning rate (sec. 3.2). The scheduler scales each
+        group's own initial rate, so the ratio holds through warm-up and decay; the split is the same at every
+        start, so a checkpoint's optimizer state loads on resume. The embedding groups come last: the logged
+        `learning_rate` (the first group's) stays the base rate."""
+        created = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        multiplier = self.args.embedding_update_multiplier
+        if created and multiplier != 1.0:
+            opt_model = self.accelerator.unwrap_model(self.model if model is None else model)
+            embeddings = {id(p) for p in embedding_parameters(opt_model)}
+            if {id(p) for group in optimizer.param_groups for p in group["params"]} & embeddings != embeddings:
+                raise ValueError(f"embedding_update_multiplier={multiplier}: the optimizer does not train all the "
+                                 "embeddings (frozen, or flattened by FSDP); train them or leave the multiplier at 1.")
+            groups, optimizer.param_groups = optimizer.param_groups, []
+            for is_embedding, factor in ((False, 1.0), (True, multiplier)):
+                for group in groups:
+                    params = [p for p in group["params"] if (id(p) in embeddings) == is_embedding]
+                    if params:
+                        optimizer.add_param_group({**group, "params": params, "lr": group["lr"] * factor})  # sec. 3.2
+        return optimizer
 
     def task_sampler(self) -> TaskCycleBatchSampler:
         return TaskCycleBatchSampler(self.train_dataset.sizes(), self.task_batch_sizes,
