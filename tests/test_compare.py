@@ -27,6 +27,7 @@ from trainers.compare import (
     update_card_comparison,
 )
 from trainers.cards import replace_card_section
+from trainers.evaluation.eigen import EigenSimilarityEvaluator
 from trainers.evaluation.retrieval import TFIDF_OPTIONS, TfidfPool, retrieval_by_language
 from trainers.evaluation.suite import load_suite, run_suite
 from trainers.loading import load_embedder
@@ -317,3 +318,57 @@ def test_a_model_naming_no_languages_averages_the_same_pairs_as_the_others(two_m
     assert comparison["models"]["b"]["languages"] == comparison["models"]["a"]["languages"]
     assert set(comparison["models"]["b"]["results"]) == set(comparison["models"]["a"]["results"])
     assert "outdomain_en-xx" not in comparison["models"]["b"]["results"]
+
+
+def test_eigen_similarity_is_bolded_at_its_minimum_and_tabled_per_language():
+    """Eigen-similarity is lower-is-better: the main row and its per-language table bold the lowest value, while a
+    retrieval row of the same comparison still bolds the highest; the retrieval plot leaves eigen-similarity out."""
+    def model(kind, p_at_1, eigen):
+        results = {"dev_en-de": {"task": "retrieval", "suite_task": "dev", "metrics": {"p@1": p_at_1}}}
+        results.update({f"eigen_en-{code}": {"task": "eigen", "suite_task": "eigen",
+                                             "metrics": {"eigen_similarity": value}} for code, value in eigen.items()})
+        return {"model": kind, "kind": kind, "languages": None, "error": None, "results": results}
+
+    comparison = {"suite": "s.yaml", "tasks": {"dev": "retrieval", "eigen": "eigen"}, "models": {
+        "m": model("model", 0.5, {"de": 0.5, "fr": 0.4}),
+        "n": model("model", 0.75, {"de": 0.2, "fr": 0.6}),
+        "t": model("tfidf", 0.25, {"de": 0.9, "fr": 1.0})}}
+    assert compare_module.best_of("eigen_similarity") is min and compare_module.best_of("p@1") is max
+    markdown = compare_module.comparison_markdown(comparison, plot=None)
+    rows = {(row[0], row[1]): row[2:] for row in table_rows(markdown)[1:]}
+    assert rows[("eigen", "eigen_similarity, mean of 2 pairs")] == ["0.450", "**0.400**", "0.950"]
+    assert rows[("dev", "p@1, mean of 1 pair")] == ["0.500", "**0.750**", "0.250"]
+    assert "## Eigen-similarity `eigen` per language pair (lower is better)" in markdown
+    eigen_table = markdown[markdown.index("## Eigen-similarity"):]
+    per_language = {row[0]: row[1:] for row in table_rows(eigen_table, "| pair |")[1:]}
+    assert per_language == {"en-de": ["0.500", "**0.200**", "0.900"], "en-fr": ["**0.400**", "0.600", "1.000"],
+                            "mean of 2 pairs": ["0.450", "**0.400**", "0.950"]}
+    assert "the lowest for eigen_similarity" in markdown
+    assert list(compare_module.language_rows(comparison, "retrieval")) == ["dev"]  # what the plot shows
+
+
+def test_tfidf_scores_eigen_similarity_fitted_on_both_sides_of_the_pairs(tmp_path, heldout_pairs):
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for code in ("de", "fr"):
+        rows = [r for r in heldout_pairs if r["tgt_lang"] == code][:25]
+        (folder / f"{code}.tsv").write_text("en\ttext\n" + "".join(f"{r['src']}\t{r['tgt']}\n" for r in rows))
+    english = [r["src"] for r in heldout_pairs if r["tgt_lang"] == "de"]
+    similarity = tmp_path / "sim.tsv"
+    similarity.write_text("text1\ttext2\tscore\tlang1\tlang2\n" + "".join(
+        f"{english[i]}\t{english[i + 1]}\t{i % 5}\ten\ten\n" for i in range(12)))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"tasks:\n  eigen: {{type: eigen, pairs_dir: {folder}, languages: all, sample_size: 5,"
+                     f" num_samples: 40}}\n  sim: {{type: similarity, path: {similarity}}}\n")
+    comparison = compare_models(["tfidf"], suite, tmp_path / "out")
+    results = comparison["models"]["tfidf"]["results"]
+    assert results["sim"]["not_applicable"] == compare_module.NOT_APPLICABLE
+    for evaluator in load_suite(suite, None)[:2]:
+        expected = evaluator(TfidfPool(evaluator.texts_a + evaluator.texts_b))[f"{evaluator.name}_eigen_similarity"]
+        assert isinstance(evaluator, EigenSimilarityEvaluator)
+        assert results[evaluator.name] == {"task": "eigen", "suite_task": "eigen",
+                                           "metrics": {"eigen_similarity": expected}}
+    rows = {(row[0], row[1]): row[2:] for row in table_rows((tmp_path / "out" / "comparison.md").read_text())[1:]}
+    assert rows[("sim", "—")] == ["n/a"]
+    assert re.fullmatch(r"\d+\.\d{3}", rows[("eigen", "eigen_similarity, mean of 2 pairs")][0])
+    assert not (tmp_path / "out" / RETRIEVAL_PLOT).exists()  # no retrieval task: no plot

@@ -1,3 +1,4 @@
+import gzip
 import json
 import subprocess
 import sys
@@ -7,11 +8,14 @@ import pytest
 from huggingface_hub import ModelCard
 
 from trainers.cards import update_card_results
+from trainers.data import DEFAULT_HELDOUT, DEFAULT_TRAIN
+from trainers.evaluation.common import read_tsv
+from trainers.evaluation.eigen import EigenSimilarityEvaluator
 from trainers.evaluation.retrieval import RetrievalEvaluator
-from trainers.evaluation.suite import flat_metrics, load_suite, run_suite
+from trainers.evaluation.suite import TASK_SETTINGS, flat_metrics, load_suite, run_suite
 from trainers.loading import load_embedder, load_encoder
 
-from .conftest import SHARED_DATA, requires_shared
+from .conftest import SHARED_DATA, read_pairs, requires_shared
 from .test_cards import fake_results, write_ems_card
 
 
@@ -233,3 +237,80 @@ def test_folders_that_are_not_encoders_are_rejected(tmp_path, saved_model):
         load_encoder(folder)
     with pytest.raises(ValueError, match="not a sentence-transformers folder"):
         load_embedder(empty, backend="sentence-transformers")
+
+
+def test_eigen_task_builds_one_evaluator_per_language_on_english_against_its_translations(tmp_path, dev_dir):
+    suite = tmp_path / "eigen.yaml"
+    suite.write_text(f"tasks:\n  eigen: {{type: eigen, pairs_dir: {dev_dir}, languages: model, sample_size: 5,"
+                     " num_samples: 20, seed: 3, limit: 30}\n")
+    evaluators = load_suite(suite, ["de", "en", "fr"])  # English is never paired with itself; xx is no model language
+    assert [e.name for e in evaluators] == ["eigen_en-de", "eigen_en-fr"]
+    for evaluator, code in zip(evaluators, ("de", "fr")):
+        table = read_tsv(dev_dir / f"{code}.tsv", ("en", "text"), limit=30)
+        assert isinstance(evaluator, EigenSimilarityEvaluator) and evaluator.suite_task == "eigen"
+        assert (evaluator.texts_a, evaluator.texts_b) == (table["en"], table["text"])
+        assert (evaluator.sample_size, evaluator.num_samples, evaluator.seed) == (5, 20, 3)
+    results = run_suite(evaluators, random_embed)
+    direct = EigenSimilarityEvaluator(evaluators[0].texts_a, evaluators[0].texts_b, sample_size=5, num_samples=20,
+                                      seed=3, name="direct")(random_embed)
+    assert results["eigen_en-de"] == {"task": "eigen", "suite_task": "eigen",
+                                      "metrics": {"eigen_similarity": direct["direct_eigen_similarity"]}}
+    assert "eigen_average_eigen_similarity" in flat_metrics(results)
+    # languages chosen as for retrieval: a model naming none gets every language of the data, and a note says so
+    for evaluator in load_suite(suite, None):
+        assert evaluator.note.startswith("languages: model, but the model names no languages")
+    shipped = tmp_path / "shipped.yaml"
+    shipped.write_text("tasks:\n  heldout: {type: eigen, pairs_file: default/heldout.jsonl.gz, languages: [ja]}\n")
+    (evaluator,) = load_suite(shipped)
+    expected = read_pairs(DEFAULT_HELDOUT, ["ja"])
+    assert (evaluator.texts_a, evaluator.texts_b) == ([r["src"] for r in expected], [r["tgt"] for r in expected])
+    assert (evaluator.name, evaluator.sample_size, evaluator.num_samples, evaluator.note) == ("heldout_en-ja", 10,
+                                                                                             1000, None)
+
+
+def test_bad_eigen_tasks_are_clear_errors(tmp_path, dev_dir):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"tasks:\n  x: {{type: eigen, pairs_dir: {dev_dir}, precision_at: [1]}}\n")
+    with pytest.raises(ValueError, match=r"task 'x' \(eigen\) has unknown settings \['precision_at'\]; eigen tasks "
+                                         r"take \['pairs_file', 'pairs_dir', 'languages', 'limit', 'sample_size'"):
+        load_suite(bad)
+    bad.write_text(f"tasks:\n  x: {{type: eigen, pairs_dir: {dev_dir}, sample_size: 50}}\n")  # 40 pairs a language
+    with pytest.raises(ValueError, match=r"task 'x' \(eigen\): sample_size is 50 with 40 translation pairs"):
+        load_suite(bad)
+    bad.write_text(f"tasks:\n  x: {{type: eigen, pairs_dir: {dev_dir}, num_samples: 0}}\n")
+    with pytest.raises(ValueError, match=r"task 'x' \(eigen\): num_samples is 0"):
+        load_suite(bad)
+    bad.write_text(f"tasks:\n  x: {{type: eigen, pairs_dir: {dev_dir}, languages: [qq]}}\n")
+    with pytest.raises(ValueError, match=r"has no pairs for \['qq'\]"):
+        load_suite(bad)
+    bad.write_text(f"tasks:\n  x: {{type: eigen, pairs_dir: {dev_dir}, pairs_file: {dev_dir}/de.tsv}}\n")
+    with pytest.raises(ValueError, match="set exactly one of pairs_file"):
+        load_suite(bad)
+    assert set(TASK_SETTINGS["eigen"]) == {"pairs_file", "pairs_dir", "languages", "limit", "sample_size",
+                                           "num_samples", "seed"}
+
+
+@requires_shared
+def test_shipped_multitask_suite_builds_every_task_of_the_paper_comparison():
+    with gzip.open(DEFAULT_TRAIN, "rt", encoding="utf-8") as handle:
+        corpus = sorted({json.loads(line)["tgt_lang"] for line in handle})  # a default-corpus model's languages
+    evaluators = load_suite("configs/eval_multitask.yaml", ["en", *corpus])  # shipped suite, found by name
+    by_task = {}
+    for evaluator in evaluators:
+        by_task.setdefault(evaluator.suite_task, []).append(evaluator)
+    assert list(by_task) == ["heldout", "debian", "dev", "dev_k999", "simlex999", "wordsim353", "men", "semeval17",
+                             "lee50", "topics", "eigen"]
+    assert len(by_task["heldout"]) == 24 and [e.name for e in by_task["debian"]] == ["debian_en-de", "debian_en-fr"]
+    model_pairs = [f"en-{code}" for code in corpus]
+    assert [e.name.removeprefix("dev_") for e in by_task["dev"]] == model_pairs
+    assert [e.name.removeprefix("eigen_") for e in by_task["eigen"]] == model_pairs
+    assert {(e.sample_size, e.num_samples) for e in by_task["eigen"]} == {(10, 300)}
+    assert max(len(e.texts_a) for e in by_task["eigen"]) == 500
+    # P@1 against K = 999 distractors on exactly the corpus's languages with at least 1000 dev pairs
+    dev = SHARED_DATA / "parallel" / "dev"
+    large = [code for code in corpus if len(read_tsv(dev / f"{code}.tsv", ("en",))["en"]) >= 1000]
+    assert [e.name for e in by_task["dev_k999"]] == [f"dev_k999_en-{code}" for code in large]
+    assert all((e.precision_at, e.num_distractors) == ([1], 999) for e in by_task["dev_k999"])
+    assert list(by_task["topics"][0].tests) == ["de", "fr"]
+    metrics = run_suite(by_task["eigen"][:1], random_embed)[by_task["eigen"][0].name]["metrics"]
+    assert list(metrics) == ["eigen_similarity"] and metrics["eigen_similarity"] > 0

