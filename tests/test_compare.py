@@ -204,11 +204,14 @@ def test_replace_card_section_appends_once_and_keeps_what_follows():
     assert middle == "## Comparison\nnew\n\n## B\nb\n"
 
 
-def test_model_specs(tmp_path, saved_model):
+def test_model_specs(tmp_path, saved_model, monkeypatch):
     folder, _, _ = saved_model
     assert parse_model_spec(str(folder)).name == folder.name
     mine = parse_model_spec(f"mine={folder}")
     assert (mine.name, mine.kind, mine.model, mine.source) == ("mine", "model", str(folder), folder.name)
+    (tmp_path / "runs" / "lora").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # a relative folder is described as typed, an absolute one by its name only
+    assert parse_model_spec("EMA=runs/lora").source == "runs/lora"
     tfidf = parse_model_spec("tfidf")
     assert (tfidf.name, tfidf.kind, tfidf.model) == ("tfidf", "tfidf", None)
     assert parse_model_spec("baseline=TFIDF").name == "baseline"

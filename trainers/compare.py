@@ -33,6 +33,7 @@ from .cards import replace_card_section
 from .config import find_config, read_yaml
 from .evaluation.eigen import EigenSimilarityEvaluator
 from .evaluation.retrieval import RetrievalEvaluator, TfidfPool, tfidf_embedder
+from .evaluation.suite import EVALUATOR_TASKS, load_suite, run_one, run_suite
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "comparison.md"
@@ -112,8 +113,9 @@ def parse_model_spec(value: str) -> ModelSpec:
     if target.lower() == MINILM:
         return ModelSpec(name or MINILM_NAME, "model", str(minilm_folder()), source=MINILM_HUB_ID)
     path = Path(target).expanduser()
-    if path.is_dir():
-        return ModelSpec(name or path.resolve().name, "model", str(path), source=path.resolve().name)
+    if path.is_dir():  # described as typed, unless absolute: a card shows no path of the author's machine
+        source = path.resolve().name if path.is_absolute() else target
+        return ModelSpec(name or path.resolve().name, "model", str(path), source=source)
     local = path.is_absolute() or target.startswith((".", "~")) or path.exists() or (
         path.parent != Path(".") and path.parent.is_dir())
     if local or not _HUB_ID.match(target):
@@ -162,31 +164,31 @@ def _tfidf_on_pairs(evaluator: EigenSimilarityEvaluator) -> TfidfPool:
     return TfidfPool(evaluator.texts_a + evaluator.texts_b)
 
 
-# The evaluators TF-IDF scores: their task type and the TF-IDF embedding function fitted on what they embed.
-_TFIDF_EVALUATORS = {RetrievalEvaluator: ("retrieval", tfidf_embedder),
-                     EigenSimilarityEvaluator: ("eigen", _tfidf_on_pairs)}
-TFIDF_TASKS = tuple(kind for kind, _ in _TFIDF_EVALUATORS.values())
+# The evaluators TF-IDF scores, each with the TF-IDF embedding function fitted on what it embeds.
+_TFIDF_EMBEDDERS = {RetrievalEvaluator: tfidf_embedder, EigenSimilarityEvaluator: _tfidf_on_pairs}
+TFIDF_TASKS = tuple(EVALUATOR_TASKS[evaluator_class] for evaluator_class in _TFIDF_EMBEDDERS)
 
 
 def _evaluate_tfidf(evaluators: list, tasks: dict[str, str]) -> dict[str, dict]:
-    """Run-suite-shaped results of TF-IDF: the evaluators of `_TFIDF_EVALUATORS` scored by themselves with TF-IDF
-    fitted on their texts, the others not applicable."""
+    """Run-suite-shaped results of TF-IDF: the evaluators of `_TFIDF_EMBEDDERS` scored by themselves (`run_one`,
+    as `run_suite` scores a model) with TF-IDF fitted on their texts, the others not applicable."""
     results = {}
     for evaluator in tqdm(evaluators, desc=TFIDF, unit="task", leave=False):
         task = task_of(evaluator.name, list(tasks), getattr(evaluator, "suite_task", None))[0]
         entry = {"task": tasks.get(task, "other"), "suite_task": task}
         if getattr(evaluator, "note", None):
             entry["note"] = evaluator.note
-        if type(evaluator) not in _TFIDF_EVALUATORS:
+        embedder = _TFIDF_EMBEDDERS.get(type(evaluator))
+        if embedder is None:
             results[evaluator.name] = {**entry, "not_applicable": NOT_APPLICABLE}
             continue
-        kind, embedder = _TFIDF_EVALUATORS[type(evaluator)]
+        entry["task"] = EVALUATOR_TASKS[type(evaluator)]
         try:
-            prefix = f"{evaluator.name}_"
-            metrics = {key.removeprefix(prefix): float(value) for key, value in evaluator(embedder(evaluator)).items()}
-            results[evaluator.name] = {**entry, "task": kind, "metrics": metrics}
+            embed = embedder(evaluator)
         except Exception as error:  # one task's failure is reported in its row, the others still run
-            results[evaluator.name] = {**entry, "task": kind, "error": _error(error)}
+            results[evaluator.name] = {**entry, "error": _error(error)}
+            continue
+        results[evaluator.name] = {**entry, **run_one(evaluator, embed)}
     return results
 
 
@@ -207,7 +209,6 @@ def compare_models(
     "tasks": {task: type}, "models": {name: {"model", "kind", "languages", "error", "results"}}}`, where `results`
     is `run_suite`'s `{evaluator: {"task", "metrics"}}` (TF-IDF: `not_applicable` outside `TFIDF_TASKS`).
     Bad input (an unknown model, repeated names, a missing suite) raises before anything runs."""
-    from .evaluation.suite import load_suite, run_suite
     from .loading import load_embedder, model_languages, resolve_model
 
     specs = parse_model_specs(models)

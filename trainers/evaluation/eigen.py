@@ -68,7 +68,10 @@ class EigenSimilarityEvaluator:
         sample_size: int = 10,
         num_samples: int = 1000,
         seed: int = 0,
+        note: str | None = None,
     ):
+        """`note` says how the evaluator was set up where a reader of the results needs it (as
+        `RetrievalEvaluator`'s); `run_suite` reports it beside the metrics."""
         if len(texts_a) != len(texts_b):
             raise ValueError(
                 f"texts_a has {len(texts_a)} texts and texts_b {len(texts_b)}: pass parallel lists, "
@@ -77,6 +80,7 @@ class EigenSimilarityEvaluator:
         check_sampling(len(texts_a), sample_size, num_samples)
         self.texts_a, self.texts_b = list(texts_a), list(texts_b)
         self.name, self.sample_size, self.num_samples, self.seed = name, sample_size, num_samples, seed
+        self.note = note
 
     def __call__(self, embed: EmbedFn) -> dict[str, float]:
         embeddings_a, embeddings_b = embed_distinct(embed, {"texts_a": self.texts_a, "texts_b": self.texts_b},

@@ -106,12 +106,8 @@ def _eigen(name: str, task: dict, languages: list[str] | None) -> list:
     embedding space against the translation side's (multi-task paper sec. 5, eq. 3; lower is more similar)."""
     pairs, note = _chosen_pairs(name, task, languages)
     options = {option: task[option] for option in _EIGEN_OPTIONS if option in task}
-    evaluators = []
-    for code, (english, translations) in pairs.items():
-        evaluator = EigenSimilarityEvaluator(english, translations, name=f"{name}_en-{code}", **options)
-        evaluator.note = note  # reported by `run_suite` beside the metrics, as a retrieval evaluator's
-        evaluators.append(evaluator)
-    return evaluators
+    return [EigenSimilarityEvaluator(english, translations, name=f"{name}_en-{code}", note=note, **options)
+            for code, (english, translations) in pairs.items()]
 
 
 def _similarity(name: str, task: dict, languages: list[str] | None) -> list:
@@ -185,12 +181,12 @@ def load_suite(path: str | Path, languages: list[str] | None = None) -> list:
     return evaluators
 
 
-_TASK_OF = {RetrievalEvaluator: "retrieval", SimilarityEvaluator: "similarity",
-            ZeroShotClassificationEvaluator: "classification", BitextMiningEvaluator: "mining",
-            EigenSimilarityEvaluator: "eigen"}
+EVALUATOR_TASKS = {RetrievalEvaluator: "retrieval", SimilarityEvaluator: "similarity",
+                   ZeroShotClassificationEvaluator: "classification", BitextMiningEvaluator: "mining",
+                   EigenSimilarityEvaluator: "eigen"}
 
 
-def _run_one(evaluator, embed: EmbedFn) -> dict:
+def run_one(evaluator, embed: EmbedFn) -> dict:
     """`{"metrics": ...}` of one evaluator, or `{"error": "Type: message"}` when it raises or measures a
     non-finite value."""
     try:
@@ -228,11 +224,11 @@ def run_suite(
         output.parent.mkdir(parents=True, exist_ok=True)
     results = {}
     for index, evaluator in enumerate(tqdm(evaluators, desc="evaluating")):
-        entry = {"task": _TASK_OF.get(type(evaluator), "other"),
+        entry = {"task": EVALUATOR_TASKS.get(type(evaluator), "other"),
                  "suite_task": getattr(evaluator, "suite_task", evaluator.name)}
         if getattr(evaluator, "note", None):
             entry["note"] = evaluator.note
-        results[evaluator.name] = {**entry, **_run_one(evaluator, embed)}
+        results[evaluator.name] = {**entry, **run_one(evaluator, embed)}
         if output is not None:
             pending = [later.name for later in evaluators[index + 1:]]
             _write_json(output, {**(metadata or {}), "results": results, "pending": pending})
