@@ -201,6 +201,16 @@ def test_retrieval_by_language_keeps_its_keys():
     assert results["en-de"]["size"] == 3 and 0 <= results["average"]["p@1"] <= 1
 
 
+def test_retrieval_by_language_shows_progress_when_labelled(capsys):
+    pairs = [{"src": src, "tgt": tgt, "src_lang": "en", "tgt_lang": lang}
+             for src, tgt, lang in [("one", "eins", "de"), ("two", "zwei", "de"), ("one", "un", "fr"), ("two", "deux", "fr")]]
+    retrieval_by_language(pairs)
+    assert "heldout" not in capsys.readouterr().err
+    retrieval_by_language(pairs, progress="heldout: TF-IDF")
+    shown = capsys.readouterr().err
+    assert "heldout: TF-IDF" in shown and "2/2" in shown  # one step per language pair
+
+
 class VectorModel:
     """What sentence-transformers' `TranslationEvaluator` calls on a model, over fixed vectors, so that it and this
     package's protocols score the very same embeddings."""

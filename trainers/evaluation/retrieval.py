@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
+from tqdm.auto import tqdm
 
 from ..metrics import load_metric
 from .common import EmbedFn, checked_texts, embed_distinct, l2_normalize
@@ -257,11 +258,13 @@ def tfidf_embedder(evaluator: RetrievalEvaluator) -> TfidfPool:
     return TfidfPool(evaluator.sources + evaluator.targets + list(getattr(evaluator, "pool", None) or []))
 
 
-def retrieval_by_language(pairs, embed: EmbedFn | None = None) -> dict[str, dict[str, float]]:
+def retrieval_by_language(pairs, embed: EmbedFn | None = None, progress: str | None = None
+                          ) -> dict[str, dict[str, float]]:
     """Tatoeba P@1 per language pair of a pair dataset (`src, tgt, src_lang, tgt_lang`), each pair's pool its own
     rows, plus `"average"` over the language pairs: `RetrievalEvaluator` on each language pair, with `embed`, or with
     the char 2-4-gram TF-IDF baseline fitted on that pool when `embed` is None. Keys are `src_lang-tgt_lang`; `p@1`
-    is the mean of both directions, hits judged by text."""
+    is the mean of both directions, hits judged by text. `progress`: the label of a progress bar over the language
+    pairs (none when None)."""
     groups = defaultdict(lambda: ([], []))
     for row in pairs:
         sources, targets = groups[f"{row['src_lang']}-{row['tgt_lang']}"]
@@ -270,7 +273,7 @@ def retrieval_by_language(pairs, embed: EmbedFn | None = None) -> dict[str, dict
     if not groups:
         raise ValueError("No pairs to evaluate retrieval on.")
     results = {}
-    for name in sorted(groups):
+    for name in tqdm(sorted(groups), desc=progress, disable=progress is None):
         evaluator = RetrievalEvaluator(*groups[name], name=name)
         metrics = evaluator(embed if embed is not None else tfidf_embedder(evaluator))
         results[name] = {key.removeprefix(f"{name}_"): value for key, value in metrics.items()}

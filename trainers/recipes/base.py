@@ -189,7 +189,8 @@ class Recipe:
         `{set name: {"model": ..., "tfidf_baseline": ...}}`."""
         embed = lambda texts: encode(model, tokenizer, texts, batch_size=128)  # noqa: E731
         return {
-            name: {"model": retrieval_by_language(pairs, embed), "tfidf_baseline": retrieval_by_language(pairs)}
+            name: {"model": retrieval_by_language(pairs, embed, progress=f"{name}: model"),
+                   "tfidf_baseline": retrieval_by_language(pairs, progress=f"{name}: TF-IDF")}
             for name, pairs in evaluation.items()
         }
 

@@ -273,7 +273,8 @@ class EMAAlignmentRecipe(Recipe):
         (`similarity`), as the student embeds (its pooling and truncation; a Normalize module changes no cosine)."""
         embed = lambda texts: encode(model, tokenizer, texts, batch_size=128,  # noqa: E731
                                      max_length=self.student.max_seq_length, pooling=self.student.pooling)
-        results = {name: retrieval_by_language(pairs, embed) for name, pairs in evaluation.items()}
+        results = {name: retrieval_by_language(pairs, embed, progress=f"{stage}, {name}")
+                   for name, pairs in evaluation.items()}
         results["similarity"] = {key: value for evaluator in self.similarity_sets
                                  for key, value in evaluator(embed).items()}
         logger.warning("%s: average P@1 %s, Spearman %s", stage,
@@ -344,7 +345,8 @@ class EMAAlignmentRecipe(Recipe):
         if self.after_stage1 is not None:
             stages["after_stage1"] = self.after_stage1
         results = {name: {**{stage: measured[name] for stage, measured in stages.items()},
-                          "tfidf_baseline": retrieval_by_language(pairs)} for name, pairs in evaluation.items()}
+                          "tfidf_baseline": retrieval_by_language(pairs, progress=f"{name}: TF-IDF")}
+                   for name, pairs in evaluation.items()}
         if self.similarity_sets:  # keyed by stage; "after_training", not "model", which marks a retrieval set
             results["similarity"] = {("after_training" if stage == "model" else stage): measured["similarity"]
                                      for stage, measured in stages.items()}
