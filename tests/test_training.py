@@ -67,6 +67,7 @@ def test_tiny_training_run_learns_retrieval_and_resumes(tmp_path, small_pairs, h
     steps = [entry["step"] for entry in history if "loss" in entry]
     assert steps == sorted(set(steps)) and steps[0] == 20 and steps[-1] == 300
     assert results["training"]["global_step"] == 300
+    assert results["training"]["processes"] == 1 and results["training"]["bf16_autocast"] is False  # no bf16 set
 
     def mean_of(key, part):
         values = [entry[key] for entry in history if key in entry]

@@ -272,7 +272,8 @@ def run_recipe(run_config: RunConfig, output_dir: str | Path, resume: bool = Tru
     results["data"] = recipe.data_report
     results["training"] = {"train_examples": len(train), "global_step": train_output.global_step,
                            "train_runtime_s": round(train_output.metrics["train_runtime"], 1),
-                           "train_loss": round(train_output.training_loss, 4)}
+                           "train_loss": round(train_output.training_loss, 4),
+                           "bf16_autocast": bool(args.bf16), "processes": args.world_size}  # `bf16: auto` as resolved
     (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
     recipe.card(trainer.model, results)
     if push_to_hub:
