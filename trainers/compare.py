@@ -33,7 +33,7 @@ from .cards import replace_card_section
 from .config import find_config, read_yaml
 from .evaluation.eigen import EigenSimilarityEvaluator
 from .evaluation.retrieval import RetrievalEvaluator, TfidfPool, tfidf_embedder
-from .evaluation.suite import EVALUATOR_TASKS, load_suite, run_one, run_suite
+from .evaluation.suite import EVALUATOR_TASKS, load_suite, result_entry, run_one, run_suite
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "comparison.md"
@@ -169,20 +169,16 @@ _TFIDF_EMBEDDERS = {RetrievalEvaluator: tfidf_embedder, EigenSimilarityEvaluator
 TFIDF_TASKS = tuple(EVALUATOR_TASKS[evaluator_class] for evaluator_class in _TFIDF_EMBEDDERS)
 
 
-def _evaluate_tfidf(evaluators: list, tasks: dict[str, str]) -> dict[str, dict]:
+def _evaluate_tfidf(evaluators: list) -> dict[str, dict]:
     """Run-suite-shaped results of TF-IDF: the evaluators of `_TFIDF_EMBEDDERS` scored by themselves (`run_one`,
     as `run_suite` scores a model) with TF-IDF fitted on their texts, the others not applicable."""
     results = {}
     for evaluator in tqdm(evaluators, desc=TFIDF, unit="task", leave=False):
-        task = task_of(evaluator.name, list(tasks), getattr(evaluator, "suite_task", None))[0]
-        entry = {"task": tasks.get(task, "other"), "suite_task": task}
-        if getattr(evaluator, "note", None):
-            entry["note"] = evaluator.note
+        entry = result_entry(evaluator)
         embedder = _TFIDF_EMBEDDERS.get(type(evaluator))
         if embedder is None:
             results[evaluator.name] = {**entry, "not_applicable": NOT_APPLICABLE}
             continue
-        entry["task"] = EVALUATOR_TASKS[type(evaluator)]
         try:
             embed = embedder(evaluator)
         except Exception as error:  # one task's failure is reported in its row, the others still run
@@ -237,7 +233,7 @@ def compare_models(
             if spec.kind == TFIDF:
                 entry["languages"] = fallback
                 evaluators = load_suite(path=suite, languages=entry["languages"])
-                entry["results"] = _evaluate_tfidf(evaluators, tasks)
+                entry["results"] = _evaluate_tfidf(evaluators)
             else:
                 embed, languages = load_embedder(spec.model, **(load_options or {}))
                 entry["languages"] = list(languages) if languages else fallback

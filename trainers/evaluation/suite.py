@@ -186,6 +186,16 @@ EVALUATOR_TASKS = {RetrievalEvaluator: "retrieval", SimilarityEvaluator: "simila
                    EigenSimilarityEvaluator: "eigen"}
 
 
+def result_entry(evaluator) -> dict:
+    """What a `run_suite` entry says of its evaluator besides the outcome: its task type, the suite task it belongs
+    to and its note, where it has one."""
+    entry = {"task": EVALUATOR_TASKS.get(type(evaluator), "other"),
+             "suite_task": getattr(evaluator, "suite_task", evaluator.name)}
+    if getattr(evaluator, "note", None):
+        entry["note"] = evaluator.note
+    return entry
+
+
 def run_one(evaluator, embed: EmbedFn) -> dict:
     """`{"metrics": ...}` of one evaluator, or `{"error": "Type: message"}` when it raises or measures a
     non-finite value."""
@@ -224,11 +234,7 @@ def run_suite(
         output.parent.mkdir(parents=True, exist_ok=True)
     results = {}
     for index, evaluator in enumerate(tqdm(evaluators, desc="evaluating")):
-        entry = {"task": EVALUATOR_TASKS.get(type(evaluator), "other"),
-                 "suite_task": getattr(evaluator, "suite_task", evaluator.name)}
-        if getattr(evaluator, "note", None):
-            entry["note"] = evaluator.note
-        results[evaluator.name] = {**entry, **run_one(evaluator, embed)}
+        results[evaluator.name] = {**result_entry(evaluator), **run_one(evaluator, embed)}
         if output is not None:
             pending = [later.name for later in evaluators[index + 1:]]
             _write_json(output, {**(metadata or {}), "results": results, "pending": pending})
