@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 OUTPUT_DIR ?= runs/ems-default
 
-.PHONY: setup train test
+.PHONY: setup train test lint
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,3 +21,7 @@ train: setup
 
 test: setup
 	$(PYTHON) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(PYTHON) scripts/import_graph.py

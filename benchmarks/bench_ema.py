@@ -32,14 +32,14 @@ import torch
 from peft import LoraConfig
 from transformers import AutoModel, AutoTokenizer
 
-from trainers.collators import PairLayout, ParallelPairCollator
-from trainers.compare import minilm_folder
-from trainers.config import load_run_config
+from trainers.collators import ParallelPairCollator
 from trainers.data import DEFAULT_TRAIN, add_token_lengths, load_parallel_dataset
-from trainers.ema import EMATeacher, add_lora
 from trainers.encoding import sentence_embeddings
-from trainers.loading import resolve_bf16
+from trainers.layout import PairLayout
+from trainers.loading import minilm_folder, resolve_bf16
 from trainers.losses import ema_alignment_loss
+from trainers.recipes import load_run_config
+from trainers.recipes.ema_alignment import EMATeacher, add_lora
 
 SETUPS = ("ema_lora", "ema_full", "plain")
 CONFIG = "configs/ema_minilm.yaml"

@@ -74,7 +74,8 @@ def main():
     if args.matmul_only:
         fp32, bf16 = matmul_flops(torch.float32, 1024, 5), matmul_flops(torch.bfloat16, 1024, 5)
         print(f"{platform.processor() or platform.machine()}, CPU capability "
-              f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, torch {torch.__version__}: "
+              f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
+              f"torch {torch.__version__}: "
               f"matmul 1024^2 fp32 {fp32 / 1e9:.1f} GFLOP/s, bf16 {bf16 / 1e9:.1f} GFLOP/s (bf16 / fp32 "
               f"{bf16 / fp32:.3f}x); native bf16 (what `bf16: auto` uses): {native_bf16()}")
         return

@@ -55,10 +55,8 @@ def main():
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "bench_multitask.json"))
     args = parser.parse_args()
 
-    from trainers.config import load_run_config
-    from trainers.multitask import MultiTaskTrainer, TaskDatasets
-    from trainers.recipes.base import training_arguments
-    from trainers.recipes.multitask import MultiTaskRecipe
+    from trainers.recipes import load_run_config, training_arguments
+    from trainers.recipes.multitask import MultiTaskRecipe, TaskDatasets
 
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="bench_multitask_"))

@@ -13,8 +13,8 @@ import argparse
 import torch
 
 from modeling_ems import EMSConfig, EMSForPreTraining
-from trainers.config import load_run_config
 from trainers.hub import files_to_publish, publishable_folder
+from trainers.recipes import load_run_config
 
 
 def folder_bytes(folder, heads: bool) -> int:
@@ -40,7 +40,8 @@ def main():
               f"{1 - encoder / total:.1%} |")
     bare, full = folder_bytes(args.model, heads=False), folder_bytes(args.model, heads=True)
     print(f"\n| `{args.model}` published | bytes uploaded |\n|---|---:|")
-    print(f"| bare encoder (default) | {bare / 2**20:.2f} MiB |\n| with the heads (`--heads`) | {full / 2**20:.2f} MiB |")
+    print(f"| bare encoder (default) | {bare / 2**20:.2f} MiB |\n"
+          f"| with the heads (`--heads`) | {full / 2**20:.2f} MiB |")
     print(f"| saved by the default | {1 - bare / full:.1%} |")
 
 

@@ -1,8 +1,8 @@
 """Training throughput of the EMS recipe, side by side with the code before the recipe refactor and with
 sentence-transformers' own trainer, on the same encoder and the same batches.
 
-    python benchmarks/bench_recipe.py                       # default: 5 configurations x 3 rounds (~8 min, 2 idle cores)
-    python benchmarks/bench_recipe.py --smoke               # quick check that every configuration runs (~1 min, 2 idle cores)
+    python benchmarks/bench_recipe.py          # default: 5 configurations x 3 rounds (~8 min, 2 idle cores)
+    python benchmarks/bench_recipe.py --smoke  # quick check that every configuration runs (~1 min, 2 idle cores)
     python benchmarks/bench_recipe.py --before_dir /tmp/old --steps 30 --rounds 5
 
 Configurations (each a real `transformers.Trainer.train` run, `trainers/configs/ems_default.yaml` model size):
@@ -142,9 +142,8 @@ def build_after(setup, tokenizer, pairs, name):
     import trainers
 
     check_imported_from(REPO, modeling_ems, trainers)  # this checkout's code
-    from trainers.config import load_run_config
-    from trainers.ems_trainer import EMSTrainer, EMSTrainingArguments
-    from trainers.recipes.ems import EMSRecipe
+    from trainers.recipes import load_run_config
+    from trainers.recipes.ems import EMSRecipe, EMSTrainer, EMSTrainingArguments
 
     run_config = load_run_config(setup["config"])
     assert run_config.model == setup["model"], "the model section changed between the parent and the worker"
@@ -154,7 +153,7 @@ def build_after(setup, tokenizer, pairs, name):
     args = EMSTrainingArguments(**common_arguments(setup, name), xtr_weight=xtr_weight)
     trainer = recipe.make_trainer(model, args, pairs, tokenizer)  # EMSTrainer + ParallelPairCollator, as training does
     if name == "after-noxtr":
-        from trainers.collators import PairLayout
+        from trainers.layout import PairLayout
         from trainers.losses import contrastive_loss
 
         class ContrastiveOnlyTrainer(EMSTrainer):
@@ -170,8 +169,8 @@ def build_after(setup, tokenizer, pairs, name):
                 self.record_loss_terms({"contrastive_loss": loss})
                 return (loss, None) if return_outputs else loss
 
-        trainer = ContrastiveOnlyTrainer(model=model, args=args, train_dataset=pairs, data_collator=trainer.data_collator,
-                                         processing_class=tokenizer)
+        trainer = ContrastiveOnlyTrainer(model=model, args=args, train_dataset=pairs,
+                                         data_collator=trainer.data_collator, processing_class=tokenizer)
     return trainer, fingerprint_collator(trainer, "src", "tgt")
 
 
@@ -197,7 +196,11 @@ def build_before(setup, tokenizer, pairs, name):
 def build_st(setup, tokenizer, pairs, name):
     import warnings
 
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.base.sampler import DefaultBatchSampler
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesSymmetricRankingLoss
     from torch.utils.data import SequentialSampler
@@ -313,10 +316,10 @@ def prepare(args, workdir: Path, before_dir: Path | None) -> dict:
     from transformers.utils import logging as transformers_logging
 
     from modeling_ems import EMSModel
-    from trainers.config import load_run_config
     from trainers.data import DEFAULT_TRAIN, load_parallel_dataset, pair_languages
     from trainers.hub import write_sentence_transformers_config
     from trainers.loading import resolve_bf16
+    from trainers.recipes import load_run_config
     from trainers.recipes.ems import EMSRecipe
     from trainers.tokenizer import train_tokenizer
 
@@ -377,7 +380,8 @@ def run_configuration(name: str, workdir: Path, setup: dict) -> dict:
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_MODULES_CACHE=str(workdir / "hf_modules"))
     # the old modeling_ems / trainers, or this checkout's, ahead of whatever is installed
     env["PYTHONPATH"] = setup["before_dir"] if name == "before" else str(REPO)
-    process = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", name, "--workdir", str(workdir)],
+    process = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", name,
+                              "--workdir", str(workdir)],
                              cwd=workdir, env=env, capture_output=True, text=True)
     results = [line[len("RESULT "):] for line in process.stdout.splitlines() if line.startswith("RESULT ")]
     if process.returncode != 0 or not results:
@@ -483,7 +487,8 @@ def report(args, setup: dict, per_config: dict, before_label: str, started: floa
             # configurations of one round ran minutes apart at most: their ratio sees similar machine load
             per_round = ", ".join(f"{x['pairs_per_s'] / y['pairs_per_s']:.2f}"
                                   for x, y in zip(per_config[top], per_config[bottom]))
-            print(f"| {label} | **{a['median'] / b['median']:.3f}x** | {a['median_step_only'] / b['median_step_only']:.3f}x "
+            print(f"| {label} | **{a['median'] / b['median']:.3f}x** "
+                  f"| {a['median_step_only'] / b['median_step_only']:.3f}x "
                   f"| {a['fastest'] / b['fastest']:.3f}x | {per_round} |")
     print(f"\nTotal benchmark time: {time.time() - started:.0f} s.")
 

@@ -15,10 +15,12 @@ import time
 import torch
 from transformers import AutoTokenizer
 
-from trainers.collators import PairLayout, ParallelPairCollator
-from trainers.config import DEFAULT_CONFIG, load_run_config
+from trainers.cli import DEFAULT_CONFIG
+from trainers.collators import ParallelPairCollator
 from trainers.data import DEFAULT_TRAIN, add_token_lengths, load_parallel_dataset, pair_languages
+from trainers.layout import PairLayout
 from trainers.losses import contrastive_loss, ems_objective
+from trainers.recipes import load_run_config
 from trainers.recipes.ems import EMSRecipe
 from trainers.tokenizer import train_tokenizer
 

@@ -1,13 +1,15 @@
-"""Model-card templates, one per model type (`<model_type>.md`), rendered by `trainers.cards`."""
+"""Model-card templates, one per recipe (`<recipe>.md`: the name a config's `recipe:` gives), rendered by
+`trainers.cards`."""
 
 from importlib.resources import files
 from pathlib import Path
 
 
-def template(model_type: str) -> Path:
-    """The card template of a model type, e.g. `hub_cards/ems.md` for `model_type="ems"`."""
-    path = Path(str(files(__name__) / f"{model_type}.md"))
+def template(recipe: str) -> Path:
+    """The card template of a recipe, e.g. `hub_cards/ems.md` for `recipe: ems`."""
+    path = Path(str(files(__name__) / f"{recipe}.md"))
     if not path.is_file():
         shipped = sorted(p.stem for p in path.parent.glob("*.md"))
-        raise ValueError(f"No model-card template for model_type {model_type!r} in hub_cards/; shipped: {shipped}.")
+        raise ValueError(f"No model-card template for recipe {recipe!r} in hub_cards/ (shipped: {shipped}); give "
+                         "the recipe a card_template.")
     return path

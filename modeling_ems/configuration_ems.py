@@ -92,7 +92,8 @@ class EMSConfig(PreTrainedConfig):
             )
 
     def _divisor_hint(self) -> int:
-        return max(h for h in range(1, min(self.hidden_size, self.num_attention_heads) + 1) if self.hidden_size % h == 0)
+        return max(h for h in range(1, min(self.hidden_size, self.num_attention_heads) + 1)
+                   if self.hidden_size % h == 0)
 
     def language_id(self, code: str) -> int:
         """Row of the language embedding for a language code such as `"de"` or `"pt_BR"`."""

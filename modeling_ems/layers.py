@@ -206,7 +206,9 @@ class SentenceEncoderPreTrainedModel(PreTrainedModel):
                 )
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
-    def encode_embeddings(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> BaseModelOutputWithPooling:
+    def encode_embeddings(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor
+    ) -> BaseModelOutputWithPooling:
         """Run `self.layers` and `self.layer_norm` over embedded tokens and mean-pool the result (eq. 1).
 
         The layers run on the real tokens alone (`TokenPacking`): the padding costs no projection or feed-forward
@@ -253,7 +255,8 @@ class SentenceEncoderMixin:
         if input_ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(
                 f"input_ids has {input_ids.shape[1]} tokens but this model has {self.config.max_position_embeddings} "
-                "positions; tokenize with truncation=True (the tokenizer's model_max_length truncates as the paper does)."
+                "positions; tokenize with truncation=True "
+                "(the tokenizer's model_max_length truncates as the paper does)."
             )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)

@@ -1,6 +1,7 @@
 """Build the embedded default corpus: a small, seeded slice of the shared LibreOffice parallel data.
 
-    python scripts/make_default_corpus.py --source ../shared/data/parallel/train.tsv.gz --output_dir trainers/data/default
+    python scripts/make_default_corpus.py --source ../shared/data/parallel/train.tsv.gz \\
+        --output_dir trainers/data/default
 
 Writes `train.jsonl.gz` and `heldout.jsonl.gz` with columns `src, tgt, src_lang, tgt_lang` (English is the source
 side). No English string of the held-out part occurs anywhere in the train part.

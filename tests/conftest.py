@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from transformers import AutoTokenizer
 
 from modeling_ems import EMSConfig, EMSForPreTraining, EMSModel

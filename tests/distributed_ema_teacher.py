@@ -15,7 +15,7 @@ from transformers import AutoTokenizer, TrainerCallback
 from modeling_ems import EMSConfig, EMSModel
 from trainers.collators import ParallelPairCollator
 from trainers.data import load_parallel_dataset
-from trainers.ema import EMATeacherTrainer, EMATrainingArguments
+from trainers.recipes.ema_alignment.trainer import EMATeacherTrainer, EMATrainingArguments
 
 TAU_BASE, STEPS = 0.9, 3
 

@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from modeling_ems import EMSConfig, EMSForPreTraining
-from trainers.collators import PairLayout
+from trainers.layout import PairLayout
 from trainers.losses import ems_objective
 
 
@@ -63,10 +63,12 @@ def main():
     local_loss, local_terms = loss_of(ddp, pair_batch(sources[local], targets[local], source_languages[local],
                                                       target_languages[local]), config.temperature)
     local_loss.backward()
-    mean = torch.stack([local_loss.detach(), local_terms["xtr_loss"].detach(), local_terms["contrastive_loss"].detach()])
+    mean = torch.stack([local_loss.detach(), local_terms["xtr_loss"].detach(),
+                        local_terms["contrastive_loss"].detach()])
     dist.all_reduce(mean)
     mean /= world
-    expected = torch.stack([full_loss.detach(), full_terms["xtr_loss"].detach(), full_terms["contrastive_loss"].detach()])
+    expected = torch.stack([full_loss.detach(), full_terms["xtr_loss"].detach(),
+                            full_terms["contrastive_loss"].detach()])
     torch.testing.assert_close(mean, expected, rtol=1e-5, atol=1e-6)
     checked = 0
     for (name, parameter), (_, reference_parameter) in zip(model.named_parameters(), reference.named_parameters()):

@@ -19,7 +19,7 @@ from transformers import AutoTokenizer
 from modeling_ems import DualEncoderMultiTaskConfig, DualEncoderMultiTaskForPreTraining
 from trainers.collators import SidesCollator, TaskCollator
 from trainers.losses import ranking_loss
-from trainers.multitask import MultiTaskTrainer, MultiTaskTrainingArguments, TaskDatasets
+from trainers.recipes.multitask.trainer import MultiTaskTrainer, MultiTaskTrainingArguments, TaskDatasets
 
 
 def hard_negative_check(rank: int, world: int) -> None:
@@ -48,7 +48,8 @@ def hard_negative_check(rank: int, world: int) -> None:
 def tiny_tasks() -> dict[str, datasets.Dataset]:
     words = [f"word{i}" for i in range(48)]
     return {
-        "translation": datasets.Dataset.from_dict({"src": [f"the {w}" for w in words], "tgt": [f"das {w}" for w in words],
+        "translation": datasets.Dataset.from_dict({"src": [f"the {w}" for w in words],
+                                                   "tgt": [f"das {w}" for w in words],
                                                    "src_lang": ["en"] * 48, "tgt_lang": ["de"] * 48}),
         "response": datasets.Dataset.from_dict({"input": [f"hi {w}" for w in words[:40]],
                                                 "response": [f"hello {w}" for w in words[:40]]}),
@@ -68,7 +69,8 @@ def trainer_schedule(rank: int, tokenizer_dir: str, output_dir: str) -> None:
     model = DualEncoderMultiTaskForPreTraining(config)
     sides = {"translation": ("src", "tgt"), "response": ("input", "response"),
              "quick_thought": ("previous", "current", "next"), "nli": ("premise", "hypothesis")}
-    collator = TaskCollator({task: SidesCollator(tokenizer, 32, columns, label_column="label" if task == "nli" else None)
+    collator = TaskCollator({task: SidesCollator(tokenizer, 32, columns,
+                                                 label_column="label" if task == "nli" else None)
                              for task, columns in sides.items()})
     args = MultiTaskTrainingArguments(output_dir=output_dir, max_steps=8, per_device_train_batch_size=2,
                                       learning_rate=1e-3, use_cpu=True, ddp_backend="gloo", report_to="none",

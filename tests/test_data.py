@@ -3,8 +3,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from trainers.collators import PairLayout, ParallelPairCollator
+from trainers.collators import ParallelPairCollator
 from trainers.data import DEFAULT_TRAIN, data_file, load_parallel_dataset, pair_languages, validate_pairs
+from trainers.layout import PairLayout
 
 from .conftest import LANGUAGES, write_jsonl
 
@@ -137,7 +138,8 @@ def test_collator_truncates_long_text_as_the_paper_does(tokenizer_dir):
 def test_collator_rejects_unknown_language_and_empty_text(tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     collator = pair_collator(tokenizer)
-    with pytest.raises(ValueError, match=r"Unknown language codes \['zz'\]; this model knows 5 languages: de, en, fr, ja, ru"):
+    with pytest.raises(ValueError,
+                       match=r"Unknown language codes \['zz'\]; this model knows 5 languages: de, en, fr, ja, ru"):
         collator([{**ROWS[0], "tgt_lang": "zz"}])
     with pytest.raises(ValueError, match="empty or missing"):
         collator([{**ROWS[0], "tgt": " "}])

@@ -19,9 +19,16 @@ from transformers import AutoTokenizer, TrainerCallback
 
 from modeling_ems import EMSConfig, EMSForPreTraining, EMSModel
 from trainers.collators import ParallelPairCollator
-from trainers.ema import TEACHER_FILE, EMATeacher, EMATeacherTrainer, EMATrainingArguments, add_lora
 from trainers.encoding import sentence_embeddings
-from trainers.losses import ema_alignment_loss, ema_tau
+from trainers.losses import ema_alignment_loss
+from trainers.recipes.ema_alignment.trainer import (
+    TEACHER_FILE,
+    EMATeacher,
+    EMATeacherTrainer,
+    EMATrainingArguments,
+    add_lora,
+    ema_tau,
+)
 from trainers.tokenizer import tokenizer_languages
 
 from .conftest import torchrun, write_jsonl

@@ -15,9 +15,8 @@ from sentence_transformers import models as st_models
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizerFast
 
 from trainers.cli import train as train_command
-from trainers.config import load_run_config
 from trainers.encoding import encode
-from trainers.recipes import run_recipe
+from trainers.recipes import load_run_config, run_recipe
 
 from .conftest import write_jsonl
 

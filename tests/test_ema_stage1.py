@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from trainers.collators import PairLayout
+from trainers.arguments import EncoderTrainingArguments
 from trainers.encoding import sentence_embeddings
-from trainers.similarity_training import (
-    EncoderTrainingArguments,
+from trainers.layout import PairLayout
+from trainers.recipes.ema_alignment.stage1 import (
     ScoredPairCollator,
     SimilarityTrainer,
     load_scored_pairs,

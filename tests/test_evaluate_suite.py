@@ -75,7 +75,8 @@ def test_suite_runs_every_task_on_a_saved_model_and_updates_the_card(saved_model
     update_card_results(folder, results, suite="suite.yaml")  # idempotent: replaces, never duplicates
     card = ModelCard.load(folder / "README.md")
     (index,) = card.data.to_dict()["model-index"]
-    keys = [(r["dataset"]["type"], r["dataset"].get("config"), m["type"]) for r in index["results"] for m in r["metrics"]]
+    keys = [(r["dataset"]["type"], r["dataset"].get("config"), m["type"])
+            for r in index["results"] for m in r["metrics"]]
     assert len(keys) == len(set(keys))
     assert ("wordsim", None, "spearman") in keys and ("dev_en-de", None, "p@1") in keys
     assert ("libreoffice-parallel", "en-de", "precision_at_1") in keys  # the training card's entries are kept

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 from transformers import AutoModel
+
 from trainers.encoding import encode
 from trainers.hub import PUBLISH_IGNORE, files_to_publish, publish
 
@@ -29,13 +30,21 @@ def test_files_to_publish_leave_training_state_out(saved_model):
     assert not any(name.startswith("checkpoint-") or name == "training_args.bin" for name in files)
 
 
-def test_files_to_publish_leave_intermediate_models_out(tmp_path):
+@pytest.mark.parametrize("recipe, kept", [
+    ("ema_alignment", "runs/A+B-seed0/model.safetensors"),  # the EMA recipe keeps stage1/ aside, not runs/
+    ("multisource", "stage1/model.safetensors"),  # the multi-source sweep keeps runs/ aside
+])
+def test_files_to_publish_leave_the_recipes_intermediate_models_out(tmp_path, recipe, kept):
+    from trainers.recipes import publish_ignore
+
     for name in ("config.json", "model.safetensors", "lora_adapter/adapter_model.safetensors",
                  "stage1/model.safetensors", "runs/A+B-seed0/model.safetensors"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    assert sorted(files_to_publish(tmp_path)) == ["config.json", "lora_adapter/adapter_model.safetensors",
-                                                  "model.safetensors"]
+    assert len(files_to_publish(tmp_path)) == 5  # hub.py knows no recipe: without one, nothing more is left out
+    (tmp_path / "training_config.yaml").write_text(f"recipe: {recipe}\n")
+    assert sorted(files_to_publish(tmp_path, publish_ignore(tmp_path))) == sorted(
+        ["config.json", "lora_adapter/adapter_model.safetensors", "model.safetensors", "training_config.yaml", kept])
 
 
 class RecordingApi:

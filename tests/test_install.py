@@ -26,8 +26,9 @@ def installed(tmp_path_factory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     for resource in ("trainers/configs/ems_default.yaml", "trainers/configs/eval_default.yaml",
                      "trainers/data/default/train.jsonl.gz", "trainers/data/default/heldout.jsonl.gz",
-                     "trainers/data/default/NOTICE.md", "trainers/data/debian/fr.tsv", "hub_cards/ems.md", "trainers/metrics/qwk/qwk.py",
-                     "modeling_ems/layers.py", "trainers/recipes/ems.py"):
+                     "trainers/data/default/NOTICE.md", "trainers/data/debian/fr.tsv", "hub_cards/ems.md",
+                     "trainers/metrics/qwk/qwk.py",
+                     "modeling_ems/layers.py", "trainers/recipes/ems/recipe.py", "hub_cards/multitask.md"):
         assert resource in names, resource
     assert not any(name.startswith(("tests/", "scripts/", "benchmarks/")) for name in names)
     target = tmp_path_factory.mktemp("site")
@@ -46,7 +47,8 @@ def command(installed: Path, name: str, *args, cwd: Path) -> subprocess.Complete
 @pytest.mark.slow
 def test_wheel_trains_evaluates_and_publishes_away_from_the_clone(installed, tmp_path):
     where = subprocess.run([sys.executable, "-c", "import trainers, hub_cards; print(trainers.__file__)"],
-                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(installed)})
+                           capture_output=True, text=True, cwd=tmp_path,
+                           env={**os.environ, "PYTHONPATH": str(installed)})
     assert where.stdout.startswith(str(installed)), where.stdout + where.stderr  # not the clone's copy
 
     # the default config, found by name, cut to a few steps on a slice of the shipped corpus

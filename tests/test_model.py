@@ -77,7 +77,8 @@ def test_layers_skip_the_padding_and_give_each_sentence_its_unpadded_states_and_
     sum(single.pooler_output.pow(2).sum() for single in singles).backward()
     for index, single in enumerate(singles):
         real = mask[index].bool()
-        torch.testing.assert_close(output.last_hidden_state[index, real], single.last_hidden_state[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(output.last_hidden_state[index, real], single.last_hidden_state[0],
+                                   rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(output.pooler_output[index], single.pooler_output[0], rtol=1e-5, atol=1e-5)
         assert output.last_hidden_state[index, ~real].abs().sum() == 0
     for (name, parameter), (_, reference) in zip(batched.named_parameters(), alone.named_parameters()):

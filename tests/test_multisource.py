@@ -18,18 +18,16 @@ from transformers import (
 from modeling_ems import EMSForPreTraining, EMSForSequenceClassification
 from tests.conftest import save_tiny_model
 from tests.test_model import run_without_package
-from trainers.config import load_run_config
-from trainers.recipes import run_recipe
-from trainers.recipes.multisource import (
-    SETTINGS,
-    ClassifierSettings,
-    combine,
-    encode_setting,
-    middle_mean,
-    results_table,
-    table_markdown,
+from trainers.recipes import load_run_config, run_recipe
+from trainers.recipes.multisource.recipe import ClassifierSettings
+from trainers.recipes.multisource.report import combine, middle_mean, results_table, table_markdown
+from trainers.recipes.multisource.sweep import SETTINGS, encode_setting
+from trainers.recipes.multisource.translation import (
+    FunctionTranslator,
+    ModelTranslator,
+    TranslationError,
+    translate_cached,
 )
-from trainers.translation import FunctionTranslator, ModelTranslator, TranslationError, translate_cached
 
 CALLS: list[list[str]] = []  # every batch counting_translate was given
 
@@ -157,7 +155,8 @@ def test_pair_setting_holds_both_segments_and_truncates_both(bert_tokenizer):
     decode = lambda ids: bert_tokenizer.decode(ids)  # noqa: E731
     assert decode(encoded["A"]["input_ids"]) == "[CLS] die katze sass auf einer matte [SEP]"
     assert decode(encoded["B"]["input_ids"]) == "[CLS] the cat sat on a mat [SEP]"
-    assert decode(encoded["A+B"]["input_ids"]) == "[CLS] die katze sass auf einer matte [SEP] the cat sat on a mat [SEP]"
+    assert decode(encoded["A+B"]["input_ids"]) == ("[CLS] die katze sass auf einer matte [SEP] "
+                                                   "the cat sat on a mat [SEP]")
     assert encoded["A+B"]["labels"] == 0
     # longest_first: a long source does not push the translation out
     long = _rows(["one two three four five six seven " * 4], ["the cat"])
@@ -331,7 +330,7 @@ def test_ordinal_labels_are_scored_by_qwk(tmp_path, tokenizer_dir, small_pairs):
 
 
 def _load_data(tmp_path, data, model, **sections):
-    from trainers.recipes.base import get_recipe
+    from trainers.recipes import get_recipe
 
     config = load_run_config(config_file(tmp_path, data, model, **sections))
     return get_recipe("multisource")(config, tmp_path / "out").load_data()
@@ -378,7 +377,7 @@ def test_settings_with_a_translation_need_a_translator(tmp_path, tiny_setup):
 def test_no_data_folder_says_what_to_pass(tmp_path, tiny_setup):
     _, classifier = tiny_setup
     config = load_run_config(config_file(tmp_path, "x", classifier), ["data.train=null"])
-    from trainers.recipes.base import get_recipe
+    from trainers.recipes import get_recipe
 
     with pytest.raises(ValueError, match="data.train is not set .* --set data.train="):
         get_recipe("multisource")(config, tmp_path / "out").load_data()

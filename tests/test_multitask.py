@@ -10,9 +10,14 @@ from transformers import AutoTokenizer, Trainer
 
 from modeling_ems import DualEncoderMultiTaskConfig, DualEncoderMultiTaskForPreTraining
 from trainers.collators import SidesCollator, TaskCollator
-from trainers.data.tasks import nli_task, quick_thought_task, response_task, translation_task
-from trainers.multitask import (MultiTaskTrainer, MultiTaskTrainingArguments, TaskCycleBatchSampler, TaskDatasets,
-                                embedding_parameters, task_loss)
+from trainers.recipes.multitask.tasks import nli_task, quick_thought_task, response_task, task_loss, translation_task
+from trainers.recipes.multitask.trainer import (
+    MultiTaskTrainer,
+    MultiTaskTrainingArguments,
+    TaskCycleBatchSampler,
+    TaskDatasets,
+    embedding_parameters,
+)
 
 from .conftest import torchrun
 
@@ -91,7 +96,8 @@ def test_task_losses_by_hand():
     assert task_loss("translation", translation).item() == pytest.approx(mean)
     negatives = torch.tensor([[3.0, 0.0], [0.0, 0.0]])
     with_negatives = SimpleNamespace(task_embeddings=(e1, e2, negatives))
-    expected = (-math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(3) + 1)) - math.log(math.exp(3) / (math.exp(3) + 3))) / 2
+    expected = (-math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(3) + 1))
+                - math.log(math.exp(3) / (math.exp(3) + 3))) / 2
     assert task_loss("translation", with_negatives).item() == pytest.approx(expected)
     assert task_loss("response", SimpleNamespace(task_embeddings=(e1, e2))).item() == pytest.approx(mean)
     # quick-thought: current ranks next and previous; previous = e2 scores like next, so the loss doubles
@@ -124,8 +130,8 @@ def test_quick_thought_folder_keeps_the_tokenizers_languages(tmp_path):
     folder = tmp_path / "documents"
     folder.mkdir()
     for lang in ("en", "xx"):
-        write_jsonl(folder / f"help.{lang}.jsonl.gz", [{"document": "p", "sentences": [f"{lang} {i}" for i in range(5)]}],
-                    gz=True)
+        write_jsonl(folder / f"help.{lang}.jsonl.gz",
+                    [{"document": "p", "sentences": [f"{lang} {i}" for i in range(5)]}], gz=True)
     assert quick_thought_task(folder, languages=["en", "de"])["current"] == ["en 1", "en 2", "en 3"]
     with pytest.raises(ValueError, match="quick_thought task has no data"):
         quick_thought_task(folder, languages=["de"])

@@ -5,10 +5,9 @@ import yaml
 from transformers import AutoModel
 
 from modeling_ems import DualEncoderMultiTask
-from trainers.config import load_run_config
-from trainers.data.tasks import SHIPPED_TASK_DATA
-from trainers.recipes import run_recipe
+from trainers.recipes import load_run_config, run_recipe
 from trainers.recipes.multitask import MultiTaskRecipe
+from trainers.recipes.multitask.tasks import SHIPPED_TASK_DATA
 
 from .conftest import write_jsonl
 
@@ -29,7 +28,7 @@ def tiny_config(tmp_path, small_pairs, heldout_pairs, tasks=None, model=None, su
             "nli": {"source": str(write_jsonl(tmp_path / "nli.jsonl", nli)), "batch_size": 8},
         },
         "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", small_pairs[:600])),
-                 "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs))},
+                 "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs)), "out_of_domain": "debian"},
         "training": {"per_device_train_batch_size": 8, "max_steps": 8, "learning_rate": 0.001, "logging_steps": 4,
                      "save_steps": 4, "report_to": "none", "seed": 0, "disable_tqdm": True, **training},
     }

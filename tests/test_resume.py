@@ -27,7 +27,8 @@ def config_file(tmp_path, tokenizer_dir, small_pairs, heldout_pairs) -> Path:
                   "max_position_embeddings": 32, "language_embedding_size": 8, "contrastive_projection_size": 16},
         "tokenizer": {"path": str(tokenizer_dir)},
         "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", small_pairs[:2000])),
-                 "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs[:40]))},
+                 "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs[:40])),
+                 "out_of_domain": "debian"},
         # length-grouped shuffling: resuming must also replay the sampler's order
         "training": {"per_device_train_batch_size": 16, "max_steps": STEPS, "save_steps": SAVE_STEPS,
                      "logging_steps": 1, "learning_rate": 0.002, "warmup_steps": 2, "seed": 3, "report_to": "none",
@@ -76,7 +77,8 @@ def test_killed_run_resumes_to_the_same_losses_and_weights(tmp_path, tokenizer_d
     expected, got = step_losses(tmp_path / "straight"), step_losses(interrupted)
     assert [entry[0] for entry in expected] == list(range(1, STEPS + 1))
     assert got == expected  # every step's loss and terms, exactly
-    weights, reference = load_file(interrupted / "model.safetensors"), load_file(tmp_path / "straight" / "model.safetensors")
+    weights = load_file(interrupted / "model.safetensors")
+    reference = load_file(tmp_path / "straight" / "model.safetensors")
     assert weights.keys() == reference.keys() and any(k.startswith("xtr_head.") for k in weights)
     for name, tensor in reference.items():
         assert torch.equal(weights[name], tensor), name

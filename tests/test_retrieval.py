@@ -203,7 +203,8 @@ def test_retrieval_by_language_keeps_its_keys():
 
 def test_retrieval_by_language_shows_progress_when_labelled(capsys):
     pairs = [{"src": src, "tgt": tgt, "src_lang": "en", "tgt_lang": lang}
-             for src, tgt, lang in [("one", "eins", "de"), ("two", "zwei", "de"), ("one", "un", "fr"), ("two", "deux", "fr")]]
+             for src, tgt, lang in [("one", "eins", "de"), ("two", "zwei", "de"),
+                                    ("one", "un", "fr"), ("two", "deux", "fr")]]
     retrieval_by_language(pairs)
     assert "heldout" not in capsys.readouterr().err
     retrieval_by_language(pairs, progress="heldout: TF-IDF")

@@ -7,11 +7,9 @@ import yaml
 from transformers import AutoModel, AutoTokenizer
 
 from modeling_ems import EMSForPreTraining
-from trainers.config import load_run_config
-from trainers.data import DEFAULT_OUT_OF_DOMAIN
 from trainers.encoding import encode
 from trainers.evaluation.retrieval import retrieval_by_language
-from trainers.recipes import run_recipe
+from trainers.recipes import load_run_config, run_recipe
 from trainers.recipes.ems import EMSRecipe
 
 from .conftest import write_jsonl
@@ -32,7 +30,7 @@ def tiny_run_config(tmp_path, small_pairs, heldout_pairs, **training):
     raw = json.loads(json.dumps(TINY))
     raw["training"].update(training)
     raw["data"] = {"train": str(write_jsonl(tmp_path / "train.jsonl", small_pairs)),
-                   "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs))}
+                   "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs)), "out_of_domain": "debian"}
     suite = tmp_path / "suite.yaml"  # evaluation during training: retrieval on 30 held-out pairs per language
     suite.write_text(f"tasks:\n  dev: {{type: retrieval, pairs_file: {raw['data']['heldout']}, languages: model, "
                      "limit: 30}\n")
@@ -90,7 +88,7 @@ def test_tiny_training_run_learns_retrieval_and_resumes(tmp_path, small_pairs, h
     # out of domain too, beside TF-IDF, on pairs none of whose texts the model trained on
     assert set(results["out_of_domain"]["model"]) == {"en-de", "en-fr", "average"}
     assert results["out_of_domain"]["tfidf_baseline"]["average"]["p@1"] > 0
-    assert results["data"]["out_of_domain"] == {"source": str(DEFAULT_OUT_OF_DOMAIN), "pairs": 1143,
+    assert results["data"]["out_of_domain"] == {"source": "debian", "pairs": 1143,
                                                 "removed_seen_in_training": 0}
 
     # the output folder is Hub-ready
@@ -177,7 +175,8 @@ def test_model_section_may_not_set_what_the_tokenizer_fixes(tmp_path, tokenizer_
 def test_heldout_pairs_seen_in_training_are_removed_or_refused(tmp_path, small_pairs, heldout_pairs):
     train = small_pairs[:300] + heldout_pairs[:7]  # 7 held-out pairs leak into the training data
     raw = {**TINY, "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", train)),
-                            "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs[:50]))}}
+                            "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs[:50])),
+                            "out_of_domain": "debian"}}
     path = tmp_path / "leak.yaml"
     path.write_text(yaml.safe_dump(raw))
     recipe = EMSRecipe(load_run_config(path), tmp_path)
@@ -199,7 +198,7 @@ def test_recipe_builds_the_head_class(tmp_path, tokenizer_dir):
 
 
 def test_nonsense_training_weights_are_rejected(tmp_path):
-    from trainers.ems_trainer import EMSTrainingArguments
+    from trainers.recipes.ems.trainer import EMSTrainingArguments
 
     with pytest.raises(ValueError, match="at least one > 0"):
         EMSTrainingArguments(output_dir=str(tmp_path), xtr_weight=0.0, contrastive_weight=0.0)
@@ -236,8 +235,8 @@ def test_bf16_auto_follows_the_hardware_and_an_explicit_choice_is_kept(tmp_path,
     """`bf16: auto` turns autocast on only where bf16 matmuls are native; `true` on a machine without them is kept
     but warned about (a reference bf16 GEMM, 60x slower than fp32 on an AVX2 CPU); anything else is refused."""
     import trainers.loading as loading
-    from trainers.recipes.base import training_arguments
-    from trainers.ems_trainer import EMSTrainingArguments
+    from trainers.recipes import training_arguments
+    from trainers.recipes.ems.trainer import EMSTrainingArguments
 
     path = tmp_path / "config.yaml"
     path.write_text("recipe: ems\nmodel: {}\ntokenizer: {}\ntraining: {bf16: auto, max_steps: 1}\n")

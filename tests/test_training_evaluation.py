@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from modeling_ems import EMSConfig, EMSForPreTraining
-from trainers.config import EvaluationSettings, load_run_config
-from trainers.ems_trainer import EMSTrainer, EMSTrainingArguments
+from trainers.config import EvaluationSettings
 from trainers.evaluation.suite import load_suite
-from trainers.recipes import run_recipe
+from trainers.recipes import load_run_config, run_recipe
+from trainers.recipes.ems.trainer import EMSTrainer, EMSTrainingArguments
 
 from .conftest import torchrun, write_jsonl
 
@@ -40,7 +40,7 @@ def suite_run(tmp_path, small_pairs, heldout_pairs, tokenizer_dir):
         "model": TINY_MODEL,
         "tokenizer": {"path": str(tokenizer_dir)},
         "data": {"train": str(write_jsonl(tmp_path / "train.jsonl", small_pairs[:1200])),
-                 "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs))},
+                 "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs)), "out_of_domain": "debian"},
         "training": {"per_device_train_batch_size": 16, "max_steps": 30, "learning_rate": 0.003, "warmup_steps": 3,
                      "logging_steps": 10, "save_steps": 10, "eval_strategy": "steps", "eval_steps": 10,
                      "per_device_eval_batch_size": 64, "metric_for_best_model": "dev_average_p@1",

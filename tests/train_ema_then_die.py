@@ -11,12 +11,11 @@ import torch
 from transformers import AutoTokenizer, set_seed
 
 from modeling_ems import EMSConfig, EMSModel
+from tests.dying import DieAtStep
 from trainers.collators import ParallelPairCollator
 from trainers.data import load_parallel_dataset
-from trainers.ema import EMATeacherTrainer, EMATrainingArguments
-from trainers.recipes.base import last_complete_checkpoint
-
-from tests.dying import DieAtStep
+from trainers.recipes import last_complete_checkpoint
+from trainers.recipes.ema_alignment.trainer import EMATeacherTrainer, EMATrainingArguments
 
 
 def main():

@@ -4,8 +4,6 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hub_cards import template
-
 
 def retrieval_eval_results(results: dict, dataset_name: str, dataset_type: str) -> list[EvalResult]:
     """One `model-index` entry per language pair and one for the average, metric `p@1` in percent."""
@@ -56,12 +54,12 @@ def sentence_encoder_card_data(folder: str | Path) -> dict:
     return {"library_name": "transformers", "pipeline_tag": "feature-extraction", "tags": ["feature-extraction"]}
 
 
-def render_model_card(output_dir: str | Path, config, card_data: dict, **context) -> ModelCard:
-    """Write `README.md` in `output_dir` from the template of the model's type (`hub_cards/<model_type>.md`):
+def render_model_card(output_dir: str | Path, template_path: str | Path, card_data: dict, **context) -> ModelCard:
+    """Write `README.md` in `output_dir` from the template at `template_path` (a recipe's, `hub_cards/<recipe>.md`):
     `card_data` are `ModelCardData` fields (the folder's name is the model name), `context` fills the template."""
     name = Path(output_dir).name
-    card = ModelCard.from_template(ModelCardData(model_name=name, **card_data), template_path=str(template(config.model_type)), model_name=name,
-                                   repo_id=name, config=config, **context)
+    card = ModelCard.from_template(ModelCardData(model_name=name, **card_data), template_path=str(template_path),
+                                   model_name=name, repo_id=name, **context)
     card.save(Path(output_dir) / "README.md")
     return card
 
@@ -85,8 +83,8 @@ def suite_eval_results(results: dict[str, dict], suite: str) -> list[EvalResult]
                 continue
             # model-index groups results by dataset_type (the dataset id), so each task gets its own
             entries.append(EvalResult(task_type=task_type, task_name=task_name, dataset_type=name,
-                                      dataset_name=f"{name} ({Path(suite).name})", metric_type=metric, metric_name=f"{name} {metric}",
-                                      metric_value=round(float(value), 4)))
+                                      dataset_name=f"{name} ({Path(suite).name})", metric_type=metric,
+                                      metric_name=f"{name} {metric}", metric_value=round(float(value), 4)))
     return entries
 
 
@@ -108,8 +106,8 @@ def update_card_results(folder: str | Path, results: dict[str, dict], suite: str
     card.data.model_name = card.data.model_name or Path(folder).name
     heading = f"## Evaluation suite `{suite}`"
     rows = "\n".join(f"| {r.dataset_name} | {r.metric_type} | {r.metric_value:.4f} |" for r in new)
-    section = (f"{heading}\n\nReproduce: `python scripts/evaluate_model.py --model {folder} --suite {suite} --update_card`"
-               f"\n\n| task | metric | value |\n|---|---|---|\n{rows}\n")
+    section = (f"{heading}\n\nReproduce: `python scripts/evaluate_model.py --model {folder} --suite {suite} "
+               f"--update_card`\n\n| task | metric | value |\n|---|---|---|\n{rows}\n")
     text = replace_card_section(card.text, heading, section)
     card = ModelCard(f"---\n{card.data.to_yaml()}\n---\n{text}")
     card.save(path)

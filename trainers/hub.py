@@ -3,7 +3,7 @@
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,12 +11,15 @@ from huggingface_hub import HfApi
 from huggingface_hub.utils import filter_repo_objects
 from transformers import AutoModel
 
-# Training state stays local; everything else in the folder is the model repository.
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json")
-# training state, and the intermediate models some recipes keep beside the final one: the EMA recipe's stage-1
-# student (`stage1/`), the multisource recipe's runs per setting and seed (`runs/`)
-PUBLISH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "training_args.bin", ".git/**", ".cache/**", "stage1/**",
-                  "runs/**"]
+# Training state stays local; everything else in the folder is the model repository, less what the recipe that
+# wrote it keeps beside the model (its `publish_ignore`, passed as `ignore`).
+PUBLISH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "training_args.bin", ".git/**", ".cache/**"]
+
+
+def ignore_patterns(ignore: Sequence[str] = ()) -> list[str]:
+    """`PUBLISH_IGNORE` and a recipe's own intermediate files (`stage1` -> `stage1`, `stage1/**`)."""
+    return PUBLISH_IGNORE + [pattern for name in ignore for pattern in (name, f"{name}/**")]
 
 
 def write_sentence_transformers_config(folder: str | Path, embedding_dimension: int, max_seq_length: int,
@@ -49,24 +52,24 @@ def write_sentence_transformers_config(folder: str | Path, embedding_dimension: 
     )
 
 
-def files_to_publish(folder: str | Path) -> list[str]:
-    """The files `publish` uploads: the folder minus checkpoints and training state."""
+def files_to_publish(folder: str | Path, ignore: Sequence[str] = ()) -> list[str]:
+    """The files `publish` uploads: the folder minus checkpoints, training state and `ignore`."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json; publish the output_dir of a finished training run.")
     paths = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    return list(filter_repo_objects(paths, ignore_patterns=PUBLISH_IGNORE))
+    return list(filter_repo_objects(paths, ignore_patterns=ignore_patterns(ignore)))
 
 
 @contextmanager
-def publishable_folder(folder: str | Path, heads: bool = False) -> Iterator[Path]:
+def publishable_folder(folder: str | Path, heads: bool = False, ignore: Sequence[str] = ()) -> Iterator[Path]:
     """The folder to upload. With `heads=True`, the folder itself. With `heads=False` (the default), a staged copy
     whose weights and config are those of the bare encoder that `AutoModel` loads (what inference needs), so a folder
     saved from a head class (e.g. `EMSForPreTraining`) is published without its training heads."""
     import modeling_ems  # noqa: F401  (registers the package's Auto classes)
 
     folder = Path(folder)
-    files = files_to_publish(folder)
+    files = files_to_publish(folder, ignore)
     if heads:
         yield folder
         return
@@ -82,18 +85,18 @@ def publishable_folder(folder: str | Path, heads: bool = False) -> Iterator[Path
 
 
 def upload(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None,
-           commit_message: str = "Upload sentence encoder", api: HfApi | None = None):
-    """Create `repo_id` on the Hub if needed and upload `folder` as it is, minus `PUBLISH_IGNORE`."""
-    files_to_publish(folder)  # validates the folder
+           commit_message: str = "Upload sentence encoder", api: HfApi | None = None, ignore: Sequence[str] = ()):
+    """Create `repo_id` on the Hub if needed and upload `folder` as it is, minus `PUBLISH_IGNORE` and `ignore`."""
+    files_to_publish(folder, ignore)  # validates the folder
     api = api or HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), ignore_patterns=PUBLISH_IGNORE,
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), ignore_patterns=ignore_patterns(ignore),
                              commit_message=commit_message)
 
 
 def publish(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None, heads: bool = False,
-            api: HfApi | None = None):
+            api: HfApi | None = None, ignore: Sequence[str] = ()):
     """Upload a trained model folder (model, tokenizer, code, card); the training heads only with `heads=True`
     (see `publishable_folder`)."""
-    with publishable_folder(folder, heads=heads) as source:
-        return upload(source, repo_id, private=private, token=token, api=api)
+    with publishable_folder(folder, heads=heads, ignore=ignore) as source:
+        return upload(source, repo_id, private=private, token=token, api=api, ignore=ignore)

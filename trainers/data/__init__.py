@@ -17,6 +17,12 @@ DEFAULT_TRAIN = DEFAULT_CORPUS / "train.jsonl.gz"
 DEFAULT_HELDOUT = DEFAULT_CORPUS / "heldout.jsonl.gz"
 # Out-of-domain held-out pairs: Debian package descriptions (de, fr), one `LANG.tsv` with columns `en, text` each.
 DEFAULT_OUT_OF_DOMAIN = Path(str(files(__name__) / "debian"))
+# How cards and reports name the data shipped with the package, by the name a config gives it.
+SHIPPED_DESCRIPTIONS = {
+    "default/train.jsonl.gz": "the embedded LibreOffice parallel corpus (trainers/data/default, MPL-2.0)",
+    "default/heldout.jsonl.gz": "held-out pairs of the embedded LibreOffice corpus",
+    "debian": "Debian package descriptions (de, fr)",
+}
 # A folder of `LANG.tsv` files, each with English and its translation into LANG (../shared/data/parallel/dev too).
 LANGUAGE_FOLDER_COLUMNS = ("en", "text")
 _LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}(_[A-Za-z]{2,4})?$")
@@ -32,6 +38,11 @@ def data_file(value: str | Path) -> Path:
     if not path.is_absolute() and shipped.exists():
         return shipped
     raise FileNotFoundError(f"No such data file or folder: {str(value)!r} (nor shipped with the package as {shipped}).")
+
+
+def describe_data(source: str | Path) -> str:
+    """What a data source is, for a card: the description of shipped data, else the source as given."""
+    return SHIPPED_DESCRIPTIONS.get(Path(source).as_posix(), str(source))
 
 
 _BUILDERS = {

@@ -1,16 +1,26 @@
-"""Training recipes, one module per method, registered by the name a config's `recipe:` gives.
+"""Training recipes, one package per method (`ems/`, `multitask/`, `ema_alignment/`, `multisource/`), on a two-tier
+base: `Recipe` (`base.py`: arguments, seed, resume, the run's steps, card, publishing, and the registry) and
+`EncoderRecipe` (`encoder.py`: pair data, held-out retrieval in and out of domain beside TF-IDF, the
+sentence-transformers files, the encoder card).
 
-Every module of this package is imported here, so a new recipe plugs in by adding its file (with
-`@register_recipe` on its `Recipe` subclass): no list of recipes to edit.
+A config's `recipe:` names a shipped recipe (its package is imported then) or a recipe of your own by import path,
+`my_package.my_module:MyRecipe`. See `docs/adding_a_method.md`.
 """
 
-from importlib import import_module
-from pkgutil import iter_modules
+from .base import (
+    RECIPES,
+    Recipe,
+    get_recipe,
+    last_complete_checkpoint,
+    load_run_config,
+    publish_ignore,
+    register_recipe,
+    run_recipe,
+    shipped_recipes,
+    training_arguments,
+)
+from .encoder import EncoderRecipe, ScratchEncoderRecipe, TokenizerSettings
 
-from .base import RECIPES, Recipe, get_recipe, register_recipe, run_recipe
-
-for _module in iter_modules(__path__):
-    if _module.name != "base":
-        import_module(f"{__name__}.{_module.name}")
-
-__all__ = ["RECIPES", "Recipe", "get_recipe", "register_recipe", "run_recipe"]
+__all__ = ["RECIPES", "EncoderRecipe", "Recipe", "ScratchEncoderRecipe", "TokenizerSettings", "get_recipe",
+           "last_complete_checkpoint", "load_run_config", "publish_ignore", "register_recipe", "run_recipe",
+           "shipped_recipes", "training_arguments"]

@@ -20,10 +20,10 @@ from transformers import Trainer
 
 from modeling_ems.modeling_dual_encoder import WordAndCharNgramEmbedding
 
-from .ems_trainer import PairTrainingArguments
-from .evaluation.training import SuiteEvaluationMixin
-from .loss_logging import LossTermLoggingMixin
-from .losses import nli_loss, ranking_loss
+from ...arguments import PairTrainingArguments
+from ...evaluation.training import SuiteEvaluationMixin
+from ...loss_logging import LossTermLoggingMixin
+from .tasks import task_loss
 
 
 class TaskDatasets(ConcatDataset):
@@ -113,35 +113,6 @@ class TaskCycleBatchSampler:
         steps = self.cycles_per_epoch * len(self.tasks)
         for step in range(self.epoch * steps, (self.epoch + 1) * steps):
             yield from self.step_batches(step)
-
-
-def task_loss(task: str, outputs, labels: torch.Tensor | None = None, similarity: str = "dot",
-              temperature: float = 1.0) -> torch.Tensor:
-    """The loss of one task batch, from `DualEncoderMultiTaskForPreTraining`'s outputs (sec. 2.2):
-
-    * translation: `-log P~(t_i | s_i)` (eq. 2) with `g` on both sides, hard negatives among the candidates;
-    * response: `-log P~(response | input)` (eq. 2), the response side through its head;
-    * quick_thought: `-log P~(next | current) - log P~(previous | current)` (eq. 2 twice, each side its own head);
-    * nli: cross-entropy of the 3-way logits.
-
-    Ranking losses are means over the local examples, with in-batch candidates gathered across processes.
-    """
-    embeddings = outputs.task_embeddings
-    rank = lambda queries, candidates, negatives=None: ranking_loss(  # noqa: E731
-        queries, candidates, negatives, similarity=similarity, temperature=temperature).mean()
-    if task == "translation":
-        source, target, negatives = embeddings
-        return rank(source, target, negatives if len(negatives) else None)
-    if task == "response":
-        return rank(*embeddings)
-    if task == "quick_thought":
-        previous, current, following = embeddings
-        return rank(current, following) + rank(current, previous)
-    if task == "nli":
-        if labels is None:
-            raise ValueError("An nli batch needs `labels` (0 entailment, 1 neutral, 2 contradiction).")
-        return nli_loss(outputs.logits, labels)
-    raise ValueError(f"Unknown task {task!r}; tasks: translation, response, quick_thought, nli.")
 
 
 @dataclass

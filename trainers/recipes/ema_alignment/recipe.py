@@ -22,33 +22,31 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from peft import LoraConfig, PeftModel
+from huggingface_hub import EvalResult, ModelCard
+from peft import PeftModel
 from transformers import AutoModel, AutoTokenizer
 
-from hub_cards import template
-
-from ..cards import retrieval_card_context, sentence_encoder_card_data
-from ..collators import ParallelPairCollator
-from ..compare import MINILM as MINILM_SHORTCUT
-from ..compare import resolve_model_setting
-from ..ema import EMATeacherTrainer, EMATrainingArguments, add_lora
-from ..encoding import POOLING_MODES, encode, truncation_length
-from ..evaluation.common import read_tsv
-from ..evaluation.retrieval import retrieval_by_language
-from ..evaluation.similarity import SimilarityEvaluator
-from ..hub import write_sentence_transformers_config
-from ..loading import read_sentence_transformer
-from ..similarity_training import (
+from ...arguments import EncoderTrainingArguments
+from ...cards import retrieval_card_context, sentence_encoder_card_data
+from ...collators import ParallelPairCollator
+from ...data import describe_data
+from ...encoding import encode, truncation_length
+from ...evaluation.common import read_tsv
+from ...evaluation.retrieval import retrieval_by_language
+from ...evaluation.similarity import SimilarityEvaluator
+from ...hub import write_sentence_transformers_config
+from ..base import register_recipe, training_arguments
+from ..encoder import EVAL_DESCRIPTION, EncoderRecipe
+from .stage1 import (
     TARGET_RANGES,
-    EncoderTrainingArguments,
     ScoredPairCollator,
     SimilarityTrainer,
     add_pair_lengths,
     check_range,
     load_scored_pairs,
 )
-from .base import Recipe, register_recipe, training_arguments
+from .student import StudentSettings, inspect_student
+from .trainer import EMATeacherTrainer, EMATrainingArguments, add_lora
 
 logger = logging.getLogger(__name__)
 
@@ -58,38 +56,6 @@ STAGE1_FOLDER = "stage1"  # stage 1's trained student, the base of the stage-2 a
 STAGE1_DONE = "stage1_done.json"  # written last: a stage-1 folder holding it is complete and is reused on a rerun
 # Unknown-token share of a language's sentences above which the student's vocabulary is said not to cover it.
 UNKNOWN_WARNING = 0.05
-
-
-@dataclass
-class StudentSettings:
-    """The `student` section."""
-
-    model: str  # a model folder, a Hub id (owner/name), or `minilm`: the installed all-MiniLM-L6-v2
-    pooling: str | None = None  # None: a sentence-transformers folder's own, else the model's own (mean)
-    lora: dict | None = None  # peft LoraConfig fields (r, lora_alpha, target_modules, ...); null: full fine-tuning
-    max_length: int | None = None  # tokens per training text; None: the folder's max_seq_length / tokenizer limit
-
-    def __post_init__(self):
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise ValueError(f"student.model={self.model!r}: name a model folder, a Hub id or `{MINILM_SHORTCUT}`.")
-        if self.pooling is not None and self.pooling not in POOLING_MODES:
-            raise ValueError(f"student.pooling={self.pooling!r}: use one of {POOLING_MODES}, or null for the "
-                             "student's own.")
-        if self.lora is not None:
-            if not isinstance(self.lora, dict):
-                raise ValueError(f"student.lora={self.lora!r}: give a mapping of peft LoraConfig fields (r, "
-                                 "lora_alpha, target_modules, ...), or null for full fine-tuning.")
-            self.lora_config()  # unknown fields fail here, before anything loads
-        if self.max_length is not None and self.max_length < 1:
-            raise ValueError(f"student.max_length={self.max_length}: keep at least one token per text.")
-
-    def lora_config(self) -> LoraConfig | None:
-        if self.lora is None:
-            return None
-        try:
-            return LoraConfig(**self.lora)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"student.lora: {error}") from None
 
 
 @dataclass
@@ -124,58 +90,14 @@ class SimilaritySettings:
             raise ValueError(f"similarity.eval={self.eval!r}: give a list of similarity files (text1, text2, score).")
 
 
-@dataclass
-class Student:
-    """A resolved student: where its transformer and tokenizer are, and how it embeds a sentence."""
-
-    folder: Path  # the resolved folder
-    transformer: Path  # the folder of its transformer weights and tokenizer
-    source: str  # what to name it by: the Hub id when known, else the folder
-    hub_id: str | None
-    modules: list[dict] | None  # its sentence-transformers modules; None for a plain transformers folder
-    pooling: str | None  # None: the model's own sentence embedding (this package's models) or mean
-    max_seq_length: int | None  # the folder's sentence-transformers truncation
-
-
-def inspect_student(settings: StudentSettings, config_source: str = "the config") -> Student:
-    """Resolve the student and read how it embeds: a sentence-transformers folder must be Transformer -> Pooling
-    (mean or cls) [-> Normalize], what the alignment loss and the evaluation reproduce."""
-    folder, hub_id = resolve_model_setting(settings.model, "student.model", config_source)
-    source = hub_id or str(folder)
-    layout = read_sentence_transformer(folder)
-    if layout is None:
-        if not (folder / "config.json").is_file():
-            raise ValueError(f"student.model={settings.model!r}: {folder} has no config.json (nor modules.json), so "
-                             "it holds no transformers model.")
-        return Student(folder, folder, source, hub_id, None, settings.pooling, None)
-    kinds = list(layout.kinds)
-    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
-        raise ValueError(f"student.model={settings.model!r}: its sentence-transformers modules are {kinds}; the "
-                         "recipe aligns the pooled transformer output, so it takes Transformer -> Pooling (mean or "
-                         "cls), optionally -> Normalize. Use the transformer folder alone with a student.pooling.")
-    if layout.do_lower_case:
-        raise ValueError(f"student.model={settings.model!r} lowercases its input in sentence-transformers "
-                         "(do_lower_case), which the recipe's tokenization does not reproduce.")
-    stated = layout.pooling
-    if stated not in POOLING_MODES:
-        raise ValueError(f"student.model={settings.model!r} pools by {stated!r}; the recipe trains and evaluates "
-                         f"{POOLING_MODES} pooling only.")
-    if settings.pooling not in (None, stated):
-        raise ValueError(f"student.pooling={settings.pooling!r}, but {folder} is a sentence-transformers folder "
-                         f"that pools by {stated!r}: drop student.pooling (or set it to {stated!r}).")
-    if not (layout.transformer / "config.json").is_file():
-        raise ValueError(f"student.model={settings.model!r}: its transformer folder {layout.transformer} has no "
-                         "config.json.")
-    return Student(folder, layout.transformer, source, hub_id, layout.modules, stated, layout.max_seq_length)
-
-
 @register_recipe
-class EMAAlignmentRecipe(Recipe):
+class EMAAlignmentRecipe(EncoderRecipe):
     name = "ema_alignment"
     sections = {"student": StudentSettings, "similarity": SimilaritySettings}
     arguments_class = EMATrainingArguments
     example_config = "ema_minilm"
     dataset_type = "libreoffice-parallel"
+    publish_ignore = (STAGE1_FOLDER,)  # stage 1's student: the base of the adapters, not the model
 
     def __init__(self, run_config, output_dir):
         super().__init__(run_config, output_dir)
@@ -186,7 +108,6 @@ class EMAAlignmentRecipe(Recipe):
         self.similarity_sets: list[SimilarityEvaluator] = []
         self.stage1_pairs = None  # the `similarity.train` pairs, scores mapped to the cosine's range
         self.args: EMATrainingArguments | None = None
-        self.merged = None
 
     def load_data(self):
         train, evaluation = super().load_data()
@@ -247,9 +168,25 @@ class EMAAlignmentRecipe(Recipe):
             self.data_report["tokenizer_unknown_rate"] = rates
         return tokenizer
 
+    def fit(self, train, tokenizer, args, resume):
+        """The stages, in order: the untouched student measured ("before"), stage 1 when configured (and measured
+        again), the LoRA adapters, then the alignment (`train_model`)."""
+        if args.pooling not in (None, self.student.pooling):
+            raise ValueError(f"training.pooling={args.pooling!r} in {self.run_config.source}: the pooling is the "
+                             "student's; set student.pooling instead.")
+        args.pooling = self.student.pooling
+        self.args = args
+        model = self.build_model(tokenizer)
+        if args.process_index == 0:
+            self.before = self.measure(model, tokenizer, self.evaluation, "Before training")
+        if self.run_config.similarity.train is not None:
+            model = self.stage1(model, args, tokenizer)
+            if args.process_index == 0:
+                self.after_stage1 = self.measure(model, tokenizer, self.evaluation, "After stage 1")
+        return self.train_model(self.adapted(model), train, tokenizer, args, resume)
+
     def build_model(self, tokenizer):
-        """The untouched student; stage 1 and the LoRA adapters come in `make_trainer`, after its "before"
-        evaluation."""
+        """The untouched student."""
         return AutoModel.from_pretrained(self.student.transformer, dtype=torch.float32)
 
     def adapted(self, model):
@@ -284,23 +221,9 @@ class EMAAlignmentRecipe(Recipe):
         return results
 
     def make_trainer(self, model, args, train, tokenizer) -> EMATeacherTrainer:
-        """Measure the untouched student, run stage 1 when configured (and measure again), add the LoRA adapters,
-        and build the stage-2 trainer."""
-        if args.pooling not in (None, self.student.pooling):
-            raise ValueError(f"training.pooling={args.pooling!r} in {self.run_config.source}: the pooling is the "
-                             "student's; set student.pooling instead.")
-        args.pooling = self.student.pooling
-        self.args = args
-        if args.process_index == 0:  # the untouched student: the "before" numbers
-            self.before = self.measure(model, tokenizer, self.evaluation, "Before training")
-        if self.run_config.similarity.train is not None:
-            model = self.stage1(model, args, tokenizer)
-            if args.process_index == 0:
-                self.after_stage1 = self.measure(model, tokenizer, self.evaluation, "After stage 1")
-        model = self.adapted(model)
         collator = ParallelPairCollator(tokenizer, self.max_length(model, tokenizer))
         return EMATeacherTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
-                                   processing_class=tokenizer)
+                                 processing_class=tokenizer)
 
     def stage1(self, model, args, tokenizer):
         """Stage 1 (sec. 5.1): the whole student fine-tuned on the `similarity.train` pairs by `SimilarityTrainer`,
@@ -335,12 +258,11 @@ class EMAAlignmentRecipe(Recipe):
         return trainer.model
 
     def evaluate(self, model, tokenizer, evaluation) -> dict:
-        """Write the final folder (`export`), then evaluate what it holds: each evaluation set's retrieval P@1
-        after training (`model`), before it (`before_training`, the untouched student), after stage 1
-        (`after_stage1`, when it ran) and of the TF-IDF baseline; the same stages' Spearman under `similarity`
-        (`before_training`, `after_stage1`, `after_training`)."""
-        merged = self.export(model, tokenizer)
-        after = self.measure(merged, tokenizer, evaluation, "After alignment")
+        """Evaluate what the saved folder holds (`save`): each evaluation set's retrieval P@1 after training
+        (`model`), before it (`before_training`, the untouched student), after stage 1 (`after_stage1`, when it ran)
+        and of the TF-IDF baseline; the same stages' Spearman under `similarity` (`before_training`, `after_stage1`,
+        `after_training`)."""
+        after = self.measure(model, tokenizer, evaluation, "After alignment")
         stages = {"model": after, "before_training": self.before}
         if self.after_stage1 is not None:
             stages["after_stage1"] = self.after_stage1
@@ -357,7 +279,7 @@ class EMAAlignmentRecipe(Recipe):
                               "tau_base": self.args.tau_base, "frozen_teacher": self.args.frozen_teacher}
         return results
 
-    def export(self, model, tokenizer):
+    def save(self, model, tokenizer):
         """Save the aligned student as a plain folder (main process, after `Trainer.save_model`): LoRA adapters
         merged into the weights (the adapters alone go to `lora_adapter/`), the tokenizer, and the student's own
         sentence-transformers modules with the transformer at the folder's root. Returns the merged model."""
@@ -378,7 +300,6 @@ class EMAAlignmentRecipe(Recipe):
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
         self.write_modules(model, tokenizer)
-        self.merged = model
         return model
 
     def write_modules(self, model, tokenizer) -> None:
@@ -393,9 +314,6 @@ class EMAAlignmentRecipe(Recipe):
         modules = [dict(module) for module in self.student.modules]
         modules[0]["path"] = ""  # the transformer at the root, where AutoModel finds it
         paths = {module["path"] for module in modules[1:]}
-        for stale in output_dir.iterdir():  # e.g. the 1_Pooling written before, if the student's is elsewhere
-            if stale.is_dir() and stale.name[:1].isdigit() and "_" in stale.name and stale.name not in paths:
-                shutil.rmtree(stale)
         (output_dir / "modules.json").write_text(json.dumps(modules, indent=2))
         for name, origin in (("sentence_bert_config.json", self.student.transformer),
                              ("config_sentence_transformers.json", self.student.folder)):
@@ -408,8 +326,9 @@ class EMAAlignmentRecipe(Recipe):
             if (self.student.folder / path).is_dir():  # a module without settings (Normalize) may have no folder
                 shutil.copytree(self.student.folder / path, output_dir / path)
 
-    def card(self, model, results: dict) -> None:
-        model = self.merged if self.merged is not None else model
+    def retrieval_sections(self, results: dict) -> tuple[list[dict], list]:
+        """The encoder card's retrieval sections with the untouched student's P@1 beside each row, and their
+        `model-index` entries."""
         sets = self.evaluation_sets()
         retrieval = retrieval_card_context(results, sets)
         for section, name in zip(retrieval["retrieval_sections"], sets):
@@ -418,14 +337,18 @@ class EMAAlignmentRecipe(Recipe):
                 row["before"] = before[pair]["p@1"]
             section["average"]["before"] = before["average"]["p@1"]
             section["gains"] = sum(row["model"] > row["before"] for _, row in section["rows"])
-        languages = sorted({code.split("_")[0] for name in sets for pair in results[name]["model"]
+        return retrieval["retrieval_sections"], retrieval["eval_results"]
+
+    def card_data(self, model, results: dict) -> dict:
+        """The student's languages (of the evaluation pairs and the pivot), its license and Hub id as the base
+        model, and retrieval and similarity results."""
+        languages = sorted({code.split("_")[0] for name in self.evaluation_sets() for pair in results[name]["model"]
                             if pair != "average" for code in pair.split("-")}
                            | {self.data_report["train"]["pivot_language"].split("_")[0]})
-        similarity = self.similarity_card_rows(results)
-        eval_results = retrieval.pop("eval_results") + [
+        eval_results = self.retrieval_sections(results)[1] + [
             EvalResult(task_type="sentence-similarity", task_name="Semantic similarity", dataset_type=row["name"],
                        dataset_name=row["name"], metric_type="spearman", metric_name=f"{row['name']} Spearman",
-                       metric_value=round(row["model"], 4)) for row in similarity]
+                       metric_value=round(row["model"], 4)) for row in self.similarity_card_rows(results)]
         card_data = sentence_encoder_card_data(self.output_dir)
         card_data.update(language=languages, tags=card_data["tags"] + ["sentence-embeddings", "multilingual",
                                                                        "ema-teacher"],
@@ -440,28 +363,21 @@ class EMAAlignmentRecipe(Recipe):
                 card_data["license"] = license_
         if self.student.hub_id:
             card_data["base_model"] = self.student.hub_id
-        settings = self.run_config.student
-        if settings.lora is not None:
+        if self.run_config.student.lora is not None:
             card_data["tags"].append("lora")
-        name = self.output_dir.name
-        card = ModelCard.from_template(
-            ModelCardData(model_name=name, **card_data), template_path=str(template("ema_alignment")),
-            model_name=name, repo_id=name, config=model.config, student=self.student.source,
-            pooling=self.student.pooling or "mean",
+        return card_data
+
+    def card_context(self, model, results: dict) -> dict:
+        return dict(
+            student=self.student.source, pooling=self.student.pooling or "mean",
             normalize=bool(self.student.modules) and self.student.modules[-1]["type"].endswith("Normalize"),
-            lora=settings.lora, tau_base=self.args.tau_base, frozen_teacher=self.args.frozen_teacher,
+            lora=self.run_config.student.lora, tau_base=self.args.tau_base, frozen_teacher=self.args.frozen_teacher,
             pivot=self.data_report["train"]["pivot_language"],
-            stage1=self.data_report.get("stage1"), similarity_rows=similarity,
-            eval_description=(
-                "Translation retrieval P@1 (Tatoeba protocol: cosine, mean of both directions), each language pair "
-                "retrieved among its own held-out sentences, none of whose texts occurs in the training data: the "
-                "student before alignment, after it, and the character 2-4-gram TF-IDF baseline."),
-            **self.reproduction(results),
-            training_data=str(self.run_config.data.train or
-                              "the embedded LibreOffice parallel corpus (trainers/data/default, MPL-2.0)"),
-            **retrieval,
+            stage1=self.data_report.get("stage1"), similarity_rows=self.similarity_card_rows(results),
+            eval_description=f"{EVAL_DESCRIPTION}: the student before alignment, after it, and the character "
+                             "2-4-gram TF-IDF baseline.",
+            training_data=describe_data(self.train_name), retrieval_sections=self.retrieval_sections(results)[0],
         )
-        card.save(self.output_dir / "README.md")
 
     @staticmethod
     def similarity_card_rows(results: dict) -> list[dict]:

@@ -55,7 +55,7 @@ class ModelTranslator:
                  device: str | None = None, progress: bool = True):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from .loading import resolve_model
+        from ...loading import resolve_model
 
         if min(num_beams, batch_size, max_length, max_new_tokens) < 1:
             raise ValueError(f"num_beams={num_beams}, batch_size={batch_size}, max_length={max_length} and "

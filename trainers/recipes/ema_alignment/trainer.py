@@ -8,6 +8,7 @@ student, before `train()` wraps the student (`accelerator.prepare`: DDP, ...); a
 on every process from the unwrapped student, which must be the very module it was built from.
 """
 
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,15 +22,27 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
-from .collators import PairLayout
-from .data import validate_pairs
-from .encoding import bare_encoder, sentence_embeddings
-from .evaluation.training import SuiteEvaluationMixin
-from .loss_logging import LossTermLoggingMixin
-from .losses import ema_alignment_loss, ema_tau
-from .similarity_training import EncoderTrainingArguments
+from ...arguments import EncoderTrainingArguments
+from ...data import validate_pairs
+from ...encoding import bare_encoder, sentence_embeddings
+from ...evaluation.training import SuiteEvaluationMixin
+from ...layout import PairLayout
+from ...loss_logging import LossTermLoggingMixin
+from ...losses import ema_alignment_loss
 
 TEACHER_FILE = "ema_teacher.safetensors"
+
+
+def ema_tau(step: int, total_steps: int, tau_base: float) -> float:
+    """The EMA teacher's decay rate at training step `k = step` of `K = total_steps` (Ham & Kim, sec. 5.3, after
+    BYOL): `tau_base` at `k = 0`, rising along a half cosine to 1 at `k = K`."""
+    if not 0.0 <= tau_base <= 1.0:
+        raise ValueError(f"tau_base={tau_base!r} is outside [0, 1]; use a decay rate such as the paper's 0.99999.")
+    if total_steps < 1:
+        raise ValueError(f"total_steps={total_steps!r}: the schedule needs K >= 1; pass the run's max_steps.")
+    if not 0 <= step <= total_steps:
+        raise ValueError(f"step={step!r} is outside [0, K={total_steps}]; pass the 0-based index of the current step.")
+    return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * step / total_steps) + 1.0) / 2.0  # sec. 5.3
 
 
 class EMATeacher:

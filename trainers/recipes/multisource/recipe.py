@@ -4,7 +4,7 @@
 What is this recipe's own:
 * data: a folder with `train.tsv`, `validation.tsv`, `test.tsv` (columns `text`, `label` and optionally a
   translation column), label names from a `labels.json` beside them (or in the parent folder) when present;
-* the translation of every text into English (`trainers/translation.py`: a column of the data, a seq2seq model, or
+* the translation of every text into English (`translation.py`: a column of the data, a seq2seq model, or
   a user function), cached per translator;
 * three input settings: A the source alone, B the translation alone, A+B both through the tokenizer's pair
   encoding (`[CLS] a [SEP] b [SEP]` for BERT-style tokenizers, `a </s> b` for this package's), truncated
@@ -17,70 +17,41 @@ What is this recipe's own:
 * metrics through the package's `evaluate` modules: QWK for ordinal labels, accuracy for categorical ones.
 
 Every (setting, seed) run is a plain `Trainer` run in `OUTPUT/runs/<setting>-seed<k>/` with its own checkpoints;
-`MultiSourceSweep` runs them one after the other and records its progress as `OUTPUT/checkpoint-<finished runs>`,
-which `run_recipe`'s resume step hands back, so a killed sweep restarts at the run it was in (from that run's last
-complete checkpoint). The saved folder holds the classifier of the last setting (A+B by default) with the best
-validation score.
+`MultiSourceSweep` (`sweep.py`) runs them one after the other, and a killed sweep restarts at the run it was in (from
+that run's last complete checkpoint). The saved folder holds the classifier of the last setting (A+B by default)
+with the best validation score; `report.py` writes the table and the plot.
 """
 
 import dataclasses
 import json
 import logging
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import numpy as np
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
-    EarlyStoppingCallback,
-    Trainer,
-    set_seed,
-)
-from transformers.trainer_utils import TrainOutput
+from huggingface_hub import EvalResult
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hub_cards import template
-
-from ..compare import MINILM as MINILM_SHORTCUT
-from ..compare import resolve_model_setting
-from ..evaluation.common import read_tsv
-from ..metrics import load_metric
-from ..translation import FunctionTranslator, ModelTranslator, translate_cached
-from .base import Recipe, last_complete_checkpoint, register_recipe, training_arguments
+from ...evaluation.common import read_tsv
+from ...loading import MINILM, read_sentence_transformer, resolve_model_setting
+from ..base import Recipe, register_recipe
+from .report import PLOT_FILE, RESULTS_FILE, SETTING_TITLES, TABLE_FILE, plot_tables, results_table, table_markdown
+from .sweep import SETTINGS, MultiSourceSweep
+from .translation import FunctionTranslator, ModelTranslator, translate_cached
 
 logger = logging.getLogger(__name__)
 
-# The paper's three inputs (table 2) and what each is made of.
-SETTINGS = {"A": ("text",), "B": ("translation",), "A+B": ("text", "translation")}
-SETTING_TITLES = {"A": "A. Source", "B": "B. English", "A+B": "A+B (Proposed)"}
 # Label type -> metric module (trainers/metrics/): QWK for ordinal labels (WRIME), accuracy otherwise (Livedoor).
 LABEL_METRICS = {"ordinal": "qwk", "categorical": "accuracy"}
 SPLITS = ("train", "validation", "test")
-RESULTS_FILE, TABLE_FILE, PLOT_FILE = "multisource_results.json", "multisource_table.md", "multisource_plot.png"
-RUN_RESULT = "run_result.json"
-BEST_FOLDER = "best"
-
-
-def middle_mean(values) -> float:
-    """Mean of the values without the best and the worst one (the paper's figure: the mean of the middle three of
-    five seeds, sec. 4.1.2); with fewer than three values, nothing can be dropped and it is the plain mean."""
-    values = sorted(float(value) for value in values)
-    if not values:
-        raise ValueError("middle_mean needs at least one value.")
-    kept = values[1:-1] if len(values) >= 3 else values
-    return sum(kept) / len(kept)
 
 
 @dataclass
 class ClassifierSettings:
     """The `classifier` section."""
 
-    model: str = MINILM_SHORTCUT  # a folder, a Hub id, or `minilm` (the installed all-MiniLM-L6-v2)
+    model: str = MINILM  # a folder, a Hub id, or `minilm` (the installed all-MiniLM-L6-v2)
     label_type: str = "categorical"  # categorical: accuracy; ordinal: QWK
     settings: list[str] = field(default_factory=lambda: ["A", "B", "A+B"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
@@ -169,8 +140,6 @@ def label_ids(values: list[str], names: list[str], where: str, label_set: str) -
 
 def resolve_classifier(value: str, config_source: str) -> tuple[Path, str]:
     """The folder holding `classifier.model`'s transformer and tokenizer, and the name to show it by."""
-    from ..loading import read_sentence_transformer
-
     folder, hub_id = resolve_model_setting(value, "classifier.model", config_source)
     layout = read_sentence_transformer(folder)
     transformer = layout.transformer if layout is not None else folder
@@ -180,182 +149,13 @@ def resolve_classifier(value: str, config_source: str) -> tuple[Path, str]:
     return transformer, hub_id or str(folder)
 
 
-def encode_setting(tokenizer, rows: datasets.Dataset, setting: str, max_length: int) -> datasets.Dataset:
-    """Token ids of one setting's inputs: A `text`, B `translation`, A+B the pair (`text`, `translation`) through
-    the tokenizer's pair encoding, both segments truncated in turn from the longest (`longest_first`)."""
-    columns = SETTINGS[setting]
-
-    def tokenize(batch):
-        encoded = tokenizer(*(batch[column] for column in columns), truncation="longest_first",
-                            max_length=max_length)
-        return {**encoded, "labels": batch["label"]}
-
-    return rows.map(tokenize, batched=True, remove_columns=rows.column_names, desc=f"tokenizing {setting}")
-
-
-class MultiSourceSweep:
-    """Every (setting, seed) fine-tuning of a `MultiSourceRecipe`, one `Trainer` each, run in turn; what
-    `run_recipe` trains, saves and evaluates in place of a single Trainer.
-
-    `train(resume_from_checkpoint)`: with the sweep checkpoint `run_recipe` found, finished runs are read back and
-    the interrupted one resumes from its last complete checkpoint; without one, the sweep starts over.
-    """
-
-    def __init__(self, recipe: "MultiSourceRecipe", args, tokenizer, train):
-        self.recipe, self.args, self.tokenizer = recipe, args, tokenizer
-        self.inputs = {setting: {"train": encode_setting(tokenizer, train, setting, recipe.settings.max_length),
-                                 **{name: encode_setting(tokenizer, rows, setting, recipe.settings.max_length)
-                                    for name, rows in recipe.evaluation.items()}}
-                       for setting in recipe.settings.settings}
-        self.results: list[dict] = []
-        self.model = None
-
-    def is_world_process_zero(self) -> bool:
-        return self.args.process_index == 0
-
-    @property
-    def runs(self) -> list[tuple[str, int]]:
-        return [(setting, seed) for setting in self.recipe.settings.settings for seed in self.recipe.settings.seeds]
-
-    def run_dir(self, setting: str, seed: int) -> Path:
-        return self.recipe.output_dir / "runs" / f"{setting.replace('+', '')}-seed{seed}"
-
-    def mark_progress(self) -> None:
-        """`OUTPUT/checkpoint-<finished runs>/trainer_state.json`: the sweep's state, found by `run_recipe`."""
-        output_dir = self.recipe.output_dir
-        marker = output_dir / f"checkpoint-{len(self.results)}"
-        marker.mkdir(parents=True, exist_ok=True)
-        (marker / "trainer_state.json").write_text(json.dumps({"multisource_sweep": self.results}, indent=2))
-        for old in output_dir.glob("checkpoint-*"):
-            if old != marker and old.is_dir():
-                shutil.rmtree(old)
-
-    def train(self, resume_from_checkpoint: str | None = None) -> TrainOutput:
-        output_dir = self.recipe.output_dir
-        if resume_from_checkpoint is None:  # start over
-            shutil.rmtree(output_dir / "runs", ignore_errors=True)
-        self.mark_progress()
-        started, steps, losses = time.perf_counter(), 0, []
-        for setting, seed in self.runs:
-            result_file = self.run_dir(setting, seed) / RUN_RESULT
-            if result_file.is_file():
-                result = json.loads(result_file.read_text())
-                logger.warning("Run %s seed %d finished before: %s %.4f", setting, seed, self.recipe.settings.metric,
-                               result["test"])
-            else:
-                result = self.train_one(setting, seed)
-            self.results.append(result)
-            steps += result["global_step"]
-            losses.append(result["train_loss"])
-            self.mark_progress()
-        best = output_dir / "runs" / BEST_FOLDER
-        self.model = AutoModelForSequenceClassification.from_pretrained(best, trust_remote_code=False)
-        return TrainOutput(steps, float(np.mean(losses)), {"train_runtime": time.perf_counter() - started})
-
-    def train_one(self, setting: str, seed: int) -> dict:
-        recipe, run_dir = self.recipe, self.run_dir(setting, seed)
-        run_config = dataclasses.replace(recipe.run_config, training={**recipe.run_config.training, "seed": seed})
-        args, _ = training_arguments(recipe.arguments_class, run_config, run_dir)
-        set_seed(seed)  # the classifier's initial weights
-        model = recipe.load_classifier()
-        metric = load_metric(recipe.settings.metric)
-        extra = {"num_labels": len(recipe.labels)} if recipe.settings.metric == "qwk" else {}
-
-        def compute_metrics(prediction):
-            predictions = np.argmax(prediction.predictions, axis=-1).tolist()
-            return metric.compute(predictions=predictions, references=prediction.label_ids.tolist(), **extra)
-
-        inputs = self.inputs[setting]
-        trainer = Trainer(model=model, args=args, train_dataset=inputs["train"], eval_dataset=inputs["validation"],
-                          data_collator=DataCollatorWithPadding(self.tokenizer), processing_class=self.tokenizer,
-                          compute_metrics=compute_metrics,
-                          callbacks=[EarlyStoppingCallback(early_stopping_patience=recipe.settings.patience)])
-        checkpoint = last_complete_checkpoint(run_dir)
-        if checkpoint:
-            logger.warning("Resuming run %s seed %d from %s", setting, seed, checkpoint)
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        name = recipe.settings.metric
-        test = trainer.predict(inputs["test"], metric_key_prefix="test").metrics[f"test_{name}"]
-        result = {"setting": setting, "seed": seed, "validation": trainer.state.best_metric, "test": test,
-                  "epochs": round(trainer.state.epoch, 2), "global_step": output.global_step,
-                  "train_loss": round(output.training_loss, 4), "train_runtime_s": round(output.metrics["train_runtime"], 1)}
-        logger.warning("Run %s seed %d: validation %s %.4f, test %.4f", setting, seed, name, result["validation"], test)
-        if setting == recipe.settings.settings[-1]:
-            kept = [r for r in self.results if r["setting"] == setting]
-            if all(result["validation"] > r["validation"] for r in kept):
-                best = run_dir.parent / BEST_FOLDER
-                shutil.rmtree(best, ignore_errors=True)
-                trainer.save_model(str(best))  # the best checkpoint, reloaded by load_best_model_at_end
-        for path in run_dir.glob("checkpoint-*"):  # the run is done: its checkpoints are no longer needed
-            shutil.rmtree(path)
-        (run_dir / RUN_RESULT).write_text(json.dumps(result, indent=2))
-        return result
-
-    def save_model(self, output_dir: str) -> None:
-        shutil.copytree(self.recipe.output_dir / "runs" / BEST_FOLDER, output_dir, dirs_exist_ok=True)
-
-
-def results_table(runs: list[dict], settings: list[str], metric: str, classifier: str) -> dict:
-    """The paper's table 2 entry of one classifier: per setting the middle-three mean of the test scores and the
-    per-seed scores it comes from."""
-    table = {"metric": metric, "classifier": classifier, "settings": {}}
-    for setting in settings:
-        chosen = [run for run in runs if run["setting"] == setting]
-        scores = [run["test"] for run in chosen]
-        table["settings"][setting] = {
-            "score": middle_mean(scores), "seeds": [run["seed"] for run in chosen], "test": scores,
-            "validation": [run["validation"] for run in chosen], "trimmed": len(scores) >= 3,
-        }
-    return table
-
-
-def table_markdown(tables: list[dict], names: list[str] | None = None) -> str:
-    """Table 2 of the paper: one row per classifier (and data set), one column per setting, the best in bold."""
-    settings = list(SETTINGS)
-    header = "| model | metric | " + " | ".join(SETTING_TITLES[s] for s in settings) + " |"
-    lines = [header, "|---|---|" + "---:|" * len(settings)]
-    for position, table in enumerate(tables):
-        scores = {s: entry["score"] for s, entry in table["settings"].items()}
-        best = max(scores.values())
-        cells = [("**%.3f**" if scores[s] == best else "%.3f") % scores[s] if s in scores else "-" for s in settings]
-        name = names[position] if names else table["classifier"]
-        lines.append(f"| {name} | {table['metric']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_tables(tables: list[dict], path: str | Path, names: list[str] | None = None) -> Path:
-    """Bars of each setting's reported score with every seed's score as a dot, one panel per table."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(tables), figsize=(3.6 * len(tables), 3.4), squeeze=False)
-    for axis, position in zip(axes[0], range(len(tables))):
-        table = tables[position]
-        settings = list(table["settings"])
-        scores = [table["settings"][s]["score"] for s in settings]
-        axis.bar(range(len(settings)), scores, color=["#8da0cb", "#66c2a5", "#fc8d62"][:len(settings)])
-        for x, setting in enumerate(settings):
-            seeds = table["settings"][setting]["test"]
-            axis.scatter([x] * len(seeds), seeds, color="black", s=10, zorder=3)
-        axis.set_xticks(range(len(settings)), [SETTING_TITLES[s] for s in settings], fontsize=8)
-        axis.set_ylabel(table["metric"])
-        low = min(min(table["settings"][s]["test"]) for s in settings)
-        axis.set_ylim(max(0.0, low - 0.1), min(1.0, max(scores) + 0.08) if max(scores) <= 1 else None)
-        axis.set_title(names[position] if names else Path(table["classifier"]).name, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return Path(path)
-
-
 @register_recipe
 class MultiSourceRecipe(Recipe):
     name = "multisource"
     sections = {"classifier": ClassifierSettings, "translation": TranslationSettings}
     example_config = "multisource_topics"
     dataset_type = "text-classification"
+    publish_ignore = ("runs",)  # every (setting, seed) run; the folder itself holds the kept classifier
     launcher = "python"  # the sweep runs its trainers one after the other, in one process
     # Trainer settings the method fixes unless the config says otherwise (sec. 4.1.2: AdamW, 2e-5, early stopping
     # on the validation metric at every epoch).
@@ -387,6 +187,7 @@ class MultiSourceRecipe(Recipe):
         self.classifier_folder, self.classifier_source = resolve_classifier(settings.model, run_config.source)
         self.labels: list[str] = []
         self.evaluation: dict[str, datasets.Dataset] = {}
+        self.sweep: MultiSourceSweep | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -464,10 +265,6 @@ class MultiSourceRecipe(Recipe):
         self.evaluation = {"validation": splits["validation"], "test": splits["test"]}
         return splits["train"], self.evaluation
 
-    def prepare_train_data(self, train, tokenizer, args):
-        """Inputs are tokenized per setting by `MultiSourceSweep`."""
-        return train
-
     def prepare_tokenizer(self, train, args):
         # trust_remote_code=False: this package's tokenizers are plain tokenizer.json files (no question asked)
         return AutoTokenizer.from_pretrained(self.classifier_folder, trust_remote_code=False)
@@ -478,60 +275,51 @@ class MultiSourceRecipe(Recipe):
             self.classifier_folder, num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
             label2id={name: index for index, name in enumerate(self.labels)}, trust_remote_code=False)
 
-    def build_model(self, tokenizer):
-        """The classifier as loaded (the sweep loads a fresh one per run): its config is the saved folder's."""
-        return self.load_classifier()
+    def fit(self, train, tokenizer, args, resume):
+        """The sweep (`MultiSourceSweep`): every setting and seed, one fine-tuning each; inputs are tokenized per
+        setting."""
+        self.sweep = MultiSourceSweep(self, args, tokenizer, train)
+        return self.sweep.run(resume)
 
-    def make_trainer(self, model, args, train, tokenizer) -> MultiSourceSweep:
-        return MultiSourceSweep(self, args, tokenizer, train)
+    def save(self, model, tokenizer):
+        """The kept classifier (and its tokenizer) as the output folder's model."""
+        shutil.copytree(self.sweep.best_folder, self.output_dir, dirs_exist_ok=True)
+        return model
 
     def evaluate(self, model, tokenizer, evaluation) -> dict:
         """The table from the sweep's runs (each run tested its best-validation checkpoint), written beside the
         model as JSON, markdown and a plot."""
-        runs = self.sweep_results()
+        runs = self.sweep.results
         table = results_table(runs, self.settings.settings, self.settings.metric, self.classifier_source)
         (self.output_dir / RESULTS_FILE).write_text(json.dumps(table, indent=2))
         (self.output_dir / TABLE_FILE).write_text(table_markdown([table], [Path(self.classifier_source).name]))
         plot_tables([table], self.output_dir / PLOT_FILE, [Path(self.classifier_source).name])
         return {"table": table, "runs": runs}
 
-    def sweep_results(self) -> list[dict]:
-        marker = last_complete_checkpoint(self.output_dir)
-        return json.loads((marker / "trainer_state.json").read_text())["multisource_sweep"]
-
-    def card(self, model, results: dict) -> None:
-        table = results["table"]
+    def saved_run(self, results: dict) -> dict:
+        """The run whose classifier the folder holds: the last setting's best on validation."""
         saved = self.settings.settings[-1]
-        best = max((run for run in results["runs"] if run["setting"] == saved), key=lambda run: run["validation"])
-        folder = self.data_dir
+        return max((run for run in results["runs"] if run["setting"] == saved), key=lambda run: run["validation"])
+
+    def card_data(self, model, results: dict) -> dict:
+        best = self.saved_run(results)
         entry = EvalResult(task_type="text-classification", task_name="Text classification",
-                           dataset_type=self.dataset_type, dataset_name=str(folder), dataset_split="test",
-                           metric_type=self.settings.metric, metric_name=f"{self.settings.metric} ({saved})",
+                           dataset_type=self.dataset_type, dataset_name=str(self.data_dir), dataset_split="test",
+                           metric_type=self.settings.metric, metric_name=f"{self.settings.metric} ({best['setting']})",
                            metric_value=round(best["test"], 4))
         card_data = {"library_name": "transformers", "pipeline_tag": "text-classification",
                      "tags": ["text-classification", "multi-source", "machine-translation"], "eval_results": [entry]}
         if not Path(self.settings.model).expanduser().is_dir():
             card_data["base_model"] = self.classifier_source
-        name = self.output_dir.name
-        card = ModelCard.from_template(
-            ModelCardData(model_name=name, **card_data), template_path=str(template("multisource")),
-            model_name=name, repo_id=name, classifier=self.classifier_source, saved_setting=saved,
-            saved_title=SETTING_TITLES[saved], saved_seed=best["seed"], saved_test=best["test"],
+        return card_data
+
+    def card_context(self, model, results: dict) -> dict:
+        best, name = self.saved_run(results), Path(self.classifier_source).name
+        return dict(
+            classifier=self.classifier_source, saved_setting=best["setting"],
+            saved_title=SETTING_TITLES[best["setting"]], saved_seed=best["seed"], saved_test=best["test"],
             metric=self.settings.metric, label_type=self.settings.label_type, labels=self.labels,
             translator=self.data_report.get("translator", {}).get("id", "none (source only)"),
-            table=table_markdown([table], [Path(self.classifier_source).name]), plot=PLOT_FILE,
-            seeds=self.settings.seeds, data=str(folder), max_length=self.settings.max_length,
-            **self.reproduction(results),
+            table=table_markdown([results["table"]], [name]), plot=PLOT_FILE, seeds=self.settings.seeds,
+            data=str(self.data_dir), max_length=self.settings.max_length,
         )
-        card.save(self.output_dir / "README.md")
-
-
-def combine(folders: list[str], output_prefix: str, names: list[str] | None = None) -> str:
-    """One table 2 (markdown, `<prefix>.md`) and one plot (`<prefix>.png`) of several runs' output folders."""
-    tables = [json.loads((Path(folder) / RESULTS_FILE).read_text()) for folder in folders]
-    names = names or [Path(folder).name for folder in folders]
-    text = table_markdown(tables, names)
-    Path(f"{output_prefix}.md").write_text(text)
-    plot_tables(tables, f"{output_prefix}.png", names)
-    return text
-

@@ -1,5 +1,8 @@
-"""Task data of the multi-task dual encoder (Chidambaram et al., sec. 2.2), each task a `datasets.Dataset` with the
-text columns its collator reads (`TASK_COLUMNS`):
+"""The tasks of the multi-task dual encoder (Chidambaram et al., sec. 2.2), each defined once in `TASKS`: its text
+columns (in the order of the model's sides, `TASK_SIDES`), its data loader, its loss and the data the package ships
+for it. The model's side of a task (its rows and heads) is `modeling_ems`'s, which ships without this package.
+
+Each task's data is a `datasets.Dataset` with the text columns its collator reads:
 
 * translation: parallel pairs (`load_parallel_dataset`), with an optional `negatives` column of K hard negatives
   (`trainers.hard_negatives`);
@@ -11,22 +14,23 @@ Sources are local files (JSONL / TSV / CSV / Parquet, optionally gzipped), folde
 dataset names, as everywhere in the package.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
 import datasets
+import torch
 
-from . import _local_builder, load_parallel_dataset, validate_pairs
+from modeling_ems.configuration_dual_encoder import TASKS as MODEL_TASKS
+from modeling_ems.modeling_dual_encoder import TASK_SIDES
 
-TASK_COLUMNS = {
-    "translation": ("src", "tgt"),
-    "response": ("input", "response"),
-    "quick_thought": ("previous", "current", "next"),
-    "nli": ("premise", "hypothesis"),
-}
+from ...data import _local_builder, load_parallel_dataset, validate_pairs
+from ...losses import nli_loss, ranking_loss
+
 NLI_LABELS = (0, 1, 2)  # entailment, neutral, contradiction
 # Small subsets shipped with the package for training without ../shared/data (see their NOTICE files).
-SHIPPED_TASK_DATA = Path(str(files(__package__) / "multitask"))
+SHIPPED_TASK_DATA = Path(str(files("trainers.data") / "multitask"))
 
 
 def load_rows(source: str | Path, split: str = "train") -> datasets.Dataset:
@@ -105,13 +109,13 @@ def translation_task(source, max_examples: int | None = None, hard_negatives: in
 def response_task(source, languages=None, max_examples: int | None = None) -> datasets.Dataset:
     """(input, response) turns; rows with a `lang` outside `languages` are dropped when `languages` is given."""
     rows = load_rows(source)
-    _require_columns(rows, TASK_COLUMNS["response"], "response", source)
+    _require_columns(rows, TASKS["response"].columns, "response", source)
     rows = _keep_languages(rows, languages)
     if max_examples is not None:
         rows = rows.select(range(min(max_examples, len(rows))))
     _nonempty(rows, "response", source)
-    _check_texts(rows, TASK_COLUMNS["response"], "response", source)
-    return rows.select_columns(list(TASK_COLUMNS["response"]))
+    _check_texts(rows, TASKS["response"].columns, "response", source)
+    return rows.select_columns(list(TASKS["response"].columns))
 
 
 def quick_thought_triples(documents: datasets.Dataset, source) -> datasets.Dataset:
@@ -168,9 +172,77 @@ def nli_task(source, max_examples: int | None = None) -> datasets.Dataset:
         if isinstance(label, bool) or label not in NLI_LABELS:
             raise ValueError(f"{source}, row {index}: NLI label {label!r} is not one of {NLI_LABELS} (entailment, "
                              "neutral, contradiction); map or drop it (SNLI's -1 means no gold label).")
-    _check_texts(rows, TASK_COLUMNS["nli"], "nli", source)
+    _check_texts(rows, TASKS["nli"].columns, "nli", source)
     return rows.select_columns(["premise", "hypothesis", "label"])
 
 
-__all__ = ["NLI_LABELS", "SHIPPED_TASK_DATA", "TASK_COLUMNS", "load_rows", "nli_task", "quick_thought_task",
-           "quick_thought_triples", "response_task", "translation_task"]
+Rank = Callable[..., torch.Tensor]  # (queries, candidates, negatives=None) -> mean ranking loss (eq. 2)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: what its data holds, where it comes from and what it is trained with.
+
+    Args:
+        name: the task's name in configs and in the model (`DualEncoderMultiTaskConfig.tasks`).
+        columns: the text columns of its data, in the order of the model's sides (`TASK_SIDES[name]`).
+        loss: `(outputs, labels, rank) -> loss` from the model's `task_embeddings` / `logits`, with `rank` the
+            ranking loss in the model's similarity.
+        load: `(source, languages, max_examples) -> dataset`; None for translation, whose pairs are the recipe's
+            training data (`data.train`).
+        label_column: a column of class labels the collator passes as `labels`.
+        shipped: the subset the package ships, trained on when no source is given.
+        hard_negatives: whether the task takes mined negatives (`tasks.<name>.hard_negatives`).
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    loss: Callable[[object, torch.Tensor | None, Rank], torch.Tensor]
+    load: Callable[..., datasets.Dataset] | None = None
+    label_column: str | None = None
+    shipped: Path | None = None
+    hard_negatives: bool = False
+
+
+def _nli_loss(outputs, labels, rank):
+    if labels is None:
+        raise ValueError("An nli batch needs `labels` (0 entailment, 1 neutral, 2 contradiction).")
+    return nli_loss(outputs.logits, labels)  # 3-way cross-entropy
+
+
+TASKS: dict[str, Task] = {task.name: task for task in (
+    # -log P~(t_i | s_i) (eq. 2), g on both sides, the hard negatives among the candidates
+    Task("translation", ("src", "tgt"), hard_negatives=True,
+         loss=lambda outputs, labels, rank: rank(*outputs.task_embeddings[:2],
+                                                 outputs.task_embeddings[2] if len(outputs.task_embeddings[2])
+                                                 else None)),
+    # -log P~(response | input) (eq. 2), the response side through its head
+    Task("response", ("input", "response"), shipped=SHIPPED_TASK_DATA / "chatterbot.jsonl.gz",
+         load=lambda source, languages, max_examples: response_task(source, languages, max_examples),
+         loss=lambda outputs, labels, rank: rank(*outputs.task_embeddings)),
+    # -log P~(next | current) - log P~(previous | current) (eq. 2 twice, each side its own head)
+    Task("quick_thought", ("previous", "current", "next"), shipped=SHIPPED_TASK_DATA / "documents",
+         load=lambda source, languages, max_examples: quick_thought_task(source, languages, max_examples),
+         loss=lambda outputs, labels, rank: (rank(outputs.task_embeddings[1], outputs.task_embeddings[2])
+                                             + rank(outputs.task_embeddings[1], outputs.task_embeddings[0]))),
+    Task("nli", ("premise", "hypothesis"), label_column="label", loss=_nli_loss,
+         load=lambda source, languages, max_examples: nli_task(source, max_examples)),
+)}
+if set(TASKS) != set(MODEL_TASKS) or any(len(task.columns) != len(TASK_SIDES[name]) for name, task in TASKS.items()):
+    raise ImportError("trainers' multi-task TASKS and modeling_ems's TASKS / TASK_SIDES disagree; keep them in step.")
+
+
+def task_loss(task: str, outputs, labels: torch.Tensor | None = None, similarity: str = "dot",
+              temperature: float = 1.0) -> torch.Tensor:
+    """The loss of one task batch (`TASKS[task].loss`), from `DualEncoderMultiTaskForPreTraining`'s outputs
+    (sec. 2.2). Ranking losses are means over the local examples, with in-batch candidates gathered across
+    processes."""
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; tasks: {', '.join(TASKS)}.")
+    rank = lambda queries, candidates, negatives=None: ranking_loss(  # noqa: E731
+        queries, candidates, negatives, similarity=similarity, temperature=temperature).mean()
+    return TASKS[task].loss(outputs, labels, rank)
+
+
+__all__ = ["NLI_LABELS", "SHIPPED_TASK_DATA", "TASKS", "Task", "load_rows", "nli_task", "quick_thought_task",
+           "quick_thought_triples", "response_task", "task_loss", "translation_task"]

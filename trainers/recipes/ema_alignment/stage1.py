@@ -1,7 +1,7 @@
 """Stage 1 of Ham & Kim ("Semantic Alignment with Calibrated Similarity for Multilingual Sentence Embedding",
 sec. 5.1): fine-tune a sentence encoder on pairs of pivot-language sentences with gold similarity scores, by the
 mean squared error between the cosine of the two embeddings and the score (SBERT's regression objective), before
-the EMA alignment of stage 2 (`trainers.ema`).
+the EMA alignment of stage 2 (`trainer.py`).
 
 Data are `(text1, text2, score)` rows in any local format the package reads (TSV, CSV, JSONL, Parquet, optionally
 gzipped), such as the STS benchmark (scores 0-5) or the similarity sets of `../shared/data/similarity` (whose
@@ -10,19 +10,20 @@ range the cosine is fitted to (`target_range`: [0, 1] as SBERT does for STS-B, o
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import torch
 from transformers import PreTrainedTokenizerBase, Trainer
 
-from .collators import PairLayout, ParallelPairCollator
-from .data import _local_builder, add_token_lengths, data_file
-from .encoding import POOLING_MODES, sentence_embeddings
-from .ems_trainer import PairTrainingArguments
-from .loss_logging import LossTermLoggingMixin
-from .losses import cosine_similarity_loss
+from ...arguments import EncoderTrainingArguments
+from ...collators import ParallelPairCollator
+from ...data import _local_builder, add_token_lengths, data_file
+from ...encoding import sentence_embeddings
+from ...layout import PairLayout
+from ...loss_logging import LossTermLoggingMixin
+from ...losses import cosine_similarity_loss
 
 SCORED_PAIR_COLUMNS = ("text1", "text2", "score")
 TARGET_RANGES = ((0.0, 1.0), (-1.0, 1.0))
@@ -102,20 +103,6 @@ class ScoredPairCollator:
         batch = self._pairs([{"src": f["text1"], "tgt": f["text2"]} for f in features])
         batch["scores"] = torch.tensor([f["score"] for f in features], dtype=torch.float32)
         return batch
-
-
-@dataclass
-class EncoderTrainingArguments(PairTrainingArguments):
-    """`PairTrainingArguments` for a trainer of a sentence encoder: how it pools its token states."""
-
-    pooling: str | None = field(default=None, metadata={
-        "help": "Sentence embedding of the encoder: None for its own (pooler_output of this package's models, else "
-                "mean), 'mean' or 'cls'."})
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.pooling is not None and self.pooling not in POOLING_MODES:
-            raise ValueError(f"pooling={self.pooling!r}: use one of {POOLING_MODES}, or None for the model's own.")
 
 
 class SimilarityTrainer(LossTermLoggingMixin, Trainer):

@@ -3,32 +3,25 @@
 What is this recipe's own: the `tasks` section (one `datasets` source and batch size per task: translation ranking on
 parallel pairs, conversational response, quick-thought on documents, NLI), `DualEncoderMultiTaskForPreTraining`
 built from the `model` section and the tokenizer (subword or word + character n-gram input), `MultiTaskTrainer` (one
-task per optimisation step) and the card `hub_cards/dual_encoder_multitask.md`. The SentencePiece vocabulary, data
-checks, held-out retrieval beside TF-IDF, checkpoints and resume are `Recipe`'s, as for EMS.
+task per optimisation step) and the card `hub_cards/multitask.md`; each task is defined once in `tasks.py`. The
+SentencePiece vocabulary, data checks and held-out retrieval beside TF-IDF are `ScratchEncoderRecipe`'s, as for EMS;
+checkpoints and resume `Recipe`'s.
 """
 
 import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-
 from modeling_ems import DualEncoderMultiTaskConfig, DualEncoderMultiTaskForPreTraining
-from modeling_ems.configuration_dual_encoder import TASKS
 
-from ..cards import render_model_card, retrieval_card_context, sentence_encoder_card_data
-from ..collators import SidesCollator, TaskCollator
-from ..data import check_languages, pair_languages
-from ..data.tasks import SHIPPED_TASK_DATA, TASK_COLUMNS, nli_task, quick_thought_task, response_task, translation_task
-from ..multitask import MultiTaskTrainer, MultiTaskTrainingArguments, TaskDatasets
-from ..tokenizer import tokenizer_languages
-from .base import Recipe, register_recipe
-from .ems import TokenizerSettings
+from ...collators import SidesCollator, TaskCollator
+from ...tokenizer import tokenizer_languages
+from ..base import register_recipe
+from ..encoder import ScratchEncoderRecipe, TokenizerSettings
+from .tasks import TASKS, translation_task
+from .trainer import MultiTaskTrainer, MultiTaskTrainingArguments, TaskDatasets
 
 logger = logging.getLogger(__name__)
-
-# What a task trains on when its source is not given or not present (a clone without ../shared/data).
-SHIPPED_SOURCES = {"response": SHIPPED_TASK_DATA / "chatterbot.jsonl.gz",
-                   "quick_thought": SHIPPED_TASK_DATA / "documents"}
 
 
 @dataclass
@@ -68,18 +61,20 @@ def task_settings(section: dict, source: str) -> dict[str, TaskSettings]:
         if extra:
             raise ValueError(f"{source}: tasks.{task} has unknown settings {extra}; settings: {sorted(known)}.")
         settings[task] = TaskSettings(**values)
-        if task != "translation" and settings[task].hard_negatives:
+        if settings[task].hard_negatives and not TASKS[task].hard_negatives:
             raise ValueError(f"{source}: tasks.{task}.hard_negatives: hard negatives are for translation ranking only.")
     return settings
 
 
 @register_recipe
-class MultiTaskRecipe(Recipe):
+class MultiTaskRecipe(ScratchEncoderRecipe):
     name = "multitask"
     sections = {"model": dict, "tokenizer": TokenizerSettings, "tasks": dict}
     arguments_class = MultiTaskTrainingArguments
     example_config = "multitask_default"
     dataset_type = "libreoffice-parallel"
+    config_class = DualEncoderMultiTaskConfig
+    card_tags = ("dual-encoder", "multi-task")
 
     def __init__(self, run_config, output_dir):
         super().__init__(run_config, output_dir)
@@ -105,19 +100,10 @@ class MultiTaskRecipe(Recipe):
         self._evaluation_texts = {text for pairs in evaluation.values() for text in (*pairs["src"], *pairs["tgt"])}
         return train, evaluation
 
-    def prepare_tokenizer(self, train, args):
-        settings = self.run_config.tokenizer
-        max_length = self.run_config.model.get("max_position_embeddings",
-                                               DualEncoderMultiTaskConfig.max_position_embeddings)
-        tokenizer = self.sentencepiece_tokenizer(train, args, settings.vocab_size, pair_languages(train), max_length,
-                                                 path=settings.path)
-        check_languages(train, tokenizer_languages(tokenizer), name=self.train_name)
-        return tokenizer
-
     def source_of(self, task: str) -> str | Path:
         """The task's configured source, or the shipped subset when it is not given or (a local path) not there."""
         configured = self.tasks[task].source
-        shipped = SHIPPED_SOURCES.get(task)
+        shipped = TASKS[task].shipped
         if configured is None:
             if shipped is None:
                 raise ValueError(f"{self.run_config.source}: tasks.{task}.source is not set and the package ships no "
@@ -135,24 +121,19 @@ class MultiTaskRecipe(Recipe):
         """Every task's dataset, in the order of the tasks section. Monolingual tasks keep the tokenizer's languages;
         examples with a text of the evaluation pairs are removed (counted in the data report)."""
         languages = tokenizer_languages(tokenizer)
-        loaders = {
-            "translation": lambda settings, source: train,
-            "response": lambda settings, source: response_task(source, languages, settings.max_examples),
-            "quick_thought": lambda settings, source: quick_thought_task(source, languages, settings.max_examples),
-            "nli": lambda settings, source: nli_task(source, settings.max_examples),
-        }
         datasets = {}
         for task, settings in self.tasks.items():
-            source = self.train_name if task == "translation" else self.source_of(task)
+            load = TASKS[task].load
+            if load is None:  # translation: the recipe's pairs
+                datasets[task] = train
+                continue
+            source = self.source_of(task)
             with args.main_process_first(desc=f"{task} data"):
-                dataset = loaders[task](settings, source)
-            if task != "translation":
-                columns, seen = TASK_COLUMNS[task], self._evaluation_texts
-                kept = dataset.filter(lambda row: not any(row[column] in seen for column in columns))
-                self.data_report[task] = {"source": str(source), "examples": len(kept),
-                                          "removed_seen_in_evaluation": len(dataset) - len(kept)}
-                dataset = kept
-            datasets[task] = dataset
+                dataset = load(source, languages, settings.max_examples)
+            columns, seen = TASKS[task].columns, self._evaluation_texts
+            datasets[task] = dataset.filter(lambda row: not any(row[column] in seen for column in columns))
+            self.data_report[task] = {"source": str(source), "examples": len(datasets[task]),
+                                      "removed_seen_in_evaluation": len(dataset) - len(datasets[task])}
         return TaskDatasets(datasets)
 
     def build_model(self, tokenizer) -> DualEncoderMultiTaskForPreTraining:
@@ -165,40 +146,24 @@ class MultiTaskRecipe(Recipe):
         return model
 
     def model_config(self, tokenizer) -> DualEncoderMultiTaskConfig:
-        return self.model_config_from_tokenizer(DualEncoderMultiTaskConfig, tokenizer, tasks=list(self.tasks))
+        return super().model_config(tokenizer, tasks=list(self.tasks))
 
     def make_trainer(self, model, args, train, tokenizer) -> MultiTaskTrainer:
         length = model.config.max_position_embeddings
         hard_negatives = self.tasks["translation"].hard_negatives
-        collators = {task: SidesCollator(tokenizer, length, TASK_COLUMNS[task],
-                                         negatives_column="negatives" if task == "translation" and hard_negatives
+        collators = {task: SidesCollator(tokenizer, length, TASKS[task].columns,
+                                         negatives_column="negatives" if TASKS[task].hard_negatives and hard_negatives
                                          else None,
-                                         label_column="label" if task == "nli" else None)
+                                         label_column=TASKS[task].label_column)
                      for task in train.tasks}
         return MultiTaskTrainer(model=model, args=args, train_dataset=train, data_collator=TaskCollator(collators),
                                 processing_class=tokenizer,
                                 task_batch_sizes={task: s.batch_size for task, s in self.tasks.items() if s.batch_size})
 
-    def card(self, model, results: dict) -> None:
-        config = model.config
-        retrieval = retrieval_card_context(results, self.evaluation_sets())
-        card_data = sentence_encoder_card_data(self.output_dir)
-        card_data.update(language=sorted({code.split("_")[0] for code in config.languages}), license="mpl-2.0",
-                         tags=card_data["tags"] + ["sentence-embeddings", "multilingual", "dual-encoder", "multi-task"],
-                         eval_results=retrieval.pop("eval_results"))
+    def card_context(self, model, results: dict) -> dict:
+        """The encoder card's values and each task's data: `(task, source, examples)`."""
         data = results.get("data", {})
         task_data = [(task, data.get(task, {}).get("source", self.train_name),
                       data.get(task, {}).get("examples", data.get("train", {}).get("pairs")))
                      for task in self.tasks]
-        render_model_card(
-            self.output_dir, config, card_data,
-            languages=config.languages,
-            task_data=task_data,
-            eval_description=(
-                "Translation retrieval P@1 (Tatoeba protocol: cosine, mean of both directions), each language pair "
-                "retrieved among its own held-out sentences, none of whose texts occurs in the training data of any "
-                "task; beside it the character 2-4-gram TF-IDF baseline on the same sentences."
-            ),
-            **self.reproduction(results),
-            **retrieval,
-        )
+        return {**super().card_context(model, results), "task_data": task_data}

@@ -2,23 +2,12 @@
 
 from dataclasses import dataclass, field
 
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
-from .evaluation.training import SuiteEvaluationMixin
-from .loss_logging import LossTermLoggingMixin
-from .losses import ems_objective
-
-
-@dataclass
-class PairTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with the defaults that training on parallel pairs needs."""
-
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep the text columns: the pair collator tokenizes them."}
-    )
-    dataloader_drop_last: bool = field(
-        default=True, metadata={"help": "Equal batches on every process, as gathering in-batch negatives needs."}
-    )
+from ...arguments import PairTrainingArguments
+from ...evaluation.training import SuiteEvaluationMixin
+from ...loss_logging import LossTermLoggingMixin
+from ...losses import ems_objective
 
 
 @dataclass

@@ -1,0 +1,35 @@
+"""Training-argument dataclasses shared by several methods: `TrainingArguments` with the defaults of training on
+parallel pairs, and of training a sentence encoder with a stated pooling. A method's own settings (loss weights, the
+EMA teacher's decay, ...) live with its trainer."""
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .encoding import POOLING_MODES
+
+
+@dataclass
+class PairTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the defaults that training on parallel pairs needs."""
+
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the text columns: the pair collator tokenizes them."}
+    )
+    dataloader_drop_last: bool = field(
+        default=True, metadata={"help": "Equal batches on every process, as gathering in-batch negatives needs."}
+    )
+
+
+@dataclass
+class EncoderTrainingArguments(PairTrainingArguments):
+    """`PairTrainingArguments` for a trainer of a sentence encoder: how it pools its token states."""
+
+    pooling: str | None = field(default=None, metadata={
+        "help": "Sentence embedding of the encoder: None for its own (pooler_output of this package's models, else "
+                "mean), 'mean' or 'cls'."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pooling is not None and self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling={self.pooling!r}: use one of {POOLING_MODES}, or None for the model's own.")

@@ -1,0 +1,132 @@
+"""The multi-source sweep: one fine-tuning per (setting, seed), each a plain `Trainer` run with early stopping on
+the validation metric (sec. 4.1.2), tested on the test split."""
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+from transformers import (
+    AutoModelForSequenceClassification,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    Trainer,
+    set_seed,
+)
+from transformers.trainer_utils import TrainOutput
+
+from ...metrics import load_metric
+from ..base import last_complete_checkpoint, training_arguments
+
+logger = logging.getLogger(__name__)
+
+# The paper's three inputs (table 2) and what each is made of.
+SETTINGS = {"A": ("text",), "B": ("translation",), "A+B": ("text", "translation")}
+RUN_RESULT = "run_result.json"
+BEST_FOLDER = "best"
+
+
+def encode_setting(tokenizer, rows: datasets.Dataset, setting: str, max_length: int) -> datasets.Dataset:
+    """Token ids of one setting's inputs: A `text`, B `translation`, A+B the pair (`text`, `translation`) through
+    the tokenizer's pair encoding, both segments truncated in turn from the longest (`longest_first`)."""
+    columns = SETTINGS[setting]
+
+    def tokenize(batch):
+        encoded = tokenizer(*(batch[column] for column in columns), truncation="longest_first",
+                            max_length=max_length)
+        return {**encoded, "labels": batch["label"]}
+
+    return rows.map(tokenize, batched=True, remove_columns=rows.column_names, desc=f"tokenizing {setting}")
+
+
+class MultiSourceSweep:
+    """Every (setting, seed) fine-tuning of a `MultiSourceRecipe`, one `Trainer` each in
+    `OUTPUT/runs/<setting>-seed<k>/`, run in turn (`run`).
+
+    Resume is the sweep's own: a finished run leaves its `run_result.json` (and drops its checkpoints), so a run
+    that has one is read back, and the run that was interrupted resumes from its last complete checkpoint; with
+    `resume=False` the sweep starts over. Of the last setting (A+B by default), the classifier with the best
+    validation score is kept in `OUTPUT/runs/best/`.
+    """
+
+    def __init__(self, recipe, args, tokenizer, train):  # recipe: the MultiSourceRecipe whose runs these are
+        self.recipe, self.args, self.tokenizer = recipe, args, tokenizer
+        self.inputs = {setting: {"train": encode_setting(tokenizer, train, setting, recipe.settings.max_length),
+                                 **{name: encode_setting(tokenizer, rows, setting, recipe.settings.max_length)
+                                    for name, rows in recipe.evaluation.items()}}
+                       for setting in recipe.settings.settings}
+        self.results: list[dict] = []
+
+    @property
+    def runs(self) -> list[tuple[str, int]]:
+        return [(setting, seed) for setting in self.recipe.settings.settings for seed in self.recipe.settings.seeds]
+
+    def run_dir(self, setting: str, seed: int) -> Path:
+        return self.recipe.output_dir / "runs" / f"{setting.replace('+', '')}-seed{seed}"
+
+    @property
+    def best_folder(self) -> Path:
+        return self.recipe.output_dir / "runs" / BEST_FOLDER
+
+    def run(self, resume: bool = True) -> tuple[PreTrainedModel, TrainOutput]:
+        """Every run of the sweep; returns the kept classifier and the sweep's steps, mean loss and runtime."""
+        if not resume:
+            shutil.rmtree(self.recipe.output_dir / "runs", ignore_errors=True)
+        started, steps, losses = time.perf_counter(), 0, []
+        for setting, seed in self.runs:
+            result_file = self.run_dir(setting, seed) / RUN_RESULT
+            if result_file.is_file():
+                result = json.loads(result_file.read_text())
+                logger.warning("Run %s seed %d finished before: %s %.4f", setting, seed, self.recipe.settings.metric,
+                               result["test"])
+            else:
+                result = self.train_one(setting, seed)
+            self.results.append(result)
+            steps += result["global_step"]
+            losses.append(result["train_loss"])
+        model = AutoModelForSequenceClassification.from_pretrained(self.best_folder, trust_remote_code=False)
+        return model, TrainOutput(steps, float(np.mean(losses)), {"train_runtime": time.perf_counter() - started})
+
+    def train_one(self, setting: str, seed: int) -> dict:
+        recipe, run_dir = self.recipe, self.run_dir(setting, seed)
+        run_config = dataclasses.replace(recipe.run_config, training={**recipe.run_config.training, "seed": seed})
+        args, _ = training_arguments(recipe.arguments_class, run_config, run_dir)
+        set_seed(seed)  # the classifier's initial weights
+        model = recipe.load_classifier()
+        metric = load_metric(recipe.settings.metric)
+        extra = {"num_labels": len(recipe.labels)} if recipe.settings.metric == "qwk" else {}
+
+        def compute_metrics(prediction):
+            predictions = np.argmax(prediction.predictions, axis=-1).tolist()
+            return metric.compute(predictions=predictions, references=prediction.label_ids.tolist(), **extra)
+
+        inputs = self.inputs[setting]
+        trainer = Trainer(model=model, args=args, train_dataset=inputs["train"], eval_dataset=inputs["validation"],
+                          data_collator=DataCollatorWithPadding(self.tokenizer), processing_class=self.tokenizer,
+                          compute_metrics=compute_metrics,
+                          callbacks=[EarlyStoppingCallback(early_stopping_patience=recipe.settings.patience)])
+        checkpoint = last_complete_checkpoint(run_dir)
+        if checkpoint:
+            logger.warning("Resuming run %s seed %d from %s", setting, seed, checkpoint)
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        name = recipe.settings.metric
+        test = trainer.predict(inputs["test"], metric_key_prefix="test").metrics[f"test_{name}"]
+        result = {"setting": setting, "seed": seed, "validation": trainer.state.best_metric, "test": test,
+                  "epochs": round(trainer.state.epoch, 2), "global_step": output.global_step,
+                  "train_loss": round(output.training_loss, 4),
+                  "train_runtime_s": round(output.metrics["train_runtime"], 1)}
+        logger.warning("Run %s seed %d: validation %s %.4f, test %.4f", setting, seed, name, result["validation"], test)
+        if setting == recipe.settings.settings[-1]:
+            kept = [r for r in self.results if r["setting"] == setting]
+            if all(result["validation"] > r["validation"] for r in kept):
+                shutil.rmtree(self.best_folder, ignore_errors=True)
+                trainer.save_model(str(self.best_folder))  # the best checkpoint, reloaded by load_best_model_at_end
+        for path in run_dir.glob("checkpoint-*"):  # the run is done: its checkpoints are no longer needed
+            shutil.rmtree(path)
+        (run_dir / RUN_RESULT).write_text(json.dumps(result, indent=2))
+        return result
