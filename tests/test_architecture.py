@@ -114,7 +114,7 @@ def test_a_recipe_from_outside_the_package_runs_through_the_command_line(tmp_pat
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--config", str(config_file),
                              "--output_dir", str(output)], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    printed = json.loads(result.stdout[result.stdout.index("{"):])
+    printed = json.loads(result.stdout[result.stdout.index("{\n"):])  # the summary the command prints last
     assert set(printed) == {"heldout", "out_of_domain"}  # the encoder tier's evaluation, in and out of domain
     assert (output / "checkpoint-4" / "trainer_state.json").is_file()
     model = AutoModel.from_pretrained(output)  # a saved, loadable folder

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 
@@ -52,6 +53,11 @@ def sentence_encoder_card_data(folder: str | Path) -> dict:
         return {"library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity",
                 "tags": ["sentence-transformers", "sentence-similarity", "feature-extraction", "transformers"]}
     return {"library_name": "transformers", "pipeline_tag": "feature-extraction", "tags": ["feature-extraction"]}
+
+
+def render_section(path: str | Path, **context) -> str:
+    """A card section from its template file (e.g. `hub_cards/_encoder_evaluation.md`), as markdown."""
+    return jinja2.Template(Path(path).read_text(encoding="utf-8")).render(**context).strip()
 
 
 def render_model_card(output_dir: str | Path, template_path: str | Path, card_data: dict, **context) -> ModelCard:

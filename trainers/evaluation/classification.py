@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.evaluation.common import EmbedFn, embed_distinct, read_tsv
-from trainers.metrics import load_metric
+from ..metrics import load_metric
+from .common import EmbedFn, embed_distinct, read_tsv
 
 Split = tuple[Sequence[str], Sequence[int]]
 METRICS = ("accuracy", "qwk")

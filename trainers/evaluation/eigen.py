@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trainers.evaluation.common import EmbedFn, embed_distinct, l2_normalize
+from .common import EmbedFn, embed_distinct, l2_normalize
 
 
 def check_sampling(num_pairs: int, sample_size: int, num_samples: int) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.evaluation.common import EmbedFn, embed_distinct, l2_normalize, read_tsv
-from trainers.metrics import load_metric
+from ..metrics import load_metric
+from .common import EmbedFn, embed_distinct, l2_normalize, read_tsv
 
 
 class SimilarityEvaluator:

@@ -14,7 +14,9 @@ from typing import ClassVar
 import datasets
 from transformers import AutoTokenizer, TrainingArguments
 
-from ..cards import retrieval_card_context, sentence_encoder_card_data
+from hub_cards import template
+
+from ..cards import render_section, retrieval_card_context, sentence_encoder_card_data
 from ..data import (
     add_token_lengths,
     check_languages,
@@ -127,10 +129,15 @@ class EncoderRecipe(Recipe):
         return card_data
 
     def card_context(self, model, results: dict) -> dict:
+        """The languages, the training data and the evaluation section (`hub_cards/_encoder_evaluation.md`: the
+        retrieval tables of every evaluation set beside TF-IDF)."""
+        evaluation = render_section(
+            template("_encoder_evaluation"), command=self.reproduction(results)["command"],
+            eval_description=f"{EVAL_DESCRIPTION}; beside it the character 2-4-gram TF-IDF baseline on the same "
+                             "sentences.",
+            retrieval_sections=retrieval_card_context(results, self.evaluation_sets())["retrieval_sections"])
         return {"languages": model.config.languages, "training_data": describe_data(self.train_name),
-                "eval_description": f"{EVAL_DESCRIPTION}; beside it the character 2-4-gram TF-IDF baseline on the "
-                                    "same sentences.",
-                "retrieval_sections": retrieval_card_context(results, self.evaluation_sets())["retrieval_sections"]}
+                "evaluation_section": evaluation}
 
 
 @dataclass
