@@ -1,5 +1,7 @@
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from trainers.recipes.ems import EMSRecipe
 
 from .conftest import write_jsonl
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "recipe": "ems",
     "model": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256,
@@ -120,6 +123,36 @@ def test_config_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unexpected keyword argument 'vocab'"):
         bad.write_text("recipe: ems\nmodel: {}\ntokenizer: {vocab: 3}\n")
         load_run_config(bad)
+
+
+@pytest.mark.parametrize("override, message", [
+    # a typo in the model section: refused with the closest field, not stored beside the default it left in place
+    ("model.hiden_size=64", "model section of .*: unknown setting 'hiden_size'; did you mean 'hidden_size'\\?"),
+    ("training.lerning_rate=0.1", "training section of .*: unknown setting 'lerning_rate'; did you mean "
+                                  "'learning_rate'\\?"),
+    ("training.max_steps=0", "max_steps=0 makes no sense; use a number of steps >= 1, or -1"),
+    ("training.learning_rate=-0.001", "learning_rate=-0.001 makes no sense; use a positive rate"),
+    ("training.per_device_train_batch_size=0", "per_device_train_batch_size=0 makes no sense"),
+    ("training.learning_rate=fast", "learning_rate='fast' is not a number"),
+    ("training.max_steps=true", "max_steps=True is not a number"),
+    ("training.disable_tqdm=7", "disable_tqdm=7 is not true or false"),
+])
+def test_bad_settings_stop_before_any_work_naming_the_setting(tmp_path, override, message):
+    config = load_run_config("ems_default", [override])
+    with pytest.raises(ValueError, match=message):
+        EMSRecipe(config, tmp_path / "out").run()
+    assert not (tmp_path / "out").exists()  # nothing written: no tokenizer trained, no folder made
+
+
+def test_the_command_ends_a_bad_input_with_one_paragraph_and_shows_the_traceback_only_when_asked(tmp_path):
+    train = [sys.executable, "scripts/train.py", "--output_dir", str(tmp_path / "out"), "--set", "model.hiden_size=8"]
+    result = subprocess.run(train, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: model section of configs/ems_default.yaml (EMSConfig fields): unknown "
+                                    "setting 'hiden_size'; did you mean 'hidden_size'?")
+    assert not (tmp_path / "out").exists()
+    result = subprocess.run([*train, "--debug"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "ValueError: model section" in result.stderr
 
 
 def test_exponent_notation_reads_as_a_float_in_files_and_overrides(tmp_path):

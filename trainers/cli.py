@@ -1,11 +1,39 @@
 """Command-line entry points. Installed as console scripts (`ems-train`, `ems-evaluate`, `ems-publish`,
 `ems-train-tokenizer`); `scripts/*.py` call the same functions from a clone, and `python -m trainers.cli COMMAND`
-runs them too (`accelerate launch -m trainers.cli train ...` for many processes)."""
+runs them too (`accelerate launch -m trainers.cli train ...` for many processes).
+
+Run as a command (arguments from the command line), a bad input ends as one paragraph on stderr and exit status 2;
+`--debug` (or `EMS_DEBUG=1`) shows the traceback. Called from Python with an argument list, a command raises.
+"""
 
 import argparse
+import functools
 import json
+import os
 import sys
 from pathlib import Path
+
+DEBUG_FLAG = "--debug"
+
+
+def command(function):
+    """A console command: see the module's docstring."""
+
+    @functools.wraps(function)
+    def run(argv: list[str] | None = None):
+        if argv is not None:
+            return function(argv)
+        argv = sys.argv[1:]
+        debug = DEBUG_FLAG in argv or os.environ.get("EMS_DEBUG") == "1"
+        try:
+            return function([value for value in argv if value != DEBUG_FLAG])
+        except (ValueError, FileNotFoundError) as error:
+            if debug:
+                raise
+            print(f"error: {error}\n(run again with {DEBUG_FLAG} for the traceback)", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return run
 
 TRAIN_DOC = """Train a sentence encoder with the recipe its config names (`recipe: ems`, ...).
 
@@ -26,6 +54,7 @@ def _parser(doc: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+@command
 def train(argv: list[str] | None = None) -> None:
     from .config import shipped_configs
     from .recipes import load_run_config, run_recipe
@@ -58,6 +87,7 @@ suite by name (`eval_default`: held-out retrieval on the embedded corpus; `eval_
 """
 
 
+@command
 def evaluate(argv: list[str] | None = None) -> None:
     from .cards import update_card_results
     from .evaluation.suite import failed_evaluators, load_suite, run_suite
@@ -73,7 +103,7 @@ def evaluate(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     try:
-        embed, languages = load_embedder(args.model, **loading_options(args))
+        embed, languages = load_embedder(args.model, **loading_options(args), trust_remote_code=args.trust_remote_code)
         evaluators = load_suite(args.suite, languages)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
@@ -92,7 +122,8 @@ def evaluate(argv: list[str] | None = None) -> None:
 
 
 def add_loading_arguments(parser) -> None:
-    """How to load the model(s): backend, pooling, device, dtype, batch size (see `trainers.loading.load_embedder`)."""
+    """How to load the model(s): backend, pooling, device, dtype, batch size, whether to run the folders' own code
+    (see `trainers.loading.load_embedder`)."""
     from .loading import BACKENDS, DTYPES, POOLING_MODES
 
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -105,6 +136,10 @@ def add_loading_arguments(parser) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="Weights' dtype for encoding (default: the checkpoint's).")
     parser.add_argument("--batch_size", type=int, default=128, help="Texts per encoding batch (default: %(default)s).")
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help="Run Python code from the model folder (its config's auto_map, custom "
+                             "sentence-transformers modules) to load it; only for code you trust. Off: such a folder "
+                             "is refused, while this package's own folders load without it.")
 
 
 def loading_options(args) -> dict:
@@ -124,6 +159,7 @@ that others can train on with the head class.
 """
 
 
+@command
 def publish(argv: list[str] | None = None) -> None:
     from .hub import files_to_publish, publishable_folder, upload
     from .recipes import publish_ignore
@@ -157,6 +193,7 @@ dataset name, with columns `src, tgt, src_lang, tgt_lang` (or `lang, en, text`).
 """
 
 
+@command
 def train_tokenizer(argv: list[str] | None = None) -> None:
     from .data import load_parallel_dataset, pair_languages, validate_pairs
     from .tokenizer import train_tokenizer as train_vocabulary
@@ -191,6 +228,7 @@ unknown model or a missing suite stops before anything runs; a model that fails 
 """
 
 
+@command
 def compare(argv: list[str] | None = None) -> None:
     import shlex
 
@@ -223,7 +261,8 @@ def compare(argv: list[str] | None = None) -> None:
         parser.error(str(error))
     if args.card and not (Path(args.card) / "README.md").is_file():
         parser.error(f"--card {args.card}: {Path(args.card) / 'README.md'} does not exist.")
-    comparison = compare_models(specs, args.suite, args.output_dir, load_options=options)
+    comparison = compare_models(specs, args.suite, args.output_dir, load_options=options,
+                                trust_remote_code=args.trust_remote_code)
     print(markdown_table(summary_rows(comparison), list(comparison["models"])))
     print(f"results, table and plot -> {args.output_dir}")
     failed = {name: entry["error"] for name, entry in comparison["models"].items() if entry["error"]}
@@ -243,7 +282,8 @@ COMMANDS = {"train": train, "evaluate": evaluate, "publish": publish, "train-tok
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
         raise SystemExit(f"usage: python -m trainers.cli {{{','.join(COMMANDS)}}} [--help]")
-    COMMANDS[sys.argv[1]](sys.argv[2:])
+    name = sys.argv.pop(1)  # the command reads the rest as its own command line
+    COMMANDS[name]()
 
 
 if __name__ == "__main__":

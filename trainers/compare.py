@@ -159,9 +159,11 @@ def compare_models(
     suite: str | Path,
     output_dir: str | Path | None = None,
     load_options: dict | None = None,
+    trust_remote_code: bool = False,
 ) -> dict:
     """Evaluate each model on `suite`; with `output_dir`, write `results.json`, `comparison.md` and the plot.
-    `load_options` go to `load_embedder` for every model (backend, pooling, device, dtype, batch_size).
+    `load_options` go to `load_embedder` for every model (backend, pooling, device, dtype, batch_size), and so does
+    `trust_remote_code` (run the code a model folder carries; without it such a model fails, reported as the others).
 
     Models run in turn; one that fails to load or evaluate is recorded with its `error` (shown as `failed` in the
     table) and the others still run. `languages: model` tasks take each model's languages; a model that names none
@@ -201,7 +203,8 @@ def compare_models(
                 evaluators = load_suite(path=suite, languages=entry["languages"])
                 entry["results"] = _evaluate_tfidf(evaluators)
             else:
-                embed, languages = load_embedder(spec.model, **(load_options or {}))
+                embed, languages = load_embedder(spec.model, **(load_options or {}),
+                                                 trust_remote_code=trust_remote_code)
                 entry["languages"] = list(languages) if languages else fallback
                 evaluators = load_suite(path=suite, languages=entry["languages"])
                 entry["results"] = run_suite(evaluators=evaluators, embed=embed)

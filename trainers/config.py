@@ -10,7 +10,9 @@ turns `recipe:` into a class is `trainers.recipes`).
 """
 
 import re
+from collections.abc import Iterable
 from dataclasses import InitVar, dataclass, field
+from difflib import get_close_matches
 from importlib.resources import files
 from pathlib import Path
 
@@ -32,6 +34,17 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
 
 SHIPPED_CONFIGS = Path(str(files("trainers") / "configs"))
+
+
+def check_known_settings(settings: Iterable[str], known: Iterable[str], where: str) -> None:
+    """Refuse a setting that is not in `known`, naming it, the closest known name and where it was set: a typo must
+    not leave a default in place silently."""
+    known = sorted(set(known))
+    for name in settings:
+        if name not in known:
+            close = get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"{where}: unknown setting {name!r}; {hint}known settings: {', '.join(known)}.")
 
 
 def shipped_configs() -> list[str]:

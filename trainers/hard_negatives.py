@@ -51,11 +51,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max_pairs", type=int, default=None, help="Mine for the first N pairs only.")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="Nearest-neighbour backend.")
     parser.add_argument("--batch_size", type=int, default=128, help="Texts per encoding batch.")
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help="Run Python code from the model folder (its config's auto_map) to load it; only for code "
+                             "you trust. Off: such a folder is refused, while this package's own folders load without "
+                             "it.")
     args = parser.parse_args(argv)
+    try:
+        model, tokenizer = load_encoder(args.model, trust_remote_code=args.trust_remote_code)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
     pairs = load_parallel_dataset(args.pairs)
     if args.max_pairs is not None:
         pairs = pairs.select(range(min(args.max_pairs, len(pairs))))
-    model, tokenizer = load_encoder(args.model)
     mined = mine_hard_negatives(lambda texts: encode(model, tokenizer, texts, batch_size=args.batch_size), pairs,
                                 args.k, backend=args.backend)
     output = Path(args.output)

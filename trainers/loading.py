@@ -1,6 +1,8 @@
 """Load any encoder as an embedding function: a folder saved by this package, any transformers `AutoModel` encoder
 (with a stated pooling), or a sentence-transformers folder through its own modules; local folders or Hub ids. Missing,
-corrupt or foreign checkpoints, and Hub ids that cannot be fetched, fail with what to do."""
+corrupt or foreign checkpoints, and Hub ids that cannot be fetched, fail with what to do. Code that a folder carries
+(an `auto_map`, a custom sentence-transformers module) runs only with `trust_remote_code=True`; this package's own
+model types load without it."""
 
 import json
 import logging
@@ -13,7 +15,8 @@ import numpy as np
 import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import SafetensorError
-from transformers import AutoModel, AutoTokenizer
+from transformers import CONFIG_MAPPING, AutoModel, AutoTokenizer
+from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES, tokenizer_class_from_name
 
 import modeling_ems  # noqa: F401  (registers the package's Auto classes)
 
@@ -135,24 +138,102 @@ def resolve_bf16(value, setting: str = "training.bf16") -> bool:
     return value
 
 
-def load_encoder(model: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None):
+def read_json(path: Path) -> dict:
+    """A checkpoint's JSON file (`{}` when it is absent); a corrupt one raises with its path."""
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); the checkpoint is corrupt.") from None
+
+
+def _auto_map_files(directory: Path, auto_map: dict | list) -> list[str]:
+    """The code files an `auto_map` names: `module.Class` is `directory/module.py`, `repo--module.Class` a file of
+    another Hub repository; a tokenizer's entry is a `[slow, fast]` list."""
+    files = []
+    for value in auto_map.values() if isinstance(auto_map, dict) else [auto_map]:
+        for reference in value if isinstance(value, list) else [value]:
+            if reference:
+                repo, _, reference = reference.rpartition("--")
+                file = reference.rsplit(".", 1)[0].replace(".", "/") + ".py"
+                files.append(f"{file} of the Hub repository {repo}" if repo else str(directory / file))
+    return files
+
+
+def config_code(directory: Path) -> tuple[list[str], list[str]]:
+    """The code files named by the `auto_map` of `directory`'s config.json and tokenizer_config.json, as
+    `(needed, skipped)`. `needed`: transformers has no class of its own for them (a config of a model_type not
+    registered here; this package's `ems` and `dual_encoder_multitask` are, by `import modeling_ems`), so the folder
+    loads only by running them. `skipped`: a transformers class loads in their place unless trust_remote_code=True.
+    The code of a model_type that this package registers is never run: its installed classes load either way."""
+    config = read_json(directory / "config.json")
+    model_type = config.get("model_type")
+    needed, skipped = [], []
+    if config.get("auto_map"):
+        files = _auto_map_files(directory, config["auto_map"])
+        if model_type not in CONFIG_MAPPING:
+            needed += files
+        elif CONFIG_MAPPING[model_type].__module__.startswith("transformers."):
+            skipped += files
+    tokenizer_config = read_json(directory / "tokenizer_config.json")
+    if tokenizer_config.get("auto_map"):
+        name = tokenizer_config.get("tokenizer_class")
+        known = model_type in TOKENIZER_MAPPING_NAMES or (
+            bool(name) and (tokenizer_class_from_name(name) or tokenizer_class_from_name(f"{name}Fast")) is not None)
+        (skipped if known else needed).extend(_auto_map_files(directory, tokenizer_config["auto_map"]))
+    return needed, skipped
+
+
+def folder_code(folder: Path, modules: bool = False) -> tuple[list[str], list[str]]:
+    """`config_code` of `folder`; with `modules`, of a sentence-transformers folder as `SentenceTransformer` loads it:
+    every module folder's configs too, and every module whose type is not a `sentence_transformers` class (the
+    folder's `module.py`, or a module imported by name) as `needed`."""
+    needed, skipped = config_code(folder)
+    layout = read_sentence_transformer(folder) if modules else None
+    for module in layout.modules if layout else []:
+        reference = module.get("type", "")
+        if not reference.startswith("sentence_transformers."):
+            name = reference.rsplit(".", 1)[0]
+            file = folder / f"{name.replace('.', '/')}.py"
+            needed.append(str(file) if file.is_file() else f"the Python module {name!r} (named in modules.json)")
+        module_needed, module_skipped = config_code(folder / module.get("path", ""))
+        needed, skipped = needed + module_needed, skipped + module_skipped
+    return list(dict.fromkeys(needed)), list(dict.fromkeys(skipped))
+
+
+def check_remote_code(folder: Path, trust_remote_code: bool, modules: bool = False) -> None:
+    """Before `folder` is loaded: unless `trust_remote_code`, refuse a folder that loads only by running code of its
+    own (`folder_code`), naming the files, and warn when its code is skipped for transformers' own classes."""
+    if trust_remote_code:
+        return
+    needed, skipped = folder_code(folder, modules)
+    if needed:
+        raise ValueError(f"{folder} loads only by running code of its own: {', '.join(needed)}. Nothing was loaded or "
+                         "run; pass --trust_remote_code (trust_remote_code=True) if you trust that code.")
+    if skipped:
+        logger.warning("%s names code of its own (%s), which is not run: it loads with transformers' own classes "
+                       "instead. Pass --trust_remote_code (trust_remote_code=True) to run that code, if you trust it.",
+                       folder, ", ".join(skipped))
+
+
+def load_encoder(model: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None,
+                 trust_remote_code: bool = False):
     """Return `(model, tokenizer)` for an encoder folder or Hub id: a model of this package or any `AutoModel`
-    encoder, in eval mode on `device` (default: cuda when present) in `dtype` (default: the checkpoint's)."""
+    encoder, in eval mode on `device` (default: cuda when present) in `dtype` (default: the checkpoint's). Code the
+    folder carries runs only with `trust_remote_code` (see `check_remote_code`)."""
     folder = resolve_model(model)
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{folder} has no config.json, so it is not a saved transformers model.")
-    try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_file} is not valid JSON ({error}); the checkpoint is corrupt.") from None
+    model_type = read_json(config_file).get("model_type")
     if not model_type:
         raise ValueError(f"{config_file} names no model_type; it is not a transformers model config.")
+    check_remote_code(folder, trust_remote_code)
+    trust_remote_code = bool(trust_remote_code)  # None would make transformers ask on the terminal
     try:
-        encoder = AutoModel.from_pretrained(folder, dtype=torch_dtype(dtype))
-        # the package's tokenizers are plain tokenizer.json files; without the flag transformers asks on the terminal
-        # whether to run the model config's code (its auto_map) before loading them
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        encoder = AutoModel.from_pretrained(folder, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as error:
         raise ValueError(f"Cannot load an encoder from {folder} (model_type {model_type!r}): {error}") from error
     if not hasattr(encoder.config, "hidden_size"):
@@ -227,6 +308,7 @@ def load_embedder(
     device: str | None = None,
     dtype: str | torch.dtype | None = None,
     pooling: str | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[Callable[[list[str]], np.ndarray], list[str] | None]:
     """An embedding function for a model folder or Hub id, and the languages it was trained on (None when unknown).
 
@@ -235,7 +317,9 @@ def load_embedder(
     `SentenceTransformer.encode` otherwise (Dense, Normalize, ... applied); any other folder with `encode` and
     `pooling` (default: the model's own sentence embedding for this package's models, mean pooling for the rest).
     `"transformers"` / `"sentence-transformers"` force one way. `device` (default: cuda when present) and `dtype`
-    (`bf16`, `fp16`, `fp32`; default: the checkpoint's) apply to both."""
+    (`bf16`, `fp16`, `fp32`; default: the checkpoint's) apply to both. Code the folder carries (an `auto_map`, a custom
+    sentence-transformers module) runs only with `trust_remote_code`; without it such a folder is refused before
+    anything loads (`check_remote_code`), while this package's own folders need no remote code."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}: use one of {BACKENDS}.")
     if pooling is not None and pooling not in POOLING_MODES:
@@ -259,11 +343,13 @@ def load_embedder(
                              "--backend transformers with a --pooling.")
         if pooling is not None:
             raise ValueError(f"pooling={pooling!r}: a sentence-transformers folder pools as its own modules say.")
+        check_remote_code(folder, trust_remote_code, modules=True)
         from sentence_transformers import SentenceTransformer
 
         options = {} if dtype is None else {"model_kwargs": {"dtype": torch_dtype(dtype)}}
         try:
-            st_model = SentenceTransformer(str(folder), device=device, trust_remote_code=True, **options)
+            st_model = SentenceTransformer(str(folder), device=device, trust_remote_code=bool(trust_remote_code),
+                                           **options)
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as error:
             raise ValueError(f"Cannot load {folder} as a sentence-transformers model: {error}") from error
 
@@ -272,7 +358,7 @@ def load_embedder(
             return st_model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True).astype(np.float32)
 
         return embed, model_languages(folder)
-    encoder, tokenizer = load_encoder(folder, device=device, dtype=dtype)
+    encoder, tokenizer = load_encoder(folder, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     if pooling is None and not getattr(encoder, "produces_sentence_embedding", False):
         logger.warning("%s states no pooling; mean-pooling its token states (set pooling to 'cls' for first-token "
                        "models).", folder)

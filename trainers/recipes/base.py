@@ -25,10 +25,12 @@ A shipped recipe is the package `trainers/recipes/<name>/`, imported when a conf
 own is named by its import path, `recipe: my_package.my_module:MyRecipe`, and needs no registration.
 """
 
+import dataclasses
 import json
 import logging
 import os
 import shlex
+import typing
 from importlib import import_module
 from pathlib import Path
 from pkgutil import iter_modules
@@ -43,7 +45,7 @@ from transformers.trainer_utils import TrainOutput
 from hub_cards import template
 
 from ..cards import render_model_card
-from ..config import RunConfig, build_run_config, read_raw_config
+from ..config import RunConfig, build_run_config, check_known_settings, read_raw_config
 from ..evaluation.suite import load_suite
 from ..hub import publish
 from ..loading import resolve_bf16
@@ -140,10 +142,41 @@ def training_arguments(arguments_class: type[TrainingArguments], run_config: Run
             torch.set_num_threads(share)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             options.setdefault("ddp_backend", "gloo")
+    where = f"training section of {run_config.source}"
+    check_training_options(options, arguments_class, where)
     try:
-        return arguments_class(output_dir=str(output_dir), **options), push_to_hub
+        args = arguments_class(output_dir=str(output_dir), **options)
     except TypeError as error:
-        raise ValueError(f"training section of {run_config.source}: {error}") from None
+        raise ValueError(f"{where}: {error}") from None
+    for name, value, valid, fix in (
+            ("max_steps", args.max_steps, args.max_steps >= 1 or args.max_steps == -1,
+             "a number of steps >= 1, or -1 to train num_train_epochs epochs"),
+            ("learning_rate", args.learning_rate, args.learning_rate > 0, "a positive rate, e.g. 1e-4"),
+            ("per_device_train_batch_size", args.per_device_train_batch_size, args.per_device_train_batch_size >= 1,
+             "at least 1 example per batch"),
+            ("gradient_accumulation_steps", args.gradient_accumulation_steps, args.gradient_accumulation_steps >= 1,
+             "at least 1"),
+            ("num_train_epochs", args.num_train_epochs, args.max_steps != -1 or args.num_train_epochs > 0,
+             "a positive number of epochs (or set max_steps)")):
+        if not valid:
+            raise ValueError(f"{where}: {name}={value!r} makes no sense; use {fix}.")
+    return args, push_to_hub
+
+
+def check_training_options(options: dict, arguments_class: type[TrainingArguments], where: str) -> None:
+    """Every training option is a field of `arguments_class` (the closest name is suggested for a typo), and a
+    number where the field's default is a number, a bool where it is a bool: caught here with the setting's name, not
+    as an obscure comparison error inside `TrainingArguments`."""
+    fields = {f.name: f for f in dataclasses.fields(arguments_class) if f.init and f.name != "output_dir"}
+    check_known_settings(options, fields, where)
+    for name, value in options.items():
+        kinds = set(typing.get_args(fields[name].type) or (fields[name].type,)) - {type(None)}
+        if value is None or name == "bf16" or not kinds <= {bool, int, float}:
+            continue  # None where the field allows it is TrainingArguments' to judge; bf16 takes `auto`
+        if kinds == {bool} and not isinstance(value, bool):
+            raise ValueError(f"{where}: {name}={value!r} is not true or false.")
+        if bool not in kinds and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"{where}: {name}={value!r} is not a number.")
 
 
 def last_complete_checkpoint(output_dir: Path) -> Path | None:

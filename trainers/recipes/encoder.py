@@ -7,6 +7,7 @@ what the encoders trained from scratch share: a SentencePiece vocabulary trained
 and the model config built from the `model` section and that tokenizer.
 """
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import ClassVar
@@ -17,6 +18,7 @@ from transformers import AutoTokenizer, TrainingArguments
 from hub_cards import template
 
 from ..cards import render_section, retrieval_card_context, sentence_encoder_card_data
+from ..config import check_known_settings
 from ..data import (
     add_token_lengths,
     check_languages,
@@ -156,6 +158,12 @@ class ScratchEncoderRecipe(EncoderRecipe):
     # set by the tokenizer, never by the model section
     tokenizer_fixed: ClassVar[tuple[str, ...]] = ("vocab_size", "languages", "pad_token_id", "bos_token_id",
                                                   "eos_token_id")
+
+    def __init__(self, run_config, output_dir):
+        super().__init__(run_config, output_dir)
+        fields = [name for name in inspect.signature(self.config_class.__init__).parameters if name != "self"]
+        check_known_settings(run_config.model, fields, f"model section of {run_config.source} "
+                                                       f"({self.config_class.__name__} fields)")
 
     def prepare_tokenizer(self, train, args):
         """Load the tokenizer an earlier run saved in the output folder (or `tokenizer.path`), or train one on the
