@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
 from modeling_ems import EMSForPreTraining
@@ -136,11 +137,11 @@ def test_config_errors_are_clear(tmp_path):
     ("training.learning_rate=fast", "learning_rate='fast' is not a number"),
     ("training.max_steps=true", "max_steps=True is not a number"),
     ("training.disable_tqdm=7", "disable_tqdm=7 is not true or false"),
+    ("data.max_train_pairs=-5", "data.max_train_pairs=-5: use a number of pairs >= 1, or null"),
 ])
 def test_bad_settings_stop_before_any_work_naming_the_setting(tmp_path, override, message):
-    config = load_run_config("ems_default", [override])
     with pytest.raises(ValueError, match=message):
-        EMSRecipe(config, tmp_path / "out").run()
+        EMSRecipe(load_run_config("ems_default", [override]), tmp_path / "out").run()
     assert not (tmp_path / "out").exists()  # nothing written: no tokenizer trained, no folder made
 
 
@@ -153,6 +154,47 @@ def test_the_command_ends_a_bad_input_with_one_paragraph_and_shows_the_traceback
     assert not (tmp_path / "out").exists()
     result = subprocess.run([*train, "--debug"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 1 and "Traceback" in result.stderr and "ValueError: model section" in result.stderr
+
+
+def test_a_yaml_syntax_error_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("recipe: ems\nmodel: {hidden_size: 64\n")
+    with pytest.raises(ValueError, match=f"^{path}, line 3, column 1 is not valid YAML: while parsing a flow mapping; "
+                                         "expected ',' or '}', but got '<stream end>'.$"):
+        load_run_config(path)
+
+
+def test_a_used_folder_resumes_only_its_own_config_and_no_resume_starts_over_cleanly(tmp_path, small_pairs,
+                                                                                     heldout_pairs):
+    data = {"train": str(write_jsonl(tmp_path / "train.jsonl", small_pairs[:300])),
+            "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs[:40])),
+            "out_of_domain": str(write_jsonl(tmp_path / "other.jsonl", heldout_pairs[200:240]))}
+
+    def config(learning_rate=0.002, vocab_size=1000, max_steps=4):
+        raw = json.loads(json.dumps(TINY))
+        raw["model"].update(hidden_size=32, intermediate_size=64)
+        raw["tokenizer"] = {"vocab_size": vocab_size}
+        raw["training"].update(max_steps=max_steps, save_steps=2, learning_rate=learning_rate,
+                               per_device_train_batch_size=16)
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump({**raw, "data": data}))
+        return load_run_config(path)
+
+    used, fresh = tmp_path / "used", tmp_path / "fresh"
+    run_recipe(config(), used)
+    changed = config(learning_rate=0.003, vocab_size=900)
+    with pytest.raises(ValueError, match=r"holds a run of another config .*: tokenizer.vocab_size: 1000 -> 900; "
+                                         r"training.learning_rate: 0.002 -> 0.003\. Run with the config"):
+        run_recipe(changed, used)
+    assert run_recipe(config(max_steps=6), used)["training"]["global_step"] == 6  # train further: resumed at 4
+
+    run_recipe(changed, used, resume=False)  # starts over: a new vocabulary, no checkpoint of the old run
+    run_recipe(changed, fresh)
+    assert (used / "tokenizer.json").read_text() == (fresh / "tokenizer.json").read_text()
+    assert sorted(p.name for p in used.glob("checkpoint-*")) == sorted(p.name for p in fresh.glob("checkpoint-*"))
+    weights = [load_file(folder / "model.safetensors") for folder in (used, fresh)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
 def test_exponent_notation_reads_as_a_float_in_files_and_overrides(tmp_path):

@@ -28,7 +28,7 @@ from huggingface_hub import ModelCard
 from tqdm.auto import tqdm
 
 from .cards import replace_card_section
-from .config import find_config, read_yaml
+from .config import find_config, read_yaml_file
 from .evaluation.eigen import EigenSimilarityEvaluator
 from .evaluation.retrieval import RetrievalEvaluator, TfidfPool, tfidf_embedder
 from .evaluation.suite import EVALUATOR_TASKS, load_suite, result_entry, run_one, run_suite
@@ -104,7 +104,7 @@ def parse_model_specs(values: Sequence[str | ModelSpec]) -> list[ModelSpec]:
 
 def suite_tasks(suite: str | Path) -> dict[str, str]:
     """`{task name: type}` of a suite file, in its order (evaluators are named after their task)."""
-    tasks = (read_yaml(find_config(suite).read_text()) or {}).get("tasks")
+    tasks = (read_yaml_file(find_config(suite)) or {}).get("tasks")
     if not isinstance(tasks, dict) or not tasks:
         raise ValueError(f"{suite} has no `tasks:` mapping of task names to settings.")
     return {str(name): (task or {}).get("type", "other") for name, task in tasks.items()}

@@ -33,6 +33,19 @@ def read_yaml(text: str):
     """Parse config or suite YAML (`ConfigLoader`)."""
     return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
 
+
+def read_yaml_file(path: Path):
+    """`read_yaml` of a file; a syntax error names the file, line and column."""
+    try:
+        return read_yaml(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = "; ".join(str(part) for part in (error.context, error.problem) if part)
+        raise ValueError(f"{path}{where} is not valid YAML: {what}.") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from None
+
 SHIPPED_CONFIGS = Path(str(files("trainers") / "configs"))
 
 
@@ -75,6 +88,11 @@ class DataSettings:
     on_training_overlap: str = "remove"  # held-out pairs with a text seen in training: "remove" (and say so), "error"
 
     def __post_init__(self):
+        if self.max_train_pairs is not None and (isinstance(self.max_train_pairs, bool)
+                                                 or not isinstance(self.max_train_pairs, int)
+                                                 or self.max_train_pairs < 1):
+            raise ValueError(f"data.max_train_pairs={self.max_train_pairs!r}: use a number of pairs >= 1, or null for "
+                             "all of them.")
         if self.on_training_overlap not in ("remove", "error"):
             raise ValueError(f"data.on_training_overlap={self.on_training_overlap!r}: use 'remove' or 'error'.")
 
@@ -135,10 +153,7 @@ def apply_override(raw: dict, override: str) -> None:
 def read_raw_config(path: str | Path, overrides: list[str] = ()) -> tuple[Path, dict]:
     """The config file found by `find_config` and its sections as a dict, with the `--set` overrides applied."""
     path = find_config(path)
-    try:
-        raw = read_yaml(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {error}") from None
+    raw = read_yaml_file(path) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must hold a mapping of sections, got {type(raw).__name__}.")
     for override in overrides:

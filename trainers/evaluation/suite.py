@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..config import find_config, read_yaml
+from ..config import find_config, read_yaml_file
 from ..data import data_file, load_parallel_dataset
 from .classification import ZeroShotClassificationEvaluator
 from .common import EmbedFn
@@ -153,7 +153,7 @@ def load_suite(path: str | Path, languages: list[str] | None = None) -> list:
     Everything a task names is checked here, before anything runs: a missing file, an unknown type or setting, a
     missing setting or a bad value raises with the suite, the task and the fix."""
     path = find_config(path)
-    tasks = (read_yaml(path.read_text()) or {}).get("tasks")
+    tasks = (read_yaml_file(path) or {}).get("tasks")
     if not isinstance(tasks, dict) or not tasks:
         raise ValueError(f"{path} has no `tasks:` mapping of task names to settings.")
     evaluators = []

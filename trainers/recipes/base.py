@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import typing
 from importlib import import_module
 from pathlib import Path
@@ -107,6 +108,25 @@ def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         raise ValueError(f"{path} names no recipe; add e.g. `recipe: ems` (one of: {', '.join(shipped_recipes())}).")
     recipe = get_recipe(recipe_name, source=str(path))
     return build_run_config(path, raw, recipe_name, recipe.sections, recipe.example_config, overrides)
+
+
+# Settings that may change between a run and its resumption (said in the log): how long it trains, where it
+# reports and publishes, how often it logs.
+RESUMABLE_CHANGES = {f"training.{name}" for name in (
+    "max_steps", "num_train_epochs", "push_to_hub", "hub_model_id", "hub_private_repo", "report_to", "logging_steps",
+    "disable_tqdm", "dataloader_num_workers")}
+
+
+def config_differences(before: dict, now: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """`(section.key, before, now)` for every setting that differs between two configs (`RunConfig.to_dict()`)."""
+    differences = []
+    for key in sorted(set(before) | set(now), key=str):
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += config_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differences.append((f"{prefix}{key}", old, new))
+    return differences
 
 
 def publish_ignore(folder: str | Path) -> tuple[str, ...]:
@@ -203,6 +223,7 @@ class Recipe:
     example_config: ClassVar[str]
     card_template: ClassVar[str | Path | None] = None  # None: hub_cards/<name>.md
     publish_ignore: ClassVar[tuple[str, ...]] = ()  # intermediate files of the output folder, never published
+    restart_files: ClassVar[tuple[str, ...]] = ()  # files an earlier run leaves that a new one would reuse
     launcher: ClassVar[str] = "accelerate launch"  # how the card's command starts scripts/train.py
 
     def __init__(self, run_config: RunConfig, output_dir: str | Path):
@@ -213,7 +234,10 @@ class Recipe:
         """Train, save, evaluate and write a Hub-ready folder; publish it when `training.push_to_hub` asks. Returns
         the evaluation results (also in `eval_results.json`; `{}` on processes other than the main one)."""
         args, push_to_hub = training_arguments(self.arguments_class, self.run_config, self.output_dir)
+        self.check_earlier_run(resume)
         train, evaluation = self.load_data()
+        if not resume and args.process_index == 0:
+            self.start_over()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         tokenizer = self.prepare_tokenizer(train, args)
         train = self.prepare_train_data(train, tokenizer, args)
@@ -238,6 +262,32 @@ class Recipe:
             print(publish(self.output_dir, args.hub_model_id or self.output_dir.name,
                           private=bool(args.hub_private_repo), ignore=self.publish_ignore))
         return results
+
+    # --- an earlier run in the output folder --------------------------------------------------------------------
+    def check_earlier_run(self, resume: bool) -> None:
+        """A folder that holds a run of this package (`training_config.yaml`) resumes only with the same config:
+        a changed setting (but for `RESUMABLE_CHANGES`) is refused with the differences listed, before any work."""
+        saved_file = self.output_dir / "training_config.yaml"
+        if not resume or not saved_file.is_file():
+            return
+        saved = yaml.safe_load(saved_file.read_text()) or {}
+        changes = config_differences(saved, self.run_config.to_dict())
+        allowed = [f"{key}: {before!r} -> {now!r}" for key, before, now in changes if key in RESUMABLE_CHANGES]
+        differences = [f"{key}: {before!r} -> {now!r}" for key, before, now in changes if key not in RESUMABLE_CHANGES]
+        if allowed and not differences:
+            logger.warning("Resuming the run in %s with changed settings: %s.", self.output_dir, "; ".join(allowed))
+        if differences:
+            raise ValueError(f"{self.output_dir} holds a run of another config ({saved_file}), which this run would "
+                             f"resume: {'; '.join(differences)}. Run with the config it was trained with to resume, "
+                             "pass --no_resume to start over in that folder, or choose another --output_dir.")
+
+    def start_over(self) -> None:
+        """Remove what an earlier run left in the output folder and a new run would otherwise reuse: checkpoints,
+        the saved config, `restart_files` and the recipe's intermediate folders (`publish_ignore`)."""
+        for pattern in ("checkpoint-*", "training_config.yaml", *self.restart_files, *self.publish_ignore):
+            for path in self.output_dir.glob(pattern):
+                logger.warning("Starting over (--no_resume): removing %s", path)
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     # --- the steps ---------------------------------------------------------------------------------------------
     def load_data(self) -> tuple[datasets.Dataset, dict[str, datasets.Dataset]]:

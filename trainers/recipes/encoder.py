@@ -155,6 +155,8 @@ class ScratchEncoderRecipe(EncoderRecipe):
     (or loaded from `tokenizer.path`), and `config_class` built from the `model` section and that tokenizer."""
 
     config_class: ClassVar[type]  # the model's `PretrainedConfig`
+    # the vocabulary an earlier run trained in the output folder, which `prepare_tokenizer` would load
+    restart_files = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.model")
     # set by the tokenizer, never by the model section
     tokenizer_fixed: ClassVar[tuple[str, ...]] = ("vocab_size", "languages", "pad_token_id", "bos_token_id",
                                                   "eos_token_id")
