@@ -44,7 +44,7 @@ def test_files_to_publish_leave_the_recipes_intermediate_models_out(tmp_path, re
     assert len(files_to_publish(tmp_path)) == 5  # hub.py knows no recipe: without one, nothing more is left out
     (tmp_path / "training_config.yaml").write_text(f"recipe: {recipe}\n")
     assert sorted(files_to_publish(tmp_path, publish_ignore(tmp_path))) == sorted(
-        ["config.json", "lora_adapter/adapter_model.safetensors", "model.safetensors", "training_config.yaml", kept])
+        ["config.json", "lora_adapter/adapter_model.safetensors", "model.safetensors", kept])  # run state stays
 
 
 class RecordingApi:

@@ -192,6 +192,9 @@ def test_a_used_folder_resumes_only_its_own_config_and_no_resume_starts_over_cle
     run_recipe(changed, fresh)
     assert (used / "tokenizer.json").read_text() == (fresh / "tokenizer.json").read_text()
     assert sorted(p.name for p in used.glob("checkpoint-*")) == sorted(p.name for p in fresh.glob("checkpoint-*"))
+    for name in ("README.md", "eval_results.json"):  # published: no path of this machine, relative ones instead
+        text = (fresh / name).read_text()
+        assert str(tmp_path) not in text and "/tmp/" not in text and "../train.jsonl" in text, name
     weights = [load_file(folder / "model.safetensors") for folder in (used, fresh)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])

@@ -1,5 +1,7 @@
 """Model cards rendered from `hub_cards/` templates with measured results in their `model-index`."""
 
+import os
+import re
 from pathlib import Path
 
 import jinja2
@@ -60,12 +62,26 @@ def render_section(path: str | Path, **context) -> str:
     return jinja2.Template(Path(path).read_text(encoding="utf-8")).render(**context).strip()
 
 
+# An absolute path of this machine: `/` then two or more segments, not inside a URL (`https://host/...`).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/[\w.+@-]+(?:/[\w.+@=-]+)+/?")
+
+
+def without_local_paths(text: str, folder: str | Path) -> str:
+    """`text` with every absolute path of this machine written relative to `folder` (`/home/me/data/x.tsv` from
+    `/home/me/runs/out` is `../../data/x.tsv`): a card or a file that is published says nothing of the author's
+    machine."""
+    base = Path(folder).resolve()
+    return _ABSOLUTE_PATH.sub(lambda match: os.path.relpath(match.group(0), base), text)
+
+
 def render_model_card(output_dir: str | Path, template_path: str | Path, card_data: dict, **context) -> ModelCard:
     """Write `README.md` in `output_dir` from the template at `template_path` (a recipe's, `hub_cards/<recipe>.md`):
-    `card_data` are `ModelCardData` fields (the folder's name is the model name), `context` fills the template."""
+    `card_data` are `ModelCardData` fields (the folder's name is the model name), `context` fills the template.
+    Absolute paths come out relative to `output_dir` (`without_local_paths`)."""
     name = Path(output_dir).name
     card = ModelCard.from_template(ModelCardData(model_name=name, **card_data), template_path=str(template_path),
                                    model_name=name, repo_id=name, **context)
+    card = ModelCard(without_local_paths(str(card), output_dir))
     card.save(Path(output_dir) / "README.md")
     return card
 

@@ -12,9 +12,11 @@ from huggingface_hub.utils import filter_repo_objects
 from transformers import AutoModel
 
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json")
-# Training state stays local; everything else in the folder is the model repository, less what the recipe that
-# wrote it keeps beside the model (its `publish_ignore`, passed as `ignore`).
-PUBLISH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "training_args.bin", ".git/**", ".cache/**"]
+# Training state stays local (the run's config too, with its local paths: the card shows it without them);
+# everything else in the folder is the model repository, less what the recipe that wrote it keeps beside the model
+# (its `publish_ignore`, passed as `ignore`).
+PUBLISH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "training_args.bin", "training_config.yaml", ".git/**",
+                  ".cache/**"]
 
 
 def ignore_patterns(ignore: Sequence[str] = ()) -> list[str]:

@@ -45,7 +45,7 @@ from transformers.trainer_utils import TrainOutput
 
 from hub_cards import template
 
-from ..cards import render_model_card
+from ..cards import render_model_card, without_local_paths
 from ..config import RunConfig, build_run_config, check_known_settings, read_raw_config
 from ..evaluation.suite import load_suite
 from ..hub import publish
@@ -256,7 +256,8 @@ class Recipe:
                                "train_loss": round(output.training_loss, 4),
                                "bf16_autocast": bool(args.bf16),  # `bf16: auto` as resolved
                                "processes": args.world_size}
-        (self.output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
+        (self.output_dir / "eval_results.json").write_text(without_local_paths(json.dumps(results, indent=2),
+                                                                               self.output_dir))
         self.card(model, results)
         if push_to_hub:
             print(publish(self.output_dir, args.hub_model_id or self.output_dir.name,
