@@ -110,3 +110,33 @@ def test_publish_dry_run_script_lists_files(saved_model):
     assert result.returncode == 0, result.stderr
     assert "Would upload" in result.stdout and "model.safetensors" in result.stdout
     assert "optimizer.pt" not in result.stdout
+
+
+def test_an_upload_that_cannot_reach_the_hub_is_one_line_with_the_fix(saved_model):
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    class Offline(RecordingApi):
+        def create_repo(self, *args, **kwargs):
+            raise OfflineModeIsEnabled("Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled.")
+
+    folder, _, _ = saved_model
+    with pytest.raises(ValueError) as error:
+        publish(folder, "me/ems", api=Offline())
+    message = str(error.value)
+    assert "\n" not in message and "me/ems failed (OfflineModeIsEnabled: Cannot reach" in message
+    assert "hf auth login" in message and "--dry_run" in message
+
+
+def test_a_classifier_folder_publishes_its_classifier(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from trainers.hub import publishable_folder
+
+    config = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, num_labels=3)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "classifier")
+    with publishable_folder(tmp_path / "classifier") as source:
+        published = json.loads((source / "config.json").read_text())
+        weights = load_file(source / "model.safetensors")
+    assert published["architectures"] == ["BertForSequenceClassification"]
+    assert weights["classifier.weight"].shape == (3, 8)  # the head is the model: not stripped to the bare encoder

@@ -72,7 +72,7 @@ def publishable_folder(folder: str | Path, heads: bool = False, ignore: Sequence
 
     folder = Path(folder)
     files = files_to_publish(folder, ignore)
-    if heads:
+    if heads or is_classifier(folder):  # a classifier's head is the model it publishes
         yield folder
         return
     encoder = AutoModel.from_pretrained(folder)
@@ -86,14 +86,27 @@ def publishable_folder(folder: str | Path, heads: bool = False, ignore: Sequence
         yield Path(staging)
 
 
+def is_classifier(folder: Path) -> bool:
+    """Whether the folder's model is a sequence classifier (its config's `architectures`)."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    return any(name.endswith("ForSequenceClassification") for name in config.get("architectures") or ())
+
+
 def upload(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None,
            commit_message: str = "Upload sentence encoder", api: HfApi | None = None, ignore: Sequence[str] = ()):
     """Create `repo_id` on the Hub if needed and upload `folder` as it is, minus `PUBLISH_IGNORE` and `ignore`."""
     files_to_publish(folder, ignore)  # validates the folder
     api = api or HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), ignore_patterns=ignore_patterns(ignore),
-                             commit_message=commit_message)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        return api.upload_folder(repo_id=repo_id, folder_path=str(folder), ignore_patterns=ignore_patterns(ignore),
+                                 commit_message=commit_message)
+    except Exception as error:  # offline, no token, no right to the repository, a network error
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"Uploading {folder} to {repo_id} failed ({type(error).__name__}: {first_line}). Check the "
+                         "connection to the Hub, log in (`hf auth login`, or set HF_TOKEN) with a token that may "
+                         "write to that repository, and run again; --dry_run lists the files without uploading."
+                         ) from None
 
 
 def publish(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None, heads: bool = False,
