@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +165,12 @@ def test_a_yaml_syntax_error_names_the_file(tmp_path):
         load_run_config(path)
 
 
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def test_a_used_folder_resumes_only_its_own_config_and_no_resume_starts_over_cleanly(tmp_path, small_pairs,
                                                                                      heldout_pairs):
     data = {"train": str(write_jsonl(tmp_path / "train.jsonl", small_pairs[:300])),
@@ -192,6 +199,8 @@ def test_a_used_folder_resumes_only_its_own_config_and_no_resume_starts_over_cle
     run_recipe(changed, fresh)
     assert (used / "tokenizer.json").read_text() == (fresh / "tokenizer.json").read_text()
     assert sorted(p.name for p in used.glob("checkpoint-*")) == sorted(p.name for p in fresh.glob("checkpoint-*"))
+    modes = {path.name: path.stat().st_mode & 0o777 for path in fresh.iterdir() if path.is_file()}
+    assert modes["model.safetensors"] == modes["config.json"] == 0o666 & ~current_umask(), modes
     for name in ("README.md", "eval_results.json"):  # published: no path of this machine, relative ones instead
         text = (fresh / name).read_text()
         assert str(tmp_path) not in text and "/tmp/" not in text and "../train.jsonl" in text, name

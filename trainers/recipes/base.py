@@ -199,6 +199,16 @@ def check_training_options(options: dict, arguments_class: type[TrainingArgument
             raise ValueError(f"{where}: {name}={value!r} is not a number.")
 
 
+def file_modes_as_umask(folder: Path) -> None:
+    """Give every file of the saved folder the mode the user's umask gives new files: safetensors writes its weights
+    readable by their owner alone (0600) while everything beside them is 0644."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
+
+
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
     """The newest `checkpoint-N` that holds a `trainer_state.json` (the Trainer writes it last); a checkpoint cut
     short by a kill is skipped with a warning rather than crashing the resume."""
@@ -249,6 +259,7 @@ class Recipe:
         if args.process_index != 0:
             return {}
         model = self.save(model, tokenizer)
+        file_modes_as_umask(self.output_dir)
         results = self.evaluate(model, tokenizer, evaluation)
         results["data"] = self.data_report
         results["training"] = {"train_examples": len(train), "global_step": output.global_step,
