@@ -16,7 +16,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTo
 
 from trainers.cli import train as train_command
 from trainers.encoding import encode
-from trainers.recipes import load_run_config, run_recipe
+from trainers.recipes import get_recipe, load_run_config, run_recipe
 
 from .conftest import write_jsonl
 
@@ -133,9 +133,10 @@ def test_unknown_student_says_what_to_pass(tmp_path, pair_files):
 def test_lora_targeting_no_module_names_the_student_s_layers(tmp_path, pair_files, student_folder):
     student = {"model": str(student_folder), "lora": {**LORA, "target_modules": ["q_proj", "v_proj"]}}
     config = write_config(tmp_path / "run.yaml", pair_files, student)
-    with pytest.raises(ValueError, match=r"target_modules=.*matches no module of BertModel, whose linear layers "
-                                         r"are .*'query'.*'value'"):
-        run_recipe(config, tmp_path / "out")
+    with pytest.raises(ValueError, match=r"student.lora in .*run.yaml: LoRA target_modules=.*matches no module of "
+                                         r"BertModel, whose linear layers are .*'query'.*'value'"):
+        get_recipe("ema_alignment")(config, tmp_path / "out")  # when the recipe is made: before any data or weights
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_student_settings_fail_when_the_config_loads(tmp_path, pair_files, student_folder):

@@ -139,9 +139,12 @@ def test_config_errors_are_clear(tmp_path):
     ("training.max_steps=true", "max_steps=True is not a number"),
     ("training.disable_tqdm=7", "disable_tqdm=7 is not true or false"),
     ("data.max_train_pairs=-5", "data.max_train_pairs=-5: use a number of pairs >= 1, or null"),
+    # an evaluation suite that cannot run: found before the tokenizer is trained, not when training starts
+    ("evaluation.suite=no_such_suite.yaml", "Config file 'no_such_suite.yaml' does not exist"),
+    ("evaluation.suite=eval_shared_typo", "Config file 'eval_shared_typo' does not exist"),
 ])
 def test_bad_settings_stop_before_any_work_naming_the_setting(tmp_path, override, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
         EMSRecipe(load_run_config("ems_default", [override]), tmp_path / "out").run()
     assert not (tmp_path / "out").exists()  # nothing written: no tokenizer trained, no folder made
 
@@ -155,6 +158,14 @@ def test_the_command_ends_a_bad_input_with_one_paragraph_and_shows_the_traceback
     assert not (tmp_path / "out").exists()
     result = subprocess.run([*train, "--debug"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 1 and "Traceback" in result.stderr and "ValueError: model section" in result.stderr
+
+
+def test_a_suite_task_that_cannot_run_stops_the_run_before_any_work(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("tasks: {dev: {type: retrieval, pairs_file: missing.jsonl, languages: model}}\n")
+    with pytest.raises(FileNotFoundError, match="suite.yaml: task 'dev' \\(retrieval\\): No such data file"):
+        EMSRecipe(load_run_config("ems_default", [f"evaluation.suite={suite}"]), tmp_path / "out").run()
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_yaml_syntax_error_names_the_file(tmp_path):

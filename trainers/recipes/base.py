@@ -245,6 +245,7 @@ class Recipe:
         the evaluation results (also in `eval_results.json`; `{}` on processes other than the main one)."""
         args, push_to_hub = training_arguments(self.arguments_class, self.run_config, self.output_dir)
         self.check_earlier_run(resume)
+        self.check_evaluation_suite()
         train, evaluation = self.load_data()
         if not resume and args.process_index == 0:
             self.start_over()
@@ -292,6 +293,19 @@ class Recipe:
             raise ValueError(f"{self.output_dir} holds a run of another config ({saved_file}), which this run would "
                              f"resume: {'; '.join(differences)}. Run with the config it was trained with to resume, "
                              "pass --no_resume to start over in that folder, or choose another --output_dir.")
+
+    def check_evaluation_suite(self) -> None:
+        """The config's evaluation suite, checked before any work (its files, tasks and settings: `load_suite`); it
+        is built again for the model's languages when training starts."""
+        if not self.run_config.evaluation.suite:
+            return
+        suite_logger = logging.getLogger(load_suite.__module__)
+        level = suite_logger.level
+        suite_logger.setLevel(logging.ERROR)  # `languages: model` without a model yet is no news
+        try:
+            load_suite(self.run_config.evaluation.suite)
+        finally:
+            suite_logger.setLevel(level)
 
     def start_over(self) -> None:
         """Remove what an earlier run left in the output folder and a new run would otherwise reuse: checkpoints,

@@ -15,6 +15,7 @@ Training data are translation pairs whose `src` is the pivot language (English i
 teacher embeds the pivot sentence, the student its translation.
 """
 
+import copy
 import json
 import logging
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import EvalResult, ModelCard
 from peft import PeftModel
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from ...arguments import EncoderTrainingArguments
 from ...cards import retrieval_card_context, sentence_encoder_card_data
@@ -102,12 +103,27 @@ class EMAAlignmentRecipe(EncoderRecipe):
     def __init__(self, run_config, output_dir):
         super().__init__(run_config, output_dir)
         self.student = inspect_student(run_config.student, run_config.source)  # a bad student fails first
+        self.check_lora_targets()
         self.before: dict | None = None  # retrieval and similarity of the untouched student, set before training
         self.after_stage1: dict | None = None  # the same after stage 1, when it ran
         self.evaluation: dict = {}
         self.similarity_sets: list[SimilarityEvaluator] = []
         self.stage1_pairs = None  # the `similarity.train` pairs, scores mapped to the cosine's range
         self.args: EMATrainingArguments | None = None
+
+    def check_lora_targets(self) -> None:
+        """`student.lora`'s target modules against the student's architecture, built on the meta device (no weights
+        read): a target that matches nothing fails before the "before" evaluation and any file."""
+        lora = self.run_config.student.lora_config()
+        if lora is None:
+            return
+        config = AutoConfig.from_pretrained(self.student.transformer, trust_remote_code=False)
+        with torch.device("meta"):
+            skeleton = AutoModel.from_config(config, trust_remote_code=False)
+        try:
+            add_lora(skeleton, copy.deepcopy(lora))
+        except ValueError as error:
+            raise ValueError(f"student.lora in {self.run_config.source}: {error}") from None
 
     def load_data(self):
         train, evaluation = super().load_data()
