@@ -80,7 +80,9 @@ def test_missing_file_and_unknown_format(tmp_path):
         ({"tgt": ""}, "row 1: column 'tgt' is ''"),
         ({"src": "   \t "}, "row 1: column 'src' is '   \\\\t '"),
         ({"src": None}, "row 1: column 'src' is None"),
-        ({"tgt_lang": "xx"}, "unknown language code 'xx'"),
+        ({"tgt_lang": "ja"}, "row 1: unknown language code 'ja' in 'tgt_lang'; the tokenizer has <2xx> tokens for"),
+        ({"tgt_lang": "xx"}, "row 1: column 'tgt_lang': 'xx' is no ISO 639-1 language"),
+        ({"tgt_lang": "DE"}, "row 1: column 'tgt_lang': 'DE' is not a language code .*; did you mean 'de'\\?"),
     ],
 )
 def test_bad_rows_are_reported_with_their_index(row, message):

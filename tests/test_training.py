@@ -2,7 +2,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +17,6 @@ from trainers.recipes.ems import EMSRecipe
 
 from .conftest import write_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "recipe": "ems",
     "model": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256,
@@ -125,55 +123,6 @@ def test_config_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unexpected keyword argument 'vocab'"):
         bad.write_text("recipe: ems\nmodel: {}\ntokenizer: {vocab: 3}\n")
         load_run_config(bad)
-
-
-@pytest.mark.parametrize("override, message", [
-    # a typo in the model section: refused with the closest field, not stored beside the default it left in place
-    ("model.hiden_size=64", "model section of .*: unknown setting 'hiden_size'; did you mean 'hidden_size'\\?"),
-    ("training.lerning_rate=0.1", "training section of .*: unknown setting 'lerning_rate'; did you mean "
-                                  "'learning_rate'\\?"),
-    ("training.max_steps=0", "max_steps=0 makes no sense; use a number of steps >= 1, or -1"),
-    ("training.learning_rate=-0.001", "learning_rate=-0.001 makes no sense; use a positive rate"),
-    ("training.per_device_train_batch_size=0", "per_device_train_batch_size=0 makes no sense"),
-    ("training.learning_rate=fast", "learning_rate='fast' is not a number"),
-    ("training.max_steps=true", "max_steps=True is not a number"),
-    ("training.disable_tqdm=7", "disable_tqdm=7 is not true or false"),
-    ("data.max_train_pairs=-5", "data.max_train_pairs=-5: use a number of pairs >= 1, or null"),
-    # an evaluation suite that cannot run: found before the tokenizer is trained, not when training starts
-    ("evaluation.suite=no_such_suite.yaml", "Config file 'no_such_suite.yaml' does not exist"),
-    ("evaluation.suite=eval_shared_typo", "Config file 'eval_shared_typo' does not exist"),
-])
-def test_bad_settings_stop_before_any_work_naming_the_setting(tmp_path, override, message):
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
-        EMSRecipe(load_run_config("ems_default", [override]), tmp_path / "out").run()
-    assert not (tmp_path / "out").exists()  # nothing written: no tokenizer trained, no folder made
-
-
-def test_the_command_ends_a_bad_input_with_one_paragraph_and_shows_the_traceback_only_when_asked(tmp_path):
-    train = [sys.executable, "scripts/train.py", "--output_dir", str(tmp_path / "out"), "--set", "model.hiden_size=8"]
-    result = subprocess.run(train, capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: model section of configs/ems_default.yaml (EMSConfig fields): unknown "
-                                    "setting 'hiden_size'; did you mean 'hidden_size'?")
-    assert not (tmp_path / "out").exists()
-    result = subprocess.run([*train, "--debug"], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 1 and "Traceback" in result.stderr and "ValueError: model section" in result.stderr
-
-
-def test_a_suite_task_that_cannot_run_stops_the_run_before_any_work(tmp_path):
-    suite = tmp_path / "suite.yaml"
-    suite.write_text("tasks: {dev: {type: retrieval, pairs_file: missing.jsonl, languages: model}}\n")
-    with pytest.raises(FileNotFoundError, match="suite.yaml: task 'dev' \\(retrieval\\): No such data file"):
-        EMSRecipe(load_run_config("ems_default", [f"evaluation.suite={suite}"]), tmp_path / "out").run()
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_yaml_syntax_error_names_the_file(tmp_path):
-    path = tmp_path / "broken.yaml"
-    path.write_text("recipe: ems\nmodel: {hidden_size: 64\n")
-    with pytest.raises(ValueError, match=f"^{path}, line 3, column 1 is not valid YAML: while parsing a flow mapping; "
-                                         "expected ',' or '}', but got '<stream end>'.$"):
-        load_run_config(path)
 
 
 def current_umask() -> int:
@@ -306,7 +255,6 @@ def test_nonsense_training_weights_are_rejected(tmp_path):
 def test_accelerate_launch_two_processes_trains_and_saves(tmp_path, small_pairs, heldout_pairs):
     """`accelerate launch --multi_gpu --num_processes 2` with use_cpu: real 2-process DDP on CPU (gloo)."""
     import os
-    import subprocess
 
     run_config = tiny_run_config(tmp_path, small_pairs[:1200], heldout_pairs[:100], max_steps=6, save_steps=3,
                                  logging_steps=3)

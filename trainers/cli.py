@@ -66,9 +66,13 @@ def train(argv: list[str] | None = None) -> None:
                              "Default: %(default)s.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="Override one config value, e.g. --set training.max_steps=100 (repeatable).")
-    parser.add_argument("--no_resume", action="store_true", help="Start over even if checkpoints exist.")
+    parser.add_argument("--no_resume", action="store_true",
+                        help="Start over in a folder that holds a run: its checkpoints, config and vocabulary go.")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="Write into a folder that holds other files than a run of this package.")
     args = parser.parse_args(argv)
-    results = run_recipe(load_run_config(args.config, args.overrides), args.output_dir, resume=not args.no_resume)
+    results = run_recipe(load_run_config(args.config, args.overrides), args.output_dir, resume=not args.no_resume,
+                         overwrite_output_dir=args.overwrite_output_dir)
     if results:
         print(json.dumps({name: {"model_p@1": entry["model"]["average"]["p@1"],
                                  "tfidf_baseline_p@1": entry["tfidf_baseline"]["average"]["p@1"]}

@@ -3,11 +3,16 @@
 The embedded default corpus ships inside this package (`default/`, LibreOffice, MPL-2.0: see its NOTICE), so a
 wheel install trains without any data beside it."""
 
+import bz2
+import gzip
+import lzma
 import re
 from importlib.resources import files
 from pathlib import Path
 
 import datasets
+
+from .languages import language_code_problem
 
 PAIR_COLUMNS = ("src", "tgt", "src_lang", "tgt_lang")
 # The layout of ../shared/data/parallel/train.tsv.gz: English <-> `lang` pairs.
@@ -61,6 +66,38 @@ def _local_builder(path: Path) -> tuple[str, dict]:
     return _BUILDERS[suffixes[-1]]
 
 
+def read_data_file(path: Path) -> datasets.Dataset:
+    """A local TSV / CSV / JSONL / Parquet file (optionally compressed) as a dataset. A file that is empty, holds a
+    header but no rows, or is not UTF-8 fails naming the file (and the line), not deep inside `datasets`."""
+    builder, options = _local_builder(path)
+    try:
+        table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    except Exception as error:  # datasets wraps every reading error alike: say which one it was
+        raise ValueError(f"{path}: {_file_problem(path) or f'cannot be read as {builder} ({error})'}.") from None
+    if len(table) == 0:
+        raise ValueError(f"{path} has no rows (at most a header): nothing to read.")
+    return table
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why a data file cannot be read, found by reading it: empty, or a line that is not UTF-8."""
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix, open)
+    lines = 0
+    with opener(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            lines += bool(line.strip())
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return (f"line {number} is not UTF-8 ({error.reason} at byte {error.start} of the line); save the "
+                        "file as UTF-8")
+    if lines == 0:
+        return "the file is empty"
+    if lines == 1 and _local_builder(path)[0] == "csv":
+        return "it holds a header but no rows"
+    return None
+
+
 def _language_files(folder: Path) -> dict[str, Path] | None:
     """`{code: path}` when `folder` holds only `LANG.tsv` files (a multi-parallel dev folder), else None."""
     tables = sorted(folder.glob("*.tsv"))
@@ -91,8 +128,7 @@ def load_parallel_dataset(source: str | Path, split: str = "train") -> datasets.
     if not path.exists() and not path.is_absolute() and (Path(str(files(__name__))) / path).exists():
         path = Path(str(files(__name__))) / path
     if path.is_file():
-        builder, options = _local_builder(path)
-        dataset = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+        dataset = read_data_file(path)
     elif path.is_dir():
         tables = _language_files(path)
         dataset = _read_language_folder(tables) if tables else datasets.load_dataset(str(path), split=split)
@@ -130,6 +166,16 @@ def drop_seen_pairs(pairs: datasets.Dataset, seen: set[str]) -> tuple[datasets.D
     return kept, len(pairs) - len(kept)
 
 
+def row_place(source, index: int) -> str:
+    """Where row `index` of a data source is, for an error: the line of a local text file (after a TSV / CSV header
+    line), else the row."""
+    path = Path(str(source))
+    suffixes = [s for s in path.suffixes if s not in (".gz", ".bz2", ".xz", ".zst")]
+    if path.is_file() and suffixes and suffixes[-1] in (".tsv", ".csv", ".jsonl", ".json"):
+        return f"line {index + (2 if suffixes[-1] in ('.tsv', '.csv') else 1)}"
+    return f"row {index}"
+
+
 def validate_pairs(dataset: datasets.Dataset, languages: list[str] | None = None, name: str = "dataset") -> None:
     """Raise a `ValueError` naming the first bad row: a missing / empty / whitespace-only text or, when `languages`
     is given, an unknown language code. Texts longer than the model's positions are not errors: the tokenizer
@@ -140,9 +186,16 @@ def validate_pairs(dataset: datasets.Dataset, languages: list[str] | None = None
         for index, value in enumerate(dataset[column]):
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(
-                    f"{name}, row {index}: column {column!r} is {value!r}; every pair needs two non-empty texts and "
-                    "two language codes. Remove or fix that row."
+                    f"{name}, {row_place(name, index)}: column {column!r} is {value!r}; every pair needs two non-empty "
+                    "texts and two language codes. Remove or fix that row."
                 )
+    for column in ("src_lang", "tgt_lang"):
+        for code in sorted(set(dataset[column]), key=str):
+            problem = language_code_problem(code)
+            if problem:
+                index = dataset[column].index(code)
+                raise ValueError(f"{name}, {row_place(name, index)}: column {column!r}: {problem}. Fix the code, or "
+                                 "remove the row.")
     if languages is not None:
         check_languages(dataset, languages, name)
 
@@ -154,8 +207,8 @@ def check_languages(dataset: datasets.Dataset, languages: list[str], name: str =
         for index, value in enumerate(dataset[column]):
             if value not in known:
                 raise ValueError(
-                    f"{name}, row {index}: unknown language code {value!r} in {column!r}; the tokenizer has "
-                    f"<2xx> tokens for {sorted(known)}. Retrain the tokenizer with that language or drop the row."
+                    f"{name}, {row_place(name, index)}: unknown language code {value!r} in {column!r}; the tokenizer "
+                    f"has <2xx> tokens for {sorted(known)}. Retrain the tokenizer with that language or drop the row."
                 )
 
 

@@ -240,21 +240,24 @@ class Recipe:
         self.run_config, self.output_dir = run_config, Path(output_dir)
         self.data_report: dict[str, dict] = {}  # what `load_data` used, written into eval_results.json
 
-    def run(self, resume: bool = True) -> dict:
+    def run(self, resume: bool = True, overwrite_output_dir: bool = False) -> dict:
         """Train, save, evaluate and write a Hub-ready folder; publish it when `training.push_to_hub` asks. Returns
-        the evaluation results (also in `eval_results.json`; `{}` on processes other than the main one)."""
+        the evaluation results (also in `eval_results.json`; `{}` on processes other than the main one).
+
+        The output folder must be new, empty, or hold a run of this package (`check_earlier_run`); with
+        `overwrite_output_dir` a folder of other files is written over."""
         args, push_to_hub = training_arguments(self.arguments_class, self.run_config, self.output_dir)
-        self.check_earlier_run(resume)
+        self.check_earlier_run(resume, overwrite_output_dir)
         self.check_evaluation_suite()
         train, evaluation = self.load_data()
         if not resume and args.process_index == 0:
             self.start_over()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer = self.prepare_tokenizer(train, args)
-        train = self.prepare_train_data(train, tokenizer, args)
-        if args.process_index == 0:
+        if args.process_index == 0:  # first: the folder is this run's from now on, resumable with this config
             (self.output_dir / "training_config.yaml").write_text(
                 yaml.safe_dump(self.run_config.to_dict(), sort_keys=False))
+        tokenizer = self.prepare_tokenizer(train, args)
+        train = self.prepare_train_data(train, tokenizer, args)
         set_seed(args.seed)  # before the weights are drawn: the same config gives the same run
         model, output = self.fit(train, tokenizer, args, resume)
         if args.process_index != 0:
@@ -277,11 +280,21 @@ class Recipe:
         return results
 
     # --- an earlier run in the output folder --------------------------------------------------------------------
-    def check_earlier_run(self, resume: bool) -> None:
-        """A folder that holds a run of this package (`training_config.yaml`) resumes only with the same config:
-        a changed setting (but for `RESUMABLE_CHANGES`) is refused with the differences listed, before any work."""
+    def check_earlier_run(self, resume: bool, overwrite_output_dir: bool = False) -> None:
+        """Before any work: a folder that holds files but no run of this package is refused (unless
+        `overwrite_output_dir`): a user's README.md or model is not written over. A folder that holds a run
+        (`training_config.yaml`) resumes only with the same config: a changed setting (but for `RESUMABLE_CHANGES`)
+        is refused with the differences listed."""
         saved_file = self.output_dir / "training_config.yaml"
-        if not resume or not saved_file.is_file():
+        if not saved_file.is_file():
+            others = sorted(path.name for path in self.output_dir.iterdir()) if self.output_dir.is_dir() else []
+            if others and not overwrite_output_dir:
+                listed = ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")
+                raise ValueError(f"{self.output_dir} holds files that are not a run of this package ({listed}), which "
+                                 "this run would write over. Choose a new or empty --output_dir, or pass "
+                                 "--overwrite_output_dir to write over them.")
+            return
+        if not resume:
             return
         saved = yaml.safe_load(saved_file.read_text()) or {}
         changes = config_differences(saved, self.run_config.to_dict())
@@ -384,6 +397,8 @@ class Recipe:
         }
 
 
-def run_recipe(run_config: RunConfig, output_dir: str | Path, resume: bool = True) -> dict:
+def run_recipe(run_config: RunConfig, output_dir: str | Path, resume: bool = True,
+               overwrite_output_dir: bool = False) -> dict:
     """Run the recipe the config names (`Recipe.run`) into `output_dir`."""
-    return get_recipe(run_config.recipe, source=run_config.source)(run_config, output_dir).run(resume=resume)
+    recipe = get_recipe(run_config.recipe, source=run_config.source)(run_config, output_dir)
+    return recipe.run(resume=resume, overwrite_output_dir=overwrite_output_dir)

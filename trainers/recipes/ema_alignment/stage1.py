@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase, Trainer
 
 from ...arguments import EncoderTrainingArguments
 from ...collators import ParallelPairCollator
-from ...data import _local_builder, add_token_lengths, data_file
+from ...data import add_token_lengths, data_file, read_data_file
 from ...encoding import sentence_embeddings
 from ...layout import PairLayout
 from ...loss_logging import LossTermLoggingMixin
@@ -55,8 +55,7 @@ def load_scored_pairs(source: str | Path, score_range, target_range=(0.0, 1.0)) 
     path = data_file(source)
     if not path.is_file():
         raise ValueError(f"{source}: scored pairs are read from one file (TSV, CSV, JSONL or Parquet), not a folder.")
-    builder, options = _local_builder(path)
-    table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    table = read_data_file(path)
     missing = [column for column in SCORED_PAIR_COLUMNS if column not in table.column_names]
     if missing:
         raise ValueError(f"{source} lacks the columns {missing} (it has {table.column_names}); scored pairs need "

@@ -25,7 +25,7 @@ import torch
 from modeling_ems.configuration_dual_encoder import TASKS as MODEL_TASKS
 from modeling_ems.modeling_dual_encoder import TASK_SIDES
 
-from ...data import _local_builder, load_parallel_dataset, validate_pairs
+from ...data import _local_builder, load_parallel_dataset, read_data_file, validate_pairs
 from ...losses import nli_loss, ranking_loss
 
 NLI_LABELS = (0, 1, 2)  # entailment, neutral, contradiction
@@ -46,8 +46,7 @@ def load_rows(source: str | Path, split: str = "train") -> datasets.Dataset:
         builder, options = _local_builder(Path(data_files[0]))
         return datasets.load_dataset(builder, data_files=data_files, split="train", **options)
     if path.is_file():
-        builder, options = _local_builder(path)
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+        return read_data_file(path)
     if path.suffix or str(source).startswith((".", "/", "~")):
         raise FileNotFoundError(f"No such data file or folder: {str(source)!r}.")
     return datasets.load_dataset(str(source), split=split)
