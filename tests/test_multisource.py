@@ -3,6 +3,7 @@ cache, the three input settings, the trimmed mean, the metrics per label type, b
 end with a tiny translation model and a tiny classifier built here."""
 
 import json
+import sys
 import textwrap
 
 import pytest
@@ -190,8 +191,19 @@ def test_a_translator_returning_another_number_of_texts_is_refused(tmp_path):
     translator = FunctionTranslator("tests.test_multisource:short_translate")
     with pytest.raises(TranslationError, match="returned 1 translations for 2 texts"):
         translate_cached(translator, ["a", "b"], tmp_path)
-    with pytest.raises(ValueError, match="module:function"):
+    with pytest.raises(ValueError, match="module:name"):
         FunctionTranslator("no_colon")
+
+
+def test_a_translation_function_is_found_in_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "my_mt.py").write_text("def to_english(texts):\n    return [t.upper() for t in texts]\n")
+    monkeypatch.chdir(tmp_path)  # as documented: the working directory's module, with no PYTHONPATH set
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    assert FunctionTranslator("my_mt:to_english")(["hallo"]) == ["HALLO"]
+    with pytest.raises(ValueError, match=r"translation.function='my_mt:nothing': my_mt \(.*my_mt.py\) has no"):
+        FunctionTranslator("my_mt:nothing")
+    with pytest.raises(ValueError, match=r"module 'no_mt' cannot be imported .*put it in the working directory"):
+        FunctionTranslator("no_mt:to_english")
 
 
 @pytest.fixture(scope="module")

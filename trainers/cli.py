@@ -57,7 +57,7 @@ def _parser(doc: str) -> argparse.ArgumentParser:
 @command
 def train(argv: list[str] | None = None) -> None:
     from .config import shipped_configs
-    from .recipes import load_run_config, run_recipe
+    from .recipes import get_recipe, load_run_config
 
     parser = _parser(TRAIN_DOC)
     parser.add_argument("--output_dir", required=True, help="Where checkpoints and the final model go.")
@@ -71,12 +71,11 @@ def train(argv: list[str] | None = None) -> None:
     parser.add_argument("--overwrite_output_dir", action="store_true",
                         help="Write into a folder that holds other files than a run of this package.")
     args = parser.parse_args(argv)
-    results = run_recipe(load_run_config(args.config, args.overrides), args.output_dir, resume=not args.no_resume,
-                         overwrite_output_dir=args.overwrite_output_dir)
-    if results:
-        print(json.dumps({name: {"model_p@1": entry["model"]["average"]["p@1"],
-                                 "tfidf_baseline_p@1": entry["tfidf_baseline"]["average"]["p@1"]}
-                          for name, entry in results.items() if "model" in entry}, indent=2))
+    run_config = load_run_config(args.config, args.overrides)
+    recipe = get_recipe(run_config.recipe, source=run_config.source)(run_config, args.output_dir)
+    results = recipe.run(resume=not args.no_resume, overwrite_output_dir=args.overwrite_output_dir)
+    if results:  # the main process
+        print(json.dumps(recipe.summary(results), indent=2))
 
 
 EVALUATE_DOC = """Evaluate a saved sentence encoder with the papers' protocols.

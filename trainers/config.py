@@ -9,10 +9,13 @@ This module reads and checks configs against the sections a recipe declares; it 
 turns `recipe:` into a class is `trainers.recipes`).
 """
 
+import os
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import InitVar, dataclass, field
 from difflib import get_close_matches
+from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
 
@@ -47,6 +50,30 @@ def read_yaml_file(path: Path):
         raise ValueError(f"{path} is not valid YAML: {error}") from None
 
 SHIPPED_CONFIGS = Path(str(files("trainers") / "configs"))
+
+
+def import_from_config(spec: str, setting: str):
+    """The object a config names by import path, `module:name` (`recipe: my_module:MyRecipe`, `translation.function:
+    my_module:translate`): config that names code is code, run when the config is read. The module is looked for in
+    the working directory first, then on the Python path, whichever way the command was started."""
+    module_name, sep, name = str(spec).partition(":")
+    if not sep or not module_name or not name:
+        raise ValueError(f"{setting}={spec!r} is not of the form module:name, e.g. my_package.my_module:my_object.")
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        module = import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"{setting}={spec!r}: its module {module_name!r} cannot be imported ({error}); put it in the "
+                         f"working directory ({cwd}) or on PYTHONPATH.") from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    if not hasattr(module, name):
+        raise ValueError(f"{setting}={spec!r}: {module_name} ({module.__file__}) has no {name!r}.")
+    return getattr(module, name)
 
 
 def check_known_settings(settings: Iterable[str], known: Iterable[str], where: str) -> None:

@@ -221,8 +221,9 @@ def add_token_lengths(pairs: datasets.Dataset, tokenizer, column: str = "length"
     """Add the longer side's token count as `column`, for length-grouped batching (less padding)."""
 
     def lengths(batch):
-        sources = tokenizer(batch["src"], add_special_tokens=False)["input_ids"]
-        targets = tokenizer(batch["tgt"], add_special_tokens=False)["input_ids"]
+        # verbose=False: a text longer than the model is counted here, and truncated where it is encoded
+        sources = tokenizer(batch["src"], add_special_tokens=False, verbose=False)["input_ids"]
+        targets = tokenizer(batch["tgt"], add_special_tokens=False, verbose=False)["input_ids"]
         return {column: [max(len(s), len(t)) for s, t in zip(sources, targets)]}
 
     return pairs.map(lengths, batched=True, batch_size=1000, desc="token lengths")

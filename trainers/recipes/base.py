@@ -16,6 +16,7 @@ A recipe is a `Recipe` subclass. The contract, in the order `Recipe.run` calls t
 | `evaluate(model, tokenizer, evaluation)` | must | the results written to `eval_results.json` |
 | `card_data(model, results)` | must, for the default `card` | the card's `ModelCardData` fields |
 | `card_context(model, results)` | must, for the default `card` | the values its template reads |
+| `summary(results)` | must | the headline figures the train command prints |
 
 Class attributes: `name` (what `recipe:` names), `sections` (the config sections the recipe adds, name -> settings
 type), `arguments_class`, `example_config`, `card_template` (default `hub_cards/<name>.md`), `publish_ignore`
@@ -46,7 +47,7 @@ from transformers.trainer_utils import TrainOutput
 from hub_cards import template
 
 from ..cards import render_model_card, without_local_paths
-from ..config import RunConfig, build_run_config, check_known_settings, read_raw_config
+from ..config import RunConfig, build_run_config, check_known_settings, import_from_config, read_raw_config
 from ..evaluation.suite import load_suite
 from ..hub import publish
 from ..loading import resolve_bf16
@@ -87,16 +88,9 @@ def get_recipe(name: str, source: str = "the config") -> type["Recipe"]:
 
 
 def _import_recipe(path: str, source: str) -> type["Recipe"]:
-    module_name, _, class_name = path.partition(":")
-    try:
-        module = import_module(module_name)
-    except ImportError as error:
-        cwd = os.getcwd()
-        raise ValueError(f"{source} names recipe {path!r}, but its module {module_name!r} cannot be imported "
-                         f"({error}); put it on PYTHONPATH or run from the folder that holds it (now {cwd}).") from None
-    cls = getattr(module, class_name, None)
+    cls = import_from_config(path, f"recipe in {source}")
     if not (isinstance(cls, type) and issubclass(cls, Recipe)):
-        raise ValueError(f"{source} names recipe {path!r}, but {module_name} has no Recipe subclass {class_name!r}.")
+        raise ValueError(f"{source} names recipe {path!r}, which is {cls!r}, not a Recipe subclass.")
     return cls
 
 
@@ -371,6 +365,10 @@ class Recipe:
         raise NotImplementedError
 
     # --- the card ----------------------------------------------------------------------------------------------
+    def summary(self, results: dict) -> dict:
+        """What the train command prints at the end: the headline figures of `results`."""
+        raise NotImplementedError
+
     def card(self, model, results: dict) -> None:
         """Write the folder's `README.md` from the recipe's template (`card_template`)."""
         path = Path(self.card_template) if self.card_template is not None else template(self.name)

@@ -119,6 +119,12 @@ class EncoderRecipe(Recipe):
             for name, pairs in evaluation.items()
         }
 
+    def summary(self, results: dict) -> dict:
+        """Average P@1 of the model and of TF-IDF on each evaluation set."""
+        return {name: {"model_p@1": results[name]["model"]["average"]["p@1"],
+                       "tfidf_baseline_p@1": results[name]["tfidf_baseline"]["average"]["p@1"]}
+                for name in EVALUATION_SETS}
+
     def card_data(self, model, results: dict) -> dict:
         """The encoder card's metadata: the sentence-transformers library fields, the model's languages, the
         method's tags and the retrieval results of every evaluation set."""

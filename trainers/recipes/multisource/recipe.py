@@ -296,6 +296,11 @@ class MultiSourceRecipe(Recipe):
         plot_tables([table], self.output_dir / PLOT_FILE, [Path(self.classifier_source).name])
         return {"table": table, "runs": runs}
 
+    def summary(self, results: dict) -> dict:
+        """The figure of each setting (table 2), by the label type's metric."""
+        table = results["table"]
+        return {"metric": table["metric"], **{setting: entry["score"] for setting, entry in table["settings"].items()}}
+
     def saved_run(self, results: dict) -> dict:
         """The run whose classifier the folder holds: the last setting's best on validation."""
         saved = self.settings.settings[-1]

@@ -16,11 +16,12 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from importlib import import_module
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from ...config import import_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +62,9 @@ class ModelTranslator:
             raise ValueError(f"num_beams={num_beams}, batch_size={batch_size}, max_length={max_length} and "
                              f"max_new_tokens={max_new_tokens} must all be at least 1.")
         folder = resolve_model(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = AutoModelForSeq2SeqLM.from_pretrained(folder).to(self.device).eval()
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=False).to(self.device).eval()
         self.num_beams, self.batch_size, self.max_length = num_beams, batch_size, max_length
         self.max_new_tokens, self.progress = max_new_tokens, progress
         self.generate_options = {}
@@ -91,19 +92,11 @@ class ModelTranslator:
 
 
 class FunctionTranslator:
-    """A user function given as `module:function` (importable from the working directory or the installed
-    packages), called with a list of texts."""
+    """A user function given as `module:function` (the working directory's module or an installed one: code the
+    config names, run when the recipe is made), called with a list of texts."""
 
     def __init__(self, spec: str):
-        module_name, sep, function_name = spec.partition(":")
-        if not sep or not module_name or not function_name:
-            raise ValueError(f"translation.function={spec!r} is not of the form module:function, e.g. "
-                             "my_package.mt:translate_to_english.")
-        try:
-            function = getattr(import_module(module_name), function_name)
-        except (ImportError, AttributeError) as error:
-            raise ValueError(f"translation.function={spec!r} cannot be imported ({error}); the module must be on "
-                             "the Python path (the working directory or an installed package).") from None
+        function = import_from_config(spec, "translation.function")
         if not callable(function):
             raise ValueError(f"translation.function={spec!r} is {type(function).__name__}, not a function.")
         self.function: Callable[[list[str]], Sequence[str]] = function
