@@ -65,7 +65,7 @@ def test_tiny_multitask_run_cycles_tasks_saves_a_loadable_encoder_and_resumes(tm
     assert int(model.get_input_embeddings().ngram_table.min()) < model.config.ngram_buckets  # the table came along
     # the same command with more steps resumes from checkpoint-8
     resumed = run_recipe(tiny_config(tmp_path, small_pairs, heldout_pairs, model={"input_type": "char_ngram"},
-                                     max_steps=12), output_dir)
+                                     suite=True, max_steps=12), output_dir)
     assert resumed["training"]["global_step"] == 12
     history = json.loads((output_dir / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
     assert [entry["step"] for entry in history if "loss" in entry] == [4, 8, 12]
