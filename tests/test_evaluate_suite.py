@@ -114,6 +114,20 @@ def test_shipped_default_suite_runs_on_the_embedded_heldout_pairs(saved_model):
     assert 0 <= results["heldout_en-ar"]["metrics"]["p@1"] <= 1
 
 
+def test_the_evaluate_command_runs_the_shipped_default_suite_on_a_fresh_clone(saved_model, tmp_path):
+    from trainers.cli import evaluate
+    from trainers.config import shipped_configs
+
+    folder, _, _ = saved_model
+    evaluate(["--model", str(folder), "--output", str(tmp_path / "results.json")])  # no --suite: eval_default
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["suite"] == "eval_default" and saved["pending"] == []
+    assert {"heldout_en-de", "debian_en-fr"} <= set(saved["results"])  # shipped data only: no ../shared needed
+    runs, suites = shipped_configs("run"), shipped_configs("suite")  # listed apart in --help
+    assert {"ems_default", "multitask_default"} <= set(runs) and {"eval_default", "eval_shared"} <= set(suites)
+    assert not set(runs) & set(suites) and set(runs) | set(suites) == set(shipped_configs())
+
+
 def test_bad_suites_are_clear_errors(tmp_path, dev_dir):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_suite(tmp_path / "none.yaml")

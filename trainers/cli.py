@@ -62,8 +62,8 @@ def train(argv: list[str] | None = None) -> None:
     parser = _parser(TRAIN_DOC)
     parser.add_argument("--output_dir", required=True, help="Where checkpoints and the final model go.")
     parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help=f"YAML run config: a path, or a shipped config by name ({', '.join(shipped_configs())}). "
-                             "Default: %(default)s.")
+                        help="YAML run config: a path, or a shipped training config by name "
+                             f"({', '.join(shipped_configs('run'))}). Default: %(default)s.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="Override one config value, e.g. --set training.max_steps=100 (repeatable).")
     parser.add_argument("--no_resume", action="store_true",
@@ -80,7 +80,8 @@ def train(argv: list[str] | None = None) -> None:
 
 EVALUATE_DOC = """Evaluate a saved sentence encoder with the papers' protocols.
 
-    python scripts/evaluate_model.py --model runs/ems-default --suite configs/eval_shared.yaml --update_card
+    python scripts/evaluate_model.py --model runs/ems-default --update_card                    # eval_default
+    python scripts/evaluate_model.py --model runs/ems-default --suite eval_shared --update_card  # ../shared/data
 
 `--model` is a folder saved by this package, any transformers `AutoModel` encoder folder (mean pooling), or a
 sentence-transformers folder (`--backend sentence-transformers`). `--suite` is a YAML task list, a path or a shipped
@@ -93,12 +94,16 @@ suite by name (`eval_default`: held-out retrieval on the embedded corpus; `eval_
 @command
 def evaluate(argv: list[str] | None = None) -> None:
     from .cards import update_card_results
+    from .config import shipped_configs
     from .evaluation.suite import failed_evaluators, load_suite, run_suite
     from .loading import load_embedder
 
     parser = _parser(EVALUATE_DOC)
     parser.add_argument("--model", required=True, help="Model folder to evaluate.")
-    parser.add_argument("--suite", default="configs/eval_shared.yaml", help="Evaluation suite (default: %(default)s).")
+    parser.add_argument("--suite", default="eval_default",
+                        help="Evaluation suite: a path, or a shipped suite by name "
+                             f"({', '.join(shipped_configs('suite'))}; eval_shared needs ../shared/data). Default: "
+                             "%(default)s, which runs on a fresh clone.")
     add_loading_arguments(parser)
     parser.add_argument("--output", default=None, help="Results JSON (default: MODEL/eval_suite_results.json for a "
                                                        "folder, eval_suite_results.json here for a Hub id).")

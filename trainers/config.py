@@ -87,8 +87,15 @@ def check_known_settings(settings: Iterable[str], known: Iterable[str], where: s
             raise ValueError(f"{where}: unknown setting {name!r}; {hint}known settings: {', '.join(known)}.")
 
 
-def shipped_configs() -> list[str]:
-    return sorted(path.stem for path in SHIPPED_CONFIGS.glob("*.yaml"))
+def shipped_configs(kind: str | None = None) -> list[str]:
+    """The names of the shipped YAML files: `kind="run"` the training configs (they name a `recipe`), `"suite"` the
+    evaluation suites (the others), None both."""
+    names = []
+    for path in sorted(SHIPPED_CONFIGS.glob("*.yaml")):
+        is_run = "recipe" in (read_yaml_file(path) or {})
+        if kind is None or (kind == "run") == is_run:
+            names.append(path.stem)
+    return names
 
 
 def find_config(value: str | Path) -> Path:
