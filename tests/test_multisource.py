@@ -338,6 +338,33 @@ def test_ordinal_labels_are_scored_by_qwk(tmp_path, tokenizer_dir, small_pairs):
     assert results["table"]["settings"]["A"]["test"] == [pytest.approx(expected, abs=1e-6)]
 
 
+def test_signed_ordinal_labels_are_ordered_as_numbers_without_a_labels_file(tmp_path, tiny_setup):
+    from trainers.metrics import load_metric
+    from trainers.recipes.multisource.recipe import sorted_labels
+
+    data, classifier = tiny_setup
+    (data / "labels.json").unlink()  # the label set comes from train.tsv: WRIME's signed scale
+    signed = ["-2", "-1", "0", "1", "2"]
+    for split in ("train", "validation", "test"):
+        lines = (data / f"{split}.tsv").read_text().splitlines()
+        rows = [line.split("\t") for line in lines[1:]]
+        body = [f"{text}\t{signed[index % 5]}\t{en}" for index, (text, _, en) in enumerate(rows)]
+        (data / f"{split}.tsv").write_text("\n".join([lines[0], *body]) + "\n")
+    recipe_labels = _load_data(tmp_path, data, classifier, classifier={"label_type": "ordinal"})
+    assert recipe_labels[0]["label"][:5] == [0, 1, 2, 3, 4]  # -2 is the lowest class, 2 the highest
+    assert sorted_labels(["10", "9", "-1", "0.5"]) == ["-1", "0.5", "9", "10"]
+    assert sorted_labels(["b", "a", "10", "9"]) == ["10", "9", "a", "b"]  # not all numbers: as text
+    # what the order is worth: predictions one step off on the signed scale, scored with the numeric order and with
+    # the text order ("0" < "1" < "2" < "-1" < "-2"), which puts -1 three classes away from 0
+    qwk = load_metric("qwk")
+    truth, predicted = [-2, -1, 0, 1, 2], [-1, 0, 1, 2, 2]
+    right = {label: index for index, label in enumerate([-2, -1, 0, 1, 2])}
+    as_text = {label: index for index, label in enumerate([0, 1, 2, -1, -2])}  # "0" < "1" < "2" < "-1" < "-2"
+    scores = [qwk.compute(predictions=[order[p] for p in predicted], references=[order[t] for t in truth],
+                          num_labels=5)["qwk"] for order in (right, as_text)]
+    assert scores == [pytest.approx(0.8), pytest.approx(0.25)]
+
+
 # --- bad input ---------------------------------------------------------------------------------------------------
 
 

@@ -122,6 +122,16 @@ def find_labels(folder: Path) -> tuple[Path | None, list[str] | None]:
     return None, None
 
 
+def sorted_labels(values) -> list[str]:
+    """The distinct labels in order: numerically when every label is a number (signed ones too: WRIME's -2..2 are
+    ordered -2, -1, 0, 1, 2, as QWK needs), else as text."""
+    distinct = set(values)
+    try:
+        return sorted(distinct, key=float)
+    except ValueError:
+        return sorted(distinct)
+
+
 def label_ids(values: list[str], names: list[str], where: str, label_set: str) -> list[int]:
     """Each label as its index in `names`: a label may be given by name or by its index."""
     index = {name: position for position, name in enumerate(names)}
@@ -225,8 +235,7 @@ class MultiSourceRecipe(Recipe):
         tables = {split: read_tsv(folder / f"{split}.tsv", columns) for split in SPLITS}
         label_file, names = find_labels(folder)
         if names is None:  # the labels of the training split, in sorted order
-            names = sorted(set(tables["train"][settings.label_column]),
-                           key=lambda value: (not value.isdigit(), int(value) if value.isdigit() else 0, value))
+            names = sorted_labels(tables["train"][settings.label_column])
             label_set = f"of {folder / 'train.tsv'} (no labels.json beside the data)"
         else:
             label_set = str(label_file)
