@@ -21,8 +21,8 @@ PACKAGES = ("modeling_ems", "hub_cards", "trainers")
 # trainers/recipes) is a group of the methods' layer.
 LAYERS = [
     ["modeling_ems", "hub_cards"],
-    ["trainers.config", "trainers.layout", "trainers.metrics", "trainers.loss_logging", "trainers.tokenizer",
-     "trainers.encoding", "trainers.data"],
+    ["trainers.config", "trainers.files", "trainers.layout", "trainers.metrics", "trainers.loss_logging",
+     "trainers.tokenizer", "trainers.encoding", "trainers.data"],
     ["trainers.losses", "trainers.collators", "trainers.arguments", "trainers.loading", "trainers.evaluation",
      "trainers.cards", "trainers.hub"],
     ["trainers.hard_negatives"],

@@ -102,3 +102,15 @@ def test_a_folder_of_other_files_is_not_written_over_unless_asked(tmp_path, exis
     assert sorted(p.name for p in folder.iterdir()) == [existing]
     assert (folder / existing).read_text() == "the user's own"
     recipe.check_earlier_run(resume=True, overwrite_output_dir=True)  # asked: allowed
+
+
+def test_a_comparison_into_a_folder_that_holds_one_is_refused_unless_asked(tmp_path, capsys):
+    from trainers import cli
+
+    (tmp_path / "results.json").write_text("the earlier comparison")
+    with pytest.raises(SystemExit) as stop:
+        cli.compare(["--models", "tfidf", "--output_dir", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "holds a comparison already (results.json); choose another folder, or pass --overwrite_output_dir" in (
+        capsys.readouterr().err)
+    assert (tmp_path / "results.json").read_text() == "the earlier comparison"

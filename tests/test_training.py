@@ -168,6 +168,11 @@ def test_a_used_folder_resumes_only_its_own_config_and_no_resume_starts_over_cle
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
+    lean = tmp_path / "lean"  # --drop_checkpoints: the finished folder without them, nothing left half-written
+    run_recipe(changed, lean, keep_checkpoints=False)
+    assert not list(lean.glob("checkpoint-*")) and not list(lean.glob(".*.tmp"))
+    assert (lean / "model.safetensors").read_bytes() == (fresh / "model.safetensors").read_bytes()
+
 
 def test_exponent_notation_reads_as_a_float_in_files_and_overrides(tmp_path):
     """YAML 1.1 reads `1e-4` as a string (it wants `1.0e-4`); configs and `--set` read it as the number meant."""

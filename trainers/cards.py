@@ -7,6 +7,8 @@ from pathlib import Path
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .files import write_text_atomic
+
 
 def retrieval_eval_results(results: dict, dataset_name: str, dataset_type: str) -> list[EvalResult]:
     """One `model-index` entry per language pair and one for the average, metric `p@1` in percent."""
@@ -82,7 +84,7 @@ def render_model_card(output_dir: str | Path, template_path: str | Path, card_da
     card = ModelCard.from_template(ModelCardData(model_name=name, **card_data), template_path=str(template_path),
                                    model_name=name, repo_id=name, **context)
     card = ModelCard(without_local_paths(str(card), output_dir))
-    card.save(Path(output_dir) / "README.md")
+    write_text_atomic(Path(output_dir) / "README.md", str(card))
     return card
 
 

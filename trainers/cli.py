@@ -70,10 +70,13 @@ def train(argv: list[str] | None = None) -> None:
                         help="Start over in a folder that holds a run: its checkpoints, config and vocabulary go.")
     parser.add_argument("--overwrite_output_dir", action="store_true",
                         help="Write into a folder that holds other files than a run of this package.")
+    parser.add_argument("--drop_checkpoints", action="store_true",
+                        help="Remove the checkpoints once the run has finished and saved its model.")
     args = parser.parse_args(argv)
     run_config = load_run_config(args.config, args.overrides)
     recipe = get_recipe(run_config.recipe, source=run_config.source)(run_config, args.output_dir)
-    results = recipe.run(resume=not args.no_resume, overwrite_output_dir=args.overwrite_output_dir)
+    results = recipe.run(resume=not args.no_resume, overwrite_output_dir=args.overwrite_output_dir,
+                         keep_checkpoints=not args.drop_checkpoints)
     if results:  # the main process
         print(json.dumps(recipe.summary(results), indent=2))
 
@@ -241,6 +244,7 @@ def compare(argv: list[str] | None = None) -> None:
     import shlex
 
     from .compare import (
+        RESULTS_FILE,
         compare_models,
         markdown_table,
         parse_model_specs,
@@ -256,6 +260,8 @@ def compare(argv: list[str] | None = None) -> None:
     parser.add_argument("--suite", default="configs/eval_default.yaml",
                         help="Evaluation suite: a YAML path or a shipped suite by name (default: %(default)s).")
     parser.add_argument("--output_dir", required=True, help="Where results.json, comparison.md and the plot go.")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="Replace the comparison an earlier run wrote in --output_dir.")
     add_loading_arguments(parser)
     parser.add_argument("--card", metavar="FOLDER", default=None,
                         help="Also add the table and plot as a `## Comparison` section to FOLDER/README.md (e.g. the "
@@ -269,6 +275,9 @@ def compare(argv: list[str] | None = None) -> None:
         parser.error(str(error))
     if args.card and not (Path(args.card) / "README.md").is_file():
         parser.error(f"--card {args.card}: {Path(args.card) / 'README.md'} does not exist.")
+    if (Path(args.output_dir) / RESULTS_FILE).is_file() and not args.overwrite_output_dir:
+        parser.error(f"--output_dir {args.output_dir} holds a comparison already ({RESULTS_FILE}); choose another "
+                     "folder, or pass --overwrite_output_dir to replace it.")
     comparison = compare_models(specs, args.suite, args.output_dir, load_options=options,
                                 trust_remote_code=args.trust_remote_code)
     print(markdown_table(summary_rows(comparison), list(comparison["models"])))

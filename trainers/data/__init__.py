@@ -70,10 +70,15 @@ def read_data_file(path: Path) -> datasets.Dataset:
     """A local TSV / CSV / JSONL / Parquet file (optionally compressed) as a dataset. A file that is empty, holds a
     header but no rows, or is not UTF-8 fails naming the file (and the line), not deep inside `datasets`."""
     builder, options = _local_builder(path)
+    quiet = datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # a local file reads in a moment: no "Generating train split" bar
     try:
         table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as error:  # datasets wraps every reading error alike: say which one it was
         raise ValueError(f"{path}: {_file_problem(path) or f'cannot be read as {builder} ({error})'}.") from None
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
     if len(table) == 0:
         raise ValueError(f"{path} has no rows (at most a header): nothing to read.")
     return table

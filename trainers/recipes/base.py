@@ -49,6 +49,7 @@ from hub_cards import template
 from ..cards import render_model_card, without_local_paths
 from ..config import RunConfig, build_run_config, check_known_settings, import_from_config, read_raw_config
 from ..evaluation.suite import load_suite
+from ..files import write_text_atomic
 from ..hub import publish
 from ..loading import resolve_bf16
 
@@ -234,12 +235,13 @@ class Recipe:
         self.run_config, self.output_dir = run_config, Path(output_dir)
         self.data_report: dict[str, dict] = {}  # what `load_data` used, written into eval_results.json
 
-    def run(self, resume: bool = True, overwrite_output_dir: bool = False) -> dict:
+    def run(self, resume: bool = True, overwrite_output_dir: bool = False, keep_checkpoints: bool = True) -> dict:
         """Train, save, evaluate and write a Hub-ready folder; publish it when `training.push_to_hub` asks. Returns
         the evaluation results (also in `eval_results.json`; `{}` on processes other than the main one).
 
         The output folder must be new, empty, or hold a run of this package (`check_earlier_run`); with
-        `overwrite_output_dir` a folder of other files is written over."""
+        `overwrite_output_dir` a folder of other files is written over. Without `keep_checkpoints` the finished
+        run's checkpoints are removed (a finished run needs none to resume)."""
         args, push_to_hub = training_arguments(self.arguments_class, self.run_config, self.output_dir)
         self.check_earlier_run(resume, overwrite_output_dir)
         self.check_evaluation_suite()
@@ -248,8 +250,8 @@ class Recipe:
             self.start_over()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if args.process_index == 0:  # first: the folder is this run's from now on, resumable with this config
-            (self.output_dir / "training_config.yaml").write_text(
-                yaml.safe_dump(self.run_config.to_dict(), sort_keys=False))
+            write_text_atomic(self.output_dir / "training_config.yaml",
+                              yaml.safe_dump(self.run_config.to_dict(), sort_keys=False))
         tokenizer = self.prepare_tokenizer(train, args)
         train = self.prepare_train_data(train, tokenizer, args)
         set_seed(args.seed)  # before the weights are drawn: the same config gives the same run
@@ -265,9 +267,12 @@ class Recipe:
                                "train_loss": round(output.training_loss, 4),
                                "bf16_autocast": bool(args.bf16),  # `bf16: auto` as resolved
                                "processes": args.world_size}
-        (self.output_dir / "eval_results.json").write_text(without_local_paths(json.dumps(results, indent=2),
-                                                                               self.output_dir))
+        write_text_atomic(self.output_dir / "eval_results.json",
+                          without_local_paths(json.dumps(results, indent=2), self.output_dir))
         self.card(model, results)
+        if not keep_checkpoints:
+            for checkpoint in self.output_dir.glob("checkpoint-*"):
+                shutil.rmtree(checkpoint)
         if push_to_hub:
             print(publish(self.output_dir, args.hub_model_id or self.output_dir.name,
                           private=bool(args.hub_private_repo), ignore=self.publish_ignore))
@@ -395,8 +400,7 @@ class Recipe:
         }
 
 
-def run_recipe(run_config: RunConfig, output_dir: str | Path, resume: bool = True,
-               overwrite_output_dir: bool = False) -> dict:
-    """Run the recipe the config names (`Recipe.run`) into `output_dir`."""
-    recipe = get_recipe(run_config.recipe, source=run_config.source)(run_config, output_dir)
-    return recipe.run(resume=resume, overwrite_output_dir=overwrite_output_dir)
+def run_recipe(run_config: RunConfig, output_dir: str | Path, **options) -> dict:
+    """Run the recipe the config names (`Recipe.run` with `options`: resume, overwrite_output_dir,
+    keep_checkpoints) into `output_dir`."""
+    return get_recipe(run_config.recipe, source=run_config.source)(run_config, output_dir).run(**options)
