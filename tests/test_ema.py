@@ -127,6 +127,30 @@ def test_teacher_is_the_hand_computed_average_of_the_student(tmp_path, tokenizer
     assert history[0]["ema_tau"] == pytest.approx(TAU_BASE)
 
 
+def test_the_teacher_encodes_the_pivot_and_the_student_its_translation(tmp_path, tokenizer, small_pairs):
+    """Eq. 1 is MSE(f_θ(x_lg), f_ξ(x_en)): after a few steps (teacher and student apart), the teacher side of the loss
+    is the teacher's weights on the pivot sources and the student side the student's weights on their translations,
+    each computed here independently with a copy of the model. Swapping the texts or the weights fails."""
+    model = tiny_encoder(tokenizer)
+    trainer = make_trainer(tmp_path, tokenizer, small_pairs, model, tau_base=0.5)  # a teacher that moves
+    trainer.train()
+    pairs = [row for row in small_pairs[:4]]
+    batch = ParallelPairCollator(tokenizer, 32)(pairs)
+    loss, outputs = trainer.compute_loss(model.eval(), batch, return_outputs=True)
+
+    teacher = copy.deepcopy(model)
+    teacher.load_state_dict(trainer.ema_teacher.state_dict(), strict=False)
+    assert not torch.equal(trainable(teacher)["layers.0.self_attn.q_proj.weight"],
+                           trainable(model)["layers.0.self_attn.q_proj.weight"])  # really apart
+    encode = lambda encoder, texts: sentence_embeddings(  # noqa: E731
+        encoder, tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt"))
+    with torch.no_grad():
+        torch.testing.assert_close(outputs["teacher"], encode(teacher, [row["src"] for row in pairs]))
+        torch.testing.assert_close(outputs["student"], encode(model, [row["tgt"] for row in pairs]))
+        expected = ((outputs["student"] - outputs["teacher"]) ** 2).mean()
+    torch.testing.assert_close(loss, expected)
+
+
 def test_frozen_teacher_stays_the_initial_student(tmp_path, tokenizer, small_pairs):
     model = tiny_encoder(tokenizer)
     initial = trainable(model)

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -147,11 +148,47 @@ def test_ranking_loss_hard_negatives_join_every_querys_candidates_by_hand():
         ranking_loss(queries, candidates, torch.ones(3, 2))
 
 
-def test_ranking_loss_cosine_symmetric_is_the_ems_contrastive_loss():
+def reference_ranking(queries, candidates, negatives=None, cosine=False, temperature=1.0):
+    """Eq. 2 written out with numpy, one query at a time: -log softmax over [candidates; negatives] of the query's own
+    candidate (independent of the code under test)."""
+    q, c = np.asarray(queries, dtype=np.float64), np.asarray(candidates, dtype=np.float64)
+    pool = c if negatives is None else np.vstack([c, np.asarray(negatives, dtype=np.float64)])
+    if cosine:
+        q, pool = (m / np.linalg.norm(m, axis=1, keepdims=True) for m in (q, pool))
+    losses = []
+    for i, query in enumerate(q):
+        scores = pool @ query / temperature
+        losses.append(np.log(np.exp(scores - scores.max()).sum()) + scores.max() - scores[i])
+    return losses
+
+
+def test_ranking_loss_on_a_non_symmetric_batch_matches_eq_2_row_by_row():
+    """Three queries whose similarity matrix is not symmetric: the loss of row i is the softmax over row i (query i
+    against every candidate), which a transposed softmax (candidate i against every query) would not give."""
+    queries = torch.tensor([[1.0, 0.0, 2.0], [0.5, -1.0, 0.0], [0.0, 3.0, 1.0]])
+    candidates = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.5, 1.0], [-1.0, 2.0, 0.5]])
+    scores = (queries @ candidates.T).numpy()
+    assert not np.allclose(scores, scores.T)
+    expected = reference_ranking(queries, candidates)
+    assert ranking_loss(queries, candidates).tolist() == pytest.approx(expected, rel=1e-6)
+    transposed = reference_ranking(candidates, queries)
+    assert not np.allclose(expected, transposed)  # the case tells the two directions apart
+    negatives = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    assert ranking_loss(queries, candidates, negatives).tolist() == pytest.approx(
+        reference_ranking(queries, candidates, negatives), rel=1e-6)
+    assert ranking_loss(queries, candidates, similarity="cosine", temperature=0.5).tolist() == pytest.approx(
+        reference_ranking(queries, candidates, cosine=True, temperature=0.5), rel=1e-6)
+
+
+def test_contrastive_loss_is_both_directions_of_eq_8_on_a_non_symmetric_batch():
+    """EMS eq. 8: source->target plus target->source cross-entropy over cosine / T, each direction written out."""
     generator = torch.Generator().manual_seed(0)
     source, target = torch.randn(5, 4, generator=generator), torch.randn(5, 4, generator=generator)
-    torch.testing.assert_close(ranking_loss(source, target, similarity="cosine", temperature=0.1, symmetric=True),
-                               contrastive_loss(source, target, 0.1))
+    forward = reference_ranking(source, target, cosine=True, temperature=0.1)
+    backward = reference_ranking(target, source, cosine=True, temperature=0.1)
+    assert not np.allclose(forward, backward)
+    expected = [f + b for f, b in zip(forward, backward)]
+    assert contrastive_loss(source, target, 0.1).tolist() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="similarity='l2'"):
         ranking_loss(source, target, similarity="l2")
 

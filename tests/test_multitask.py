@@ -189,6 +189,15 @@ def test_the_trainer_refuses_tasks_the_model_has_no_head_for(tmp_path):
         MultiTaskTrainer(model=model, args=args, train_dataset=data, data_collator=TaskCollator({}))
 
 
+def test_several_gpus_in_one_process_are_refused_with_the_command_to_use(tmp_path, monkeypatch):
+    """transformers wraps the model in nn.DataParallel when one process sees several GPUs; its split of a task batch
+    along rows would put a translation batch's hard negatives beside the wrong sources."""
+    monkeypatch.setattr(MultiTaskTrainingArguments, "n_gpu", property(lambda self: 2))
+    with pytest.raises(ValueError, match=r"sees 2 GPUs.*nn.DataParallel.*accelerate launch --multi_gpu "
+                                         r"--num_processes 2 scripts/train.py"):
+        multiplier_trainer(tmp_path)
+
+
 # --- the embedding update multiplier (sec. 3.2) ---
 
 def multiplier_trainer(tmp_path, input_type="subword", **arguments) -> MultiTaskTrainer:

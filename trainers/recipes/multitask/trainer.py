@@ -161,6 +161,12 @@ class MultiTaskTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
         super().__init__(*args, **kwargs)
         if not isinstance(self.train_dataset, TaskDatasets):
             raise ValueError("MultiTaskTrainer trains on TaskDatasets({task: dataset, ...}).")
+        if self.args.n_gpu > 1:  # nn.DataParallel would cut a translation batch's sides and negatives apart
+            raise ValueError(f"This process sees {self.args.n_gpu} GPUs, so the Trainer would split each batch with "
+                             "nn.DataParallel, which cuts a task batch's sides (and a translation batch's hard "
+                             "negatives) apart and trains on mismatched rows. Run one process per GPU instead: "
+                             f"accelerate launch --multi_gpu --num_processes {self.args.n_gpu} scripts/train.py ... "
+                             "(or CUDA_VISIBLE_DEVICES=0 for one GPU).")
         model = self.accelerator.unwrap_model(self.model)
         model.config.check_tasks(self.train_dataset.tasks)
         if self.args.embedding_update_multiplier != 1.0 and self.optimizer is not None:
