@@ -231,6 +231,27 @@ def test_model_translator_translates_in_batches_with_beams(tiny_translation_mode
     assert translate_cached(translator, texts, tmp_path) == out
 
 
+def test_the_beam_width_and_the_forced_target_language_reach_generate(tiny_translation_model, monkeypatch):
+    """Sec. 4.1.2 translates with beam width 5: what `generate` receives, batch by batch; and for a multilingual
+    model (M2M100-style `get_lang_id`), the target language as the forced first token."""
+    translator = ModelTranslator(tiny_translation_model, num_beams=5, batch_size=2, max_new_tokens=7, progress=False)
+    calls = []
+    real_generate = translator.model.generate
+
+    def generate(**options):
+        calls.append({key: value for key, value in options.items() if key not in ("input_ids", "attention_mask")}
+                     | {"rows": len(options["input_ids"])})
+        return real_generate(**options)
+
+    monkeypatch.setattr(translator.model, "generate", generate)
+    translator(["Datei öffnen", "Speichern unter", "Drucken"])
+    assert calls == [{"num_beams": 5, "max_new_tokens": 7, "rows": 2}, {"num_beams": 5, "max_new_tokens": 7, "rows": 1}]
+
+    monkeypatch.setattr(type(translator.tokenizer), "get_lang_id", lambda self, code: {"en": 3}[code], raising=False)
+    multilingual = ModelTranslator(tiny_translation_model, num_beams=5, progress=False, target_language="en")
+    assert multilingual.generate_options == {"forced_bos_token_id": 3}
+
+
 # --- the recipe end to end ---------------------------------------------------------------------------------------
 
 
