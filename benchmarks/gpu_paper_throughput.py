@@ -80,7 +80,7 @@ def measure(pairs: int, steps: int, warmup: int, device: str, peak_tflops: float
             "tokens_per_s": round(tokens / elapsed), "step_ms": round(1000 * elapsed / steps, 2),
             "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
             "model_tflops": round(tflops, 1), "share_of_bf16_peak": round(tflops / peak_tflops, 3),
-            "loss": round(float(loss), 3)}
+            "loss": round(loss.item(), 3)}
 
 
 def main(argv=None) -> None:
