@@ -65,6 +65,7 @@ def test_killed_run_resumes_to_the_same_losses_and_weights(tmp_path, tokenizer_d
     assert killed.returncode == -9, (killed.returncode, killed.stderr[-3000:])
     assert sorted(p.name for p in interrupted.glob("checkpoint-*")) == [f"checkpoint-{SAVE_STEPS}"]
     assert not (interrupted / "model.safetensors").exists()
+    before_the_kill = json.loads((interrupted / f"checkpoint-{SAVE_STEPS}" / "training_time.json").read_text())
     # a checkpoint cut short while being written (no trainer_state.json yet) is skipped, not resumed from
     shutil.copytree(interrupted / f"checkpoint-{SAVE_STEPS}", interrupted / "checkpoint-5")
     (interrupted / "checkpoint-5" / "trainer_state.json").unlink()
@@ -73,6 +74,13 @@ def test_killed_run_resumes_to_the_same_losses_and_weights(tmp_path, tokenizer_d
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resuming from {interrupted / f'checkpoint-{SAVE_STEPS}'}" in resumed.stderr
     assert "Skipping" in resumed.stderr and "checkpoint-5" in resumed.stderr
+
+    # the card's training summary covers the whole run, not the resumed session alone
+    summaries = [json.loads((folder / "eval_results.json").read_text())["training"]
+                 for folder in (tmp_path / "straight", interrupted)]
+    assert summaries[0]["global_step"] == summaries[1]["global_step"] == STEPS
+    assert summaries[1]["train_loss"] == pytest.approx(summaries[0]["train_loss"], abs=2e-4)
+    assert summaries[1]["train_runtime_s"] >= round(before_the_kill["train_runtime_s"], 1) > 0
 
     expected, got = step_losses(tmp_path / "straight"), step_losses(interrupted)
     assert [entry[0] for entry in expected] == list(range(1, STEPS + 1))

@@ -32,6 +32,7 @@ import logging
 import os
 import shlex
 import shutil
+import time
 import typing
 from importlib import import_module
 from pathlib import Path
@@ -41,7 +42,7 @@ from typing import ClassVar
 import datasets
 import torch
 import yaml
-from transformers import PreTrainedModel, Trainer, TrainingArguments, set_seed
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import TrainOutput
 
 from hub_cards import template
@@ -204,6 +205,47 @@ def file_modes_as_umask(folder: Path) -> None:
             path.chmod(0o666 & ~umask)
 
 
+TRAINING_TIME_FILE = "training_time.json"
+
+
+class TrainingClock(TrainerCallback):
+    """The training time of a run across its resumptions: each checkpoint records, in `training_time.json`, the
+    seconds trained up to it (the checkpoint it resumed from, plus this session's time)."""
+
+    def __init__(self, resumed_from: Path | None):
+        recorded = resumed_from / TRAINING_TIME_FILE if resumed_from else None
+        self.start_step = int(resumed_from.name.split("-")[-1]) if resumed_from else 0
+        self.earlier_s = (json.loads(recorded.read_text())["train_runtime_s"]
+                          if recorded is not None and recorded.is_file() else 0.0)
+        self.started = time.perf_counter()
+
+    def elapsed_s(self) -> float:
+        return self.earlier_s + time.perf_counter() - self.started
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            write_text_atomic(folder / TRAINING_TIME_FILE, json.dumps({"train_runtime_s": self.elapsed_s()}))
+
+
+def whole_run(output: TrainOutput, log_history: list[dict], clock: TrainingClock) -> TrainOutput:
+    """`Trainer.train`'s output for the whole run, across resumptions: `Trainer` reports the loss and time of its own
+    session only. The loss before the resumption is the logged losses up to it, each the mean of its logging window;
+    when the run resumed between two logging steps, the steps between the last log and the checkpoint are left out
+    of the mean. The runtime is the clock's (`TrainingClock`)."""
+    runtime = {**output.metrics, "train_runtime": clock.elapsed_s()}
+    if clock.start_step == 0:
+        return TrainOutput(output.global_step, output.training_loss, runtime)
+    earlier_sum, covered = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and entry["step"] <= clock.start_step:
+            earlier_sum += entry["loss"] * (entry["step"] - covered)  # the mean over its window
+            covered = entry["step"]
+    session_steps = output.global_step - clock.start_step
+    loss = (earlier_sum + output.training_loss * session_steps) / max(covered + session_steps, 1)
+    return TrainOutput(output.global_step, loss, runtime)
+
+
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
     """The newest `checkpoint-N` that holds a `trainer_state.json` (the Trainer writes it last); a checkpoint cut
     short by a kill is skipped with a warning rather than crashing the resume."""
@@ -358,9 +400,11 @@ class Recipe:
         checkpoint = last_complete_checkpoint(self.output_dir) if resume else None
         if checkpoint:
             logger.warning("Resuming from %s", checkpoint)
+        clock = TrainingClock(checkpoint)
+        trainer.add_callback(clock)
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         trainer.save_model(str(self.output_dir))
-        return trainer.model, output
+        return trainer.model, whole_run(output, trainer.state.log_history, clock)
 
     def save(self, model, tokenizer):
         """Files beside what the training saved (main process); returns the model to evaluate."""
