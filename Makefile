@@ -16,8 +16,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 train: setup
-	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		scripts/train.py --output_dir $(OUTPUT_DIR)
+	$(VENV)/bin/accelerate launch --config_file accelerate.yaml scripts/train.py --output_dir $(OUTPUT_DIR)
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -150,3 +150,15 @@ def test_all_minilm_gives_sentence_transformers_embeddings():
     expected = SentenceTransformer(str(folder), device="cpu").encode(SOURCES, convert_to_numpy=True)
     np.testing.assert_allclose(embed(SOURCES), expected, rtol=1e-5, atol=1e-6)
     assert languages is None
+
+
+def test_quiet_loading_holds_back_the_load_report_and_restores_what_was_set():
+    from transformers.utils import logging as transformers_logging
+
+    from trainers.loading import quiet_loading
+
+    before = transformers_logging.get_verbosity()
+    with quiet_loading():
+        assert transformers_logging.get_verbosity() == transformers_logging.ERROR
+        assert not transformers_logging.is_progress_bar_enabled()
+    assert transformers_logging.get_verbosity() == before and transformers_logging.is_progress_bar_enabled()

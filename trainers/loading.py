@@ -7,6 +7,7 @@ model types load without it."""
 import json
 import logging
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
@@ -17,6 +18,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import SafetensorError
 from transformers import CONFIG_MAPPING, AutoModel, AutoTokenizer
 from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES, tokenizer_class_from_name
+from transformers.utils import logging as transformers_logging
 
 import modeling_ems  # noqa: F401  (registers the package's Auto classes)
 
@@ -95,6 +97,22 @@ def resolve_model_setting(value: str, setting: str, config_source: str = "the co
                          f"sentence-transformers folder, a Hub id (owner/name), or `{MINILM}` for the installed "
                          f"{MINILM_NAME}.") from None
     return folder, (None if Path(value).expanduser().is_dir() else value)
+
+
+@contextmanager
+def quiet_loading():
+    """transformers' load report (newly initialised weights, ...) and its progress bar held back: for a model loaded
+    again and again whose report was shown once."""
+    verbosity = transformers_logging.get_verbosity()
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
 
 
 def torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:

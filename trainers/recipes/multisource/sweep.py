@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import datasets
@@ -20,6 +21,7 @@ from transformers import (
 )
 from transformers.trainer_utils import TrainOutput
 
+from ...loading import quiet_loading
 from ...metrics import load_metric
 from ..base import last_complete_checkpoint, training_arguments
 
@@ -97,7 +99,8 @@ class MultiSourceSweep:
         run_config = dataclasses.replace(recipe.run_config, training={**recipe.run_config.training, "seed": seed})
         args, _ = training_arguments(recipe.arguments_class, run_config, run_dir)
         set_seed(seed)  # the classifier's initial weights
-        model = recipe.load_classifier()
+        with quiet_loading() if self.results else nullcontext():  # the first run shows the load report
+            model = recipe.load_classifier()
         metric = load_metric(recipe.settings.metric)
         extra = {"num_labels": len(recipe.labels)} if recipe.settings.metric == "qwk" else {}
 
