@@ -20,7 +20,7 @@ PACKAGES = ("modeling_ems", "hub_cards", "trainers")
 # Bottom to top; each entry a group, named by its module prefix. `trainers.recipes.<method>` (any subpackage of
 # trainers/recipes) is a group of the methods' layer.
 LAYERS = [
-    ["modeling_ems", "hub_cards"],
+    ["modeling_ems", "hub_cards", "trainers.verbosity"],
     ["trainers.config", "trainers.files", "trainers.layout", "trainers.metrics", "trainers.loss_logging",
      "trainers.tokenizer", "trainers.encoding", "trainers.data"],
     ["trainers.losses", "trainers.collators", "trainers.arguments", "trainers.loading", "trainers.evaluation",

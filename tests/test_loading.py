@@ -152,7 +152,7 @@ def test_all_minilm_gives_sentence_transformers_embeddings():
     assert languages is None
 
 
-def test_quiet_loading_holds_back_the_load_report_and_restores_what_was_set():
+def test_quiet_loading_holds_back_the_load_report_unless_verbose_and_restores_what_was_set(monkeypatch):
     from transformers.utils import logging as transformers_logging
 
     from trainers.loading import quiet_loading
@@ -162,3 +162,6 @@ def test_quiet_loading_holds_back_the_load_report_and_restores_what_was_set():
         assert transformers_logging.get_verbosity() == transformers_logging.ERROR
         assert not transformers_logging.is_progress_bar_enabled()
     assert transformers_logging.get_verbosity() == before and transformers_logging.is_progress_bar_enabled()
+    monkeypatch.setenv("EMS_VERBOSE", "1")  # what --verbose sets
+    with quiet_loading():
+        assert transformers_logging.get_verbosity() == before and transformers_logging.is_progress_bar_enabled()

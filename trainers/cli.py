@@ -4,6 +4,8 @@ runs them too (`accelerate launch -m trainers.cli train ...` for many processes)
 
 Run as a command (arguments from the command line), a bad input ends as one paragraph on stderr and exit status 2;
 `--debug` (or `EMS_DEBUG=1`) shows the traceback. Called from Python with an argument list, a command raises.
+`--verbose` (or `EMS_VERBOSE=1`) shows what is held back by default: progress bars of quick local reads and
+transformers' load reports after the first of a series.
 """
 
 import argparse
@@ -13,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-DEBUG_FLAG = "--debug"
+DEBUG_FLAG, VERBOSE_FLAG = "--debug", "--verbose"
 
 
 def command(function):
@@ -25,8 +27,10 @@ def command(function):
             return function(argv)
         argv = sys.argv[1:]
         debug = DEBUG_FLAG in argv or os.environ.get("EMS_DEBUG") == "1"
+        if VERBOSE_FLAG in argv:
+            os.environ["EMS_VERBOSE"] = "1"  # read by trainers.verbosity.verbose()
         try:
-            return function([value for value in argv if value != DEBUG_FLAG])
+            return function([value for value in argv if value not in (DEBUG_FLAG, VERBOSE_FLAG)])
         except (ValueError, FileNotFoundError) as error:
             if debug:
                 raise

@@ -23,6 +23,7 @@ from transformers.utils import logging as transformers_logging
 import modeling_ems  # noqa: F401  (registers the package's Auto classes)
 
 from .encoding import POOLING_MODES, check_texts, encode
+from .verbosity import verbose
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,10 @@ def resolve_model_setting(value: str, setting: str, config_source: str = "the co
 @contextmanager
 def quiet_loading():
     """transformers' load report (newly initialised weights, ...) and its progress bar held back: for a model loaded
-    again and again whose report was shown once."""
+    again and again whose report was shown once. Nothing is held back with `--verbose`."""
+    if verbose():
+        yield
+        return
     verbosity = transformers_logging.get_verbosity()
     bars = transformers_logging.is_progress_bar_enabled()
     transformers_logging.set_verbosity_error()

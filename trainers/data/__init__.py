@@ -12,6 +12,7 @@ from pathlib import Path
 
 import datasets
 
+from ..verbosity import verbose
 from .languages import language_code_problem
 
 PAIR_COLUMNS = ("src", "tgt", "src_lang", "tgt_lang")
@@ -70,8 +71,9 @@ def read_data_file(path: Path) -> datasets.Dataset:
     """A local TSV / CSV / JSONL / Parquet file (optionally compressed) as a dataset. A file that is empty, holds a
     header but no rows, or is not UTF-8 fails naming the file (and the line), not deep inside `datasets`."""
     builder, options = _local_builder(path)
-    quiet = datasets.utils.are_progress_bars_disabled()
-    datasets.disable_progress_bars()  # a local file reads in a moment: no "Generating train split" bar
+    quiet = datasets.utils.are_progress_bars_disabled() or verbose()
+    if not quiet:
+        datasets.disable_progress_bars()  # a local file reads in a moment: no "Generating train split" bar
     try:
         table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as error:  # datasets wraps every reading error alike: say which one it was
