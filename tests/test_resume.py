@@ -66,6 +66,13 @@ def test_killed_run_resumes_to_the_same_losses_and_weights(tmp_path, tokenizer_d
     assert sorted(p.name for p in interrupted.glob("checkpoint-*")) == [f"checkpoint-{SAVE_STEPS}"]
     assert not (interrupted / "model.safetensors").exists()
     before_the_kill = json.loads((interrupted / f"checkpoint-{SAVE_STEPS}" / "training_time.json").read_text())
+    # killed, then started again with another config: refused with the differences, and nothing of the run touched
+    changed = subprocess.run([sys.executable, str(train), "--config", str(config), "--output_dir", str(interrupted),
+                              "--set", "training.learning_rate=0.5"], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+    assert changed.returncode == 2 and "holds a run of another config" in changed.stderr, changed.stderr[-2000:]
+    assert "training.learning_rate: 0.002 -> 0.5" in changed.stderr
+    assert sorted(p.name for p in interrupted.glob("checkpoint-*")) == [f"checkpoint-{SAVE_STEPS}"]
     # a checkpoint cut short while being written (no trainer_state.json yet) is skipped, not resumed from
     shutil.copytree(interrupted / f"checkpoint-{SAVE_STEPS}", interrupted / "checkpoint-5")
     (interrupted / "checkpoint-5" / "trainer_state.json").unlink()
