@@ -137,12 +137,12 @@ def test_a_used_folder_resumes_only_its_own_config_and_no_resume_starts_over_cle
             "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs[:40])),
             "out_of_domain": str(write_jsonl(tmp_path / "other.jsonl", heldout_pairs[200:240]))}
 
-    def config(learning_rate=0.002, vocab_size=1000, max_steps=4):
+    def config(learning_rate=0.002, vocab_size=1000, max_steps=4, seed=0):
         raw = json.loads(json.dumps(TINY))
         raw["model"].update(hidden_size=32, intermediate_size=64)
         raw["tokenizer"] = {"vocab_size": vocab_size}
         raw["training"].update(max_steps=max_steps, save_steps=2, learning_rate=learning_rate,
-                               per_device_train_batch_size=16)
+                               per_device_train_batch_size=16, seed=seed)
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump({**raw, "data": data}))
         return load_run_config(path)
@@ -167,6 +167,13 @@ def test_a_used_folder_resumes_only_its_own_config_and_no_resume_starts_over_cle
     weights = [load_file(folder / "model.safetensors") for folder in (used, fresh)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+    other_seed = tmp_path / "seed7"  # the seed is used: the same config with another seed trains other weights
+    run_recipe(config(learning_rate=0.003, vocab_size=900, seed=7), other_seed)
+    assert (other_seed / "tokenizer.json").read_text() == (fresh / "tokenizer.json").read_text()
+    seeded = load_file(other_seed / "model.safetensors")
+    assert seeded.keys() == weights[1].keys()
+    assert not any(torch.equal(seeded[name], weights[1][name]) for name in weights[1] if name.endswith("q_proj.weight"))
 
     lean = tmp_path / "lean"  # --drop_checkpoints: the finished folder without them, nothing left half-written
     run_recipe(changed, lean, keep_checkpoints=False)
