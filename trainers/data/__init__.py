@@ -60,11 +60,21 @@ _BUILDERS = {
 }
 
 
+# Compressions a data file may carry, with the opener that reads it back (None: none in the standard library).
+_COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": None}
+
+
+def _format_suffix(path: Path) -> str | None:
+    """The suffix that names a file's format, past its compression (`train.tsv.gz` -> `.tsv`)."""
+    suffixes = [s for s in path.suffixes if s not in _COMPRESSIONS]
+    return suffixes[-1] if suffixes else None
+
+
 def _local_builder(path: Path) -> tuple[str, dict]:
-    suffixes = [s for s in path.suffixes if s not in (".gz", ".bz2", ".xz", ".zst")]
-    if not suffixes or suffixes[-1] not in _BUILDERS:
+    suffix = _format_suffix(path)
+    if suffix not in _BUILDERS:
         raise ValueError(f"Cannot tell the format of {path}; use one of {', '.join(_BUILDERS)} (optionally .gz).")
-    return _BUILDERS[suffixes[-1]]
+    return _BUILDERS[suffix]
 
 
 def read_data_file(path: Path) -> datasets.Dataset:
@@ -87,8 +97,11 @@ def read_data_file(path: Path) -> datasets.Dataset:
 
 
 def _file_problem(path: Path) -> str | None:
-    """Why a data file cannot be read, found by reading it: empty, or a line that is not UTF-8."""
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix, open)
+    """Why a data file cannot be read, found by reading it: empty, or a line that is not UTF-8 (None when it cannot
+    tell, e.g. for a compression the standard library does not read)."""
+    opener = _COMPRESSIONS.get(path.suffix, open)
+    if opener is None:
+        return None
     lines = 0
     with opener(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
@@ -177,9 +190,9 @@ def row_place(source, index: int) -> str:
     """Where row `index` of a data source is, for an error: the line of a local text file (after a TSV / CSV header
     line), else the row."""
     path = Path(str(source))
-    suffixes = [s for s in path.suffixes if s not in (".gz", ".bz2", ".xz", ".zst")]
-    if path.is_file() and suffixes and suffixes[-1] in (".tsv", ".csv", ".jsonl", ".json"):
-        return f"line {index + (2 if suffixes[-1] in ('.tsv', '.csv') else 1)}"
+    suffix = _format_suffix(path)
+    if path.is_file() and suffix in (".tsv", ".csv", ".jsonl", ".json"):
+        return f"line {index + (2 if suffix in ('.tsv', '.csv') else 1)}"
     return f"row {index}"
 
 
@@ -197,10 +210,10 @@ def validate_pairs(dataset: datasets.Dataset, languages: list[str] | None = None
                     "texts and two language codes. Remove or fix that row."
                 )
     for column in ("src_lang", "tgt_lang"):
-        for code in sorted(set(dataset[column]), key=str):
+        for code in sorted(dataset.unique(column), key=str):  # the distinct codes, from Arrow: no second pass
             problem = language_code_problem(code)
             if problem:
-                index = dataset[column].index(code)
+                index = list(dataset[column]).index(code)
                 raise ValueError(f"{name}, {row_place(name, index)}: column {column!r}: {problem}. Fix the code, or "
                                  "remove the row.")
     if languages is not None:
