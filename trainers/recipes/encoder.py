@@ -48,6 +48,7 @@ class EncoderRecipe(Recipe):
 
     dataset_type: ClassVar[str] = "parallel"  # the `model-index` dataset type of the in-domain held-out data
     card_tags: ClassVar[tuple[str, ...]] = ()  # the method's own tags on the card
+    card_license: ClassVar[str | None] = "mpl-2.0"  # the license the card states; None: none
 
     def load_data(self) -> tuple[datasets.Dataset, dict[str, datasets.Dataset]]:
         """Training pairs and the evaluation sets `{"heldout": in domain, "out_of_domain": ...}` the data section
@@ -125,15 +126,20 @@ class EncoderRecipe(Recipe):
                        "tfidf_baseline_p@1": results[name]["tfidf_baseline"]["average"]["p@1"]}
                 for name in EVALUATION_SETS}
 
+    def card_languages(self, model, results: dict) -> list[str]:
+        """The card's `language` list: the languages the model was trained on."""
+        return sorted({code.split("_")[0] for code in model.config.languages})
+
     def card_data(self, model, results: dict) -> dict:
-        """The encoder card's metadata: the sentence-transformers library fields, the model's languages, the
-        method's tags and the retrieval results of every evaluation set."""
+        """The encoder card's metadata: the sentence-transformers library fields, the languages, the method's tags,
+        the license (`card_license`) and the retrieval results of every evaluation set."""
         card_data = sentence_encoder_card_data(self.output_dir)  # the folder carries modules.json by now
         retrieval = retrieval_card_context(results, self.evaluation_sets())
-        card_data.update(language=sorted({code.split("_")[0] for code in model.config.languages}),
-                         license="mpl-2.0", tags=card_data["tags"] + ["sentence-embeddings", "multilingual",
-                                                                      *self.card_tags],
+        card_data.update(language=self.card_languages(model, results),
+                         tags=card_data["tags"] + ["sentence-embeddings", "multilingual", *self.card_tags],
                          eval_results=retrieval["eval_results"])
+        if self.card_license:
+            card_data["license"] = self.card_license
         return card_data
 
     def card_context(self, model, results: dict) -> dict:

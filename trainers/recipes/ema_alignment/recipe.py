@@ -28,7 +28,7 @@ from peft import PeftModel
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from ...arguments import EncoderTrainingArguments
-from ...cards import retrieval_card_context, sentence_encoder_card_data
+from ...cards import retrieval_card_context
 from ...collators import ParallelPairCollator
 from ...data import describe_data
 from ...encoding import encode, truncation_length
@@ -99,6 +99,8 @@ class EMAAlignmentRecipe(EncoderRecipe):
     example_config = "ema_minilm"
     dataset_type = "libreoffice-parallel"
     publish_ignore = (STAGE1_FOLDER,)  # stage 1's student: the base of the adapters, not the model
+    card_tags = ("ema-teacher",)
+    card_license = None  # the student's, when its card states one
 
     def __init__(self, run_config, output_dir):
         super().__init__(run_config, output_dir)
@@ -342,9 +344,8 @@ class EMAAlignmentRecipe(EncoderRecipe):
             if (self.student.folder / path).is_dir():  # a module without settings (Normalize) may have no folder
                 shutil.copytree(self.student.folder / path, output_dir / path)
 
-    def retrieval_sections(self, results: dict) -> tuple[list[dict], list]:
-        """The encoder card's retrieval sections with the untouched student's P@1 beside each row, and their
-        `model-index` entries."""
+    def retrieval_sections(self, results: dict) -> list[dict]:
+        """The encoder card's retrieval sections with the untouched student's P@1 beside each row."""
         sets = self.evaluation_sets()
         retrieval = retrieval_card_context(results, sets)
         for section, name in zip(retrieval["retrieval_sections"], sets):
@@ -353,22 +354,22 @@ class EMAAlignmentRecipe(EncoderRecipe):
                 row["before"] = before[pair]["p@1"]
             section["average"]["before"] = before["average"]["p@1"]
             section["gains"] = sum(row["model"] > row["before"] for _, row in section["rows"])
-        return retrieval["retrieval_sections"], retrieval["eval_results"]
+        return retrieval["retrieval_sections"]
+
+    def card_languages(self, model, results: dict) -> list[str]:
+        """The languages of the evaluation pairs and the pivot (the student's config names none)."""
+        return sorted({code.split("_")[0] for name in self.evaluation_sets() for pair in results[name]["model"]
+                       if pair != "average" for code in pair.split("-")}
+                      | {self.data_report["train"]["pivot_language"].split("_")[0]})
 
     def card_data(self, model, results: dict) -> dict:
-        """The student's languages (of the evaluation pairs and the pivot), its license and Hub id as the base
-        model, and retrieval and similarity results."""
-        languages = sorted({code.split("_")[0] for name in self.evaluation_sets() for pair in results[name]["model"]
-                            if pair != "average" for code in pair.split("-")}
-                           | {self.data_report["train"]["pivot_language"].split("_")[0]})
-        eval_results = self.retrieval_sections(results)[1] + [
+        """The encoder card's metadata with the similarity results, the student's license and its Hub id as the
+        base model."""
+        card_data = super().card_data(model, results)
+        card_data["eval_results"] += [
             EvalResult(task_type="sentence-similarity", task_name="Semantic similarity", dataset_type=row["name"],
                        dataset_name=row["name"], metric_type="spearman", metric_name=f"{row['name']} Spearman",
                        metric_value=round(row["model"], 4)) for row in self.similarity_card_rows(results)]
-        card_data = sentence_encoder_card_data(self.output_dir)
-        card_data.update(language=languages, tags=card_data["tags"] + ["sentence-embeddings", "multilingual",
-                                                                       "ema-teacher"],
-                         eval_results=eval_results)
         student_card = self.student.folder / "README.md"
         if student_card.is_file():
             try:
@@ -392,7 +393,7 @@ class EMAAlignmentRecipe(EncoderRecipe):
             stage1=self.data_report.get("stage1"), similarity_rows=self.similarity_card_rows(results),
             eval_description=f"{EVAL_DESCRIPTION}: the student before alignment, after it, and the character "
                              "2-4-gram TF-IDF baseline.",
-            training_data=describe_data(self.train_name), retrieval_sections=self.retrieval_sections(results)[0],
+            training_data=describe_data(self.train_name), retrieval_sections=self.retrieval_sections(results),
         )
 
     @staticmethod
