@@ -3,9 +3,11 @@ cache, the three input settings, the trimmed mean, the metrics per label type, b
 end with a tiny translation model and a tiny classifier built here."""
 
 import json
+import re
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from transformers import (
@@ -282,7 +284,7 @@ def config_file(tmp_path, data, model, **sections):
     config = {
         "recipe": "multisource",
         "classifier": {"model": str(model), "label_type": "categorical", "settings": ["A", "B", "A+B"],
-                       "seeds": [0, 1, 2], "max_length": 24},
+                       "seeds": [0, 1, 2], "max_length": 24, "patience": None},  # one epoch: no early stopping
         "translation": {"function": "tests.test_multisource:counting_translate", "cache_dir": str(tmp_path / "mt")},
         "data": {"train": str(data)},
         "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "learning_rate": 1e-3,
@@ -386,7 +388,110 @@ def test_signed_ordinal_labels_are_ordered_as_numbers_without_a_labels_file(tmp_
     assert scores == [pytest.approx(0.8), pytest.approx(0.25)]
 
 
+# --- early stopping in epochs and inputs as long as the data ---------------------------------------------------
+
+
+class _State:
+    def __init__(self):
+        self.best_metric, self.epoch = None, 0.0
+
+
+def _stopping_epoch(callback, scores, evaluations_per_epoch):
+    """Feed validation scores to an early-stopping callback as the Trainer does (`best_metric` is updated after the
+    callbacks); the epoch at which it stops training, or None."""
+    from transformers import TrainerControl, TrainingArguments
+
+    args = TrainingArguments(output_dir="unused", metric_for_best_model="accuracy", greater_is_better=True,
+                             eval_strategy="steps", report_to="none")
+    state, control = _State(), TrainerControl()
+    for index, score in enumerate(scores, start=1):
+        state.epoch = index / evaluations_per_epoch
+        callback.on_evaluate(args, state, control, metrics={"eval_accuracy": score})
+        if control.should_training_stop:
+            return state.epoch
+        state.best_metric = score if state.best_metric is None else max(state.best_metric, score)
+    return None
+
+
+def test_patience_counts_epochs_not_evaluations():
+    from transformers import EarlyStoppingCallback
+
+    from trainers.recipes.multisource.sweep import EpochPatience
+
+    # best at epoch 1.0, then no improvement: evaluated once per epoch, 3 epochs of patience stop at epoch 4
+    flat = [0.5] + [0.4] * 20
+    assert _stopping_epoch(EpochPatience(3), flat, 1) == 4.0
+    # evaluated four times per epoch, the paper's patience still waits 3 epochs: best at 0.25, stop at 3.25
+    assert _stopping_epoch(EpochPatience(3), flat, 4) == 3.25
+    # transformers' callback counts evaluations: it would stop 3 evaluations (0.75 epochs) after the best
+    assert _stopping_epoch(EarlyStoppingCallback(early_stopping_patience=3), flat, 4) == 1.0
+    # an improvement restarts the count: best again at epoch 3.0 (0.6), stop at 6.0
+    assert _stopping_epoch(EpochPatience(3), [0.5, 0.4, 0.6] + [0.6] * 10, 1) == 6.0  # equal is no improvement
+    assert _stopping_epoch(EpochPatience(3), [0.1, 0.2, 0.3, 0.4], 1) is None
+
+
+def test_early_stopping_stops_training(tmp_path, tiny_setup):
+    data, classifier = tiny_setup
+    # learning rate 1e-12: the validation metric never improves on the first evaluation; evaluated every half epoch
+    # (16 texts, batches of 8: 2 steps an epoch), patience 2 epochs of at most 10: training stops at epoch 2.5
+    path = config_file(tmp_path, data, classifier, classifier={"settings": ["A"], "seeds": [0], "patience": 2},
+                       translation={"function": None},
+                       training={"num_train_epochs": 10, "learning_rate": 1e-12, "eval_strategy": "steps",
+                                 "eval_steps": 1, "save_strategy": "steps", "save_steps": 1})
+    results = run_recipe(load_run_config(path), tmp_path / "out")
+    assert [run["epochs"] for run in results["runs"]] == [2.5]
+    assert results["runs"][0]["global_step"] == 5
+
+
+def test_covering_length_keeps_the_share_asked_for():
+    from trainers.recipes.multisource.sweep import covering_length
+
+    lengths = np.arange(1, 101)  # 1 .. 100 tokens
+    assert covering_length(lengths, 0.99, None) == 99  # 99 of 100 inputs whole
+    assert covering_length(lengths, 1.0, None) == 100
+    assert covering_length(lengths, 0.5, None) == 50
+    assert covering_length(lengths, 0.99, 64) == 64  # never past the model's limit
+
+
+def test_auto_length_follows_the_data_and_reports_the_cut(tmp_path, tiny_setup):
+    data, classifier = tiny_setup
+    path = config_file(tmp_path, data, classifier, classifier={"settings": ["A", "A+B"], "seeds": [0],
+                                                               "max_length": "auto", "length_coverage": 0.25})
+    recipe_results = run_recipe(load_run_config(path), tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "eval_results.json").read_text())["data"]["input_length"]
+    tokenizer = AutoTokenizer.from_pretrained(classifier)
+    lines = [line.split("\t") for line in (data / "train.tsv").read_text().splitlines()[1:]]
+    lengths = {"A": sorted(len(tokenizer(text)["input_ids"]) for text, _, _ in lines),
+               "A+B": sorted(len(tokenizer(text, text[::-1])["input_ids"]) for text, _, _ in lines)}  # the translator
+    # the fewest tokens keeping a quarter of the 16 texts whole: the 4th shortest; the tiny model reads 32 at most
+    expected = {setting: min(values[3], 32) for setting, values in lengths.items()}
+    assert expected["A"] < 32 == expected["A+B"]  # one setting set by the data, the other by the model's limit
+    assert {setting: entry["max_length"] for setting, entry in report.items()} == expected
+    for setting, entry in report.items():
+        assert entry["cut"]["train"] == sum(n > expected[setting] for n in lengths[setting]) / 16
+    assert recipe_results["table"]["settings"].keys() == {"A", "A+B"}
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"| A+B | 32 | {int(np.median(lengths['A+B']))} |" in card
+
+
 # --- bad input ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("classifier, training, message", [
+    ({"patience": 3}, {"num_train_epochs": 3}, "could never stop"),
+    ({"patience": 1}, {"num_train_epochs": 2, "max_steps": 10}, "remove max_steps"),
+    ({"max_length": "long"}, {}, "classifier.max_length='long'"),
+    ({"length_coverage": 1.5}, {}, "classifier.length_coverage=1.5"),
+    ({"patience": 0}, {}, "classifier.patience=0"),
+])
+def test_settings_that_make_no_sense_are_refused(tmp_path, tiny_setup, classifier, training, message):
+    from trainers.recipes import get_recipe
+
+    data, model = tiny_setup
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_recipe("multisource")(load_run_config(config_file(tmp_path, data, model, classifier=classifier,
+                                                              training=training)), tmp_path / "out")
+
 
 
 def _load_data(tmp_path, data, model, **sections):

@@ -10,8 +10,10 @@ What is this recipe's own:
   encoding (`[CLS] a [SEP] b [SEP]` for BERT-style tokenizers, `a </s> b` for this package's), truncated
   `longest_first` so both segments keep their share;
 * any `AutoModelForSequenceClassification` (a folder, a Hub id, `minilm`, or a folder of this package's encoders,
-  whose head is `EMSForSequenceClassification`), AdamW at 2e-5 with early stopping (patience 3) on the validation
-  metric (sec. 4.1.2), once per setting and seed;
+  whose head is `EMSForSequenceClassification`), AdamW at 2e-5, stopped once the validation metric has not improved
+  for 3 epochs (sec. 4.1.2; `EpochPatience`), once per setting and seed;
+* inputs as long as the data needs (`max_length: auto`: the length that keeps 99 % of each setting's training
+  inputs whole, within the model's limit), with the share cut per split in the data report;
 * the figure of each setting: the mean of the middle three of five seeds (best and worst dropped, sec. 4.1.2), in
   the paper's table 2 layout (`multisource_results.json`, `multisource_table.md`, `multisource_plot.png`);
 * metrics through the package's `evaluate` modules: QWK for ordinal labels, accuracy for categorical ones.
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import datasets
 from huggingface_hub import EvalResult
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from ...evaluation.common import read_tsv
 from ...loading import MINILM, read_sentence_transformer, resolve_model_setting
@@ -55,8 +57,13 @@ class ClassifierSettings:
     label_type: str = "categorical"  # categorical: accuracy; ordinal: QWK
     settings: list[str] = field(default_factory=lambda: ["A", "B", "A+B"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    max_length: int = 128  # tokens per input; A+B shares it between both segments (longest_first)
-    patience: int = 3  # evaluations without improvement of the validation metric before stopping (sec. 4.1.2)
+    # tokens per input (A+B shares them between both segments, longest_first); `auto`: per setting, the length that
+    # holds `length_coverage` of the training inputs whole, at most the model's limit (the cut is in the data report)
+    max_length: int | str = "auto"
+    length_coverage: float = 0.99
+    # epochs without improvement of the validation metric before stopping (sec. 4.1.2: "3 epochs of patience"),
+    # however often it is evaluated; null: no early stopping (all training.num_train_epochs, the best one kept)
+    patience: int | None = 3
     text_column: str = "text"
     label_column: str = "label"
 
@@ -70,9 +77,15 @@ class ClassifierSettings:
                              "(A: source, B: English translation, A+B: both).")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"classifier.seeds={self.seeds!r}: give distinct seeds (the paper: five).")
-        if self.max_length < 2 or self.patience < 1:
-            raise ValueError(f"classifier.max_length={self.max_length} and classifier.patience={self.patience}: "
-                             "keep at least 2 tokens and a patience of at least 1.")
+        if self.max_length != "auto" and (not isinstance(self.max_length, int) or self.max_length < 2):
+            raise ValueError(f"classifier.max_length={self.max_length!r}: give a number of tokens (at least 2) or "
+                             "auto (the length that keeps classifier.length_coverage of the training inputs whole).")
+        if not 0 < self.length_coverage <= 1:
+            raise ValueError(f"classifier.length_coverage={self.length_coverage!r}: give the share of training "
+                             "inputs to keep whole, in (0, 1] (e.g. 0.99).")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise ValueError(f"classifier.patience={self.patience!r}: give the epochs without improvement before "
+                             "stopping (the paper: 3), or null for no early stopping.")
 
     @property
     def metric(self) -> str:
@@ -168,8 +181,9 @@ class MultiSourceRecipe(Recipe):
     publish_ignore = ("runs",)  # every (setting, seed) run; the folder itself holds the kept classifier
     launcher = "python"  # the sweep runs its trainers one after the other, in one process
     # Trainer settings the method fixes unless the config says otherwise (sec. 4.1.2: AdamW, 2e-5, early stopping
-    # on the validation metric at every epoch).
-    training_defaults = {"learning_rate": 2e-5, "optim": "adamw_torch", "eval_strategy": "epoch",
+    # on the validation metric evaluated at every epoch; the paper gives no maximum: 20 epochs here).
+    training_defaults = {"learning_rate": 2e-5, "optim": "adamw_torch", "num_train_epochs": 20,
+                         "eval_strategy": "epoch",
                          "save_strategy": "epoch", "load_best_model_at_end": True, "greater_is_better": True,
                          "save_total_limit": 1, "report_to": "none"}
 
@@ -182,6 +196,17 @@ class MultiSourceRecipe(Recipe):
                 f"metric_for_best_model: {settings.metric} (the metric of classifier.label_type "
                 f"{settings.label_type!r}); got {training['load_best_model_at_end']} and "
                 f"{training['metric_for_best_model']!r}.")
+        epochs, patience = training["num_train_epochs"], settings.patience
+        if training.get("max_steps", -1) > 0:
+            raise ValueError(f"training.max_steps={training['max_steps']} in {run_config.source}: recipe multisource "
+                             "trains up to training.num_train_epochs and stops early by classifier.patience (in "
+                             "epochs); remove max_steps.")
+        if patience is not None and epochs <= patience:
+            raise ValueError(
+                f"training.num_train_epochs={epochs} with classifier.patience={patience} in {run_config.source}: "
+                f"early stopping needs {patience} epochs without improvement, so it could never stop before the "
+                f"end. Raise num_train_epochs (the maximum, e.g. {patience + 10}) or set classifier.patience: null "
+                "to train every epoch and keep the best.")
         if run_config.evaluation.suite:
             raise ValueError(f"evaluation.suite in {run_config.source}: recipe multisource evaluates on the data "
                              "folder's validation and test splits; remove the evaluation section.")
@@ -287,8 +312,17 @@ class MultiSourceRecipe(Recipe):
     def fit(self, train, tokenizer, args, resume):
         """The sweep (`MultiSourceSweep`): every setting and seed, one fine-tuning each; inputs are tokenized per
         setting."""
-        self.sweep = MultiSourceSweep(self, args, tokenizer, train)
+        self.sweep = MultiSourceSweep(self, args, tokenizer, train, self.input_limit(tokenizer))
+        self.data_report["input_length"] = self.sweep.lengths
         return self.sweep.run(resume)
+
+    def input_limit(self, tokenizer) -> int | None:
+        """The most tokens the classifier reads: its tokenizer's `model_max_length` and its position embeddings."""
+        limits = [getattr(tokenizer, "model_max_length", None),
+                  getattr(AutoConfig.from_pretrained(self.classifier_folder, trust_remote_code=False),
+                          "max_position_embeddings", None)]
+        limits = [int(limit) for limit in limits if limit is not None and limit < 10**8]
+        return min(limits) if limits else None
 
     def save(self, model, tokenizer):
         """The kept classifier (and its tokenizer) as the output folder's model."""
@@ -335,5 +369,6 @@ class MultiSourceRecipe(Recipe):
             metric=self.settings.metric, label_type=self.settings.label_type, labels=self.labels,
             translator=self.data_report.get("translator", {}).get("id", "none (source only)"),
             table=table_markdown([results["table"]], [name]), plot=PLOT_FILE, seeds=self.settings.seeds,
-            data=str(self.data_dir), max_length=self.settings.max_length,
+            data=str(self.data_dir), input_length=self.data_report.get("input_length", {}),
+            patience=self.settings.patience,
         )

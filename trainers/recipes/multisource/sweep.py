@@ -14,11 +14,12 @@ import numpy as np
 from transformers import (
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
-    EarlyStoppingCallback,
     PreTrainedModel,
     Trainer,
+    TrainerCallback,
     set_seed,
 )
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import TrainOutput
 
 from ...loading import quiet_loading
@@ -31,6 +32,21 @@ logger = logging.getLogger(__name__)
 SETTINGS = {"A": ("text",), "B": ("translation",), "A+B": ("text", "translation")}
 RUN_RESULT = "run_result.json"
 BEST_FOLDER = "best"
+
+
+def input_lengths(tokenizer, rows: datasets.Dataset, setting: str) -> np.ndarray:
+    """Tokens of each input of one setting, untruncated (special tokens included)."""
+    columns = SETTINGS[setting]
+    lengths = rows.map(lambda batch: {"length": [len(ids) for ids in tokenizer(
+        *(batch[column] for column in columns), verbose=False)["input_ids"]]}, batched=True,
+        remove_columns=rows.column_names, desc=f"measuring {setting}")["length"]
+    return np.asarray(lengths)
+
+
+def covering_length(lengths: np.ndarray, coverage: float, limit: int | None) -> int:
+    """The fewest tokens that keep `coverage` of the inputs whole (`max_length: auto`), at most `limit`."""
+    length = int(np.quantile(lengths, coverage, method="inverted_cdf"))
+    return min(length, limit) if limit else length
 
 
 def encode_setting(tokenizer, rows: datasets.Dataset, setting: str, max_length: int) -> datasets.Dataset:
@@ -46,6 +62,28 @@ def encode_setting(tokenizer, rows: datasets.Dataset, setting: str, max_length: 
     return rows.map(tokenize, batched=True, remove_columns=rows.column_names, desc=f"tokenizing {setting}")
 
 
+class EpochPatience(TrainerCallback, ExportableState):
+    """Early stopping in the paper's sense (sec. 4.1.2, "3 epochs of patience"): training stops once `patience`
+    epochs have passed since the validation metric last improved, however often it is evaluated
+    (transformers' `EarlyStoppingCallback` counts evaluations instead). Its state travels in checkpoints, so a
+    resumed run stops where an uninterrupted one would."""
+
+    def __init__(self, patience: int, best_epoch: float = 0.0):
+        self.patience, self.best_epoch = patience, best_epoch
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        name = args.metric_for_best_model
+        value = metrics[name if name.startswith("eval_") else f"eval_{name}"]
+        better = np.greater if args.greater_is_better else np.less
+        if state.best_metric is None or better(value, state.best_metric):  # best_metric: before this evaluation
+            self.best_epoch = state.epoch
+        elif state.epoch - self.best_epoch >= self.patience - 1e-6:
+            control.should_training_stop = True
+
+    def state(self) -> dict:
+        return {"args": {"patience": self.patience}, "attributes": {"best_epoch": self.best_epoch}}
+
+
 class MultiSourceSweep:
     """Every (setting, seed) fine-tuning of a `MultiSourceRecipe`, one `Trainer` each in
     `OUTPUT/runs/<setting>-seed<k>/`, run in turn (`run`).
@@ -56,12 +94,23 @@ class MultiSourceSweep:
     validation score is kept in `OUTPUT/runs/best/`.
     """
 
-    def __init__(self, recipe, args, tokenizer, train):  # recipe: the MultiSourceRecipe whose runs these are
+    def __init__(self, recipe, args, tokenizer, train, limit: int | None = None):
+        """`recipe`: the MultiSourceRecipe whose runs these are; `limit`: the model's most tokens per input."""
         self.recipe, self.args, self.tokenizer = recipe, args, tokenizer
-        self.inputs = {setting: {"train": encode_setting(tokenizer, train, setting, recipe.settings.max_length),
-                                 **{name: encode_setting(tokenizer, rows, setting, recipe.settings.max_length)
-                                    for name, rows in recipe.evaluation.items()}}
-                       for setting in recipe.settings.settings}
+        settings, splits = recipe.settings, {"train": train, **recipe.evaluation}
+        self.inputs, self.lengths = {}, {}
+        for setting in settings.settings:
+            lengths = {name: input_lengths(tokenizer, rows, setting) for name, rows in splits.items()}
+            length = (covering_length(lengths["train"], settings.length_coverage, limit)
+                      if settings.max_length == "auto" else settings.max_length)
+            self.lengths[setting] = {"max_length": length, "median_tokens": float(np.median(lengths["train"])),
+                                     "cut": {name: round(float((values > length).mean()), 4)
+                                             for name, values in lengths.items()}}
+            logger.warning("Setting %s: %d tokens per input (median %d); inputs cut: %s", setting, length,
+                           np.median(lengths["train"]), ", ".join(f"{name} {share:.1%}" for name, share in
+                                                                 self.lengths[setting]["cut"].items()))
+            self.inputs[setting] = {name: encode_setting(tokenizer, rows, setting, length)
+                                    for name, rows in splits.items()}
         self.results: list[dict] = []
 
     @property
@@ -112,7 +161,7 @@ class MultiSourceSweep:
         trainer = Trainer(model=model, args=args, train_dataset=inputs["train"], eval_dataset=inputs["validation"],
                           data_collator=DataCollatorWithPadding(self.tokenizer), processing_class=self.tokenizer,
                           compute_metrics=compute_metrics,
-                          callbacks=[EarlyStoppingCallback(early_stopping_patience=recipe.settings.patience)])
+                          callbacks=[EpochPatience(patience)] if (patience := recipe.settings.patience) else [])
         checkpoint = last_complete_checkpoint(run_dir)
         if checkpoint:
             logger.warning("Resuming run %s seed %d from %s", setting, seed, checkpoint)
