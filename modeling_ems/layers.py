@@ -15,8 +15,10 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import is_tracing
 
 
 def mean_pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -33,6 +35,10 @@ class TokenPacking:
     tokens alone and skip the padding's share of the work; only attention, which mixes positions, needs the padded
     `(batch, seq_len, ...)` shape, with zeros at the padding (masked out as keys, discarded as queries). Real
     tokens get the states they would get padded.
+
+    Packing needs the number of real tokens on the host (`nonzero`, a sync): a graph being captured (`torch.compile`,
+    `torch.export`, the ONNX exporters, `torch.jit.trace`, CUDA graphs; transformers' `is_tracing`) runs the layers
+    on the padded batch instead, with one graph for every batch of a shape and the same results.
     """
 
     def __init__(self, attention_mask: torch.Tensor):
@@ -41,8 +47,10 @@ class TokenPacking:
 
     @classmethod
     def of(cls, attention_mask: torch.Tensor) -> "TokenPacking | None":
-        """A packing of the batch, or None when it has no padding to skip."""
-        return None if bool(attention_mask.all()) else cls(attention_mask)
+        """A packing of the batch, or None when it has no padding to skip or a graph is being captured."""
+        if is_tracing(attention_mask) or bool(attention_mask.all()):
+            return None
+        return cls(attention_mask)
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
         """`(batch, seq_len, ...)` -> `(tokens, ...)`: the real tokens, in batch-major order."""
@@ -127,8 +135,12 @@ class EncoderAttention(nn.Module):
         return self.out_proj(attn_output if packing is None else packing.pack(attn_output))
 
 
-class EncoderLayer(nn.Module):
-    """Pre-LayerNorm transformer encoder layer: self-attention and a feed-forward block, each residual."""
+class EncoderLayer(GradientCheckpointingLayer):
+    """Pre-LayerNorm transformer encoder layer: self-attention and a feed-forward block, each residual.
+
+    A `GradientCheckpointingLayer`: with `activation_checkpointing: true` (alias `gradient_checkpointing`; the model's
+    `activation_checkpointing_enable()`) each layer keeps only its input for the backward pass and runs again there,
+    dropout masks replayed."""
 
     def __init__(self, config):
         super().__init__()
@@ -165,6 +177,7 @@ class SentenceEncoderPreTrainedModel(PreTrainedModel):
     # `base_model` in a head class: no class of the package overrides them.
     _input_embed_layer = "word_embeddings"
     _no_split_modules = ["EncoderLayer"]
+    supports_gradient_checkpointing = True  # EncoderLayer is a GradientCheckpointingLayer
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
@@ -212,7 +225,7 @@ class SentenceEncoderPreTrainedModel(PreTrainedModel):
         """Run `self.layers` and `self.layer_norm` over embedded tokens and mean-pool the result (eq. 1).
 
         The layers run on the real tokens alone (`TokenPacking`): the padding costs no projection or feed-forward
-        work, and `last_hidden_state` is zero at the padding."""
+        work. `last_hidden_state` is zero at the padding, packed or not (under graph capture)."""
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
         packing = TokenPacking.of(attention_mask)
         if packing is not None:
@@ -222,6 +235,8 @@ class SentenceEncoderPreTrainedModel(PreTrainedModel):
         hidden_states = self.layer_norm(hidden_states)
         if packing is not None:
             hidden_states = packing.unpack(hidden_states)
+        else:
+            hidden_states = hidden_states * attention_mask.unsqueeze(-1).to(hidden_states.dtype)
         return BaseModelOutputWithPooling(last_hidden_state=hidden_states,
                                           pooler_output=mean_pool(hidden_states, attention_mask))
 

@@ -9,7 +9,14 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from modeling_ems import EMSConfig, EMSForPreTraining, EMSModel, mean_pool
+from modeling_ems import (
+    DualEncoderMultiTask,
+    DualEncoderMultiTaskConfig,
+    EMSConfig,
+    EMSForPreTraining,
+    EMSModel,
+    mean_pool,
+)
 
 
 def test_paper_defaults():
@@ -83,6 +90,68 @@ def test_layers_skip_the_padding_and_give_each_sentence_its_unpadded_states_and_
         assert output.last_hidden_state[index, ~real].abs().sum() == 0
     for (name, parameter), (_, reference) in zip(batched.named_parameters(), alone.named_parameters()):
         torch.testing.assert_close(parameter.grad, reference.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 10, 11, 12], [13, 14, 0, 0, 0]])
+    return ids, (ids != 0).long()
+
+
+def char_ngram_encoder() -> DualEncoderMultiTask:
+    torch.manual_seed(0)
+    config = DualEncoderMultiTaskConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                        intermediate_size=32, max_position_embeddings=16, ngram_buckets=101,
+                                        max_ngrams_per_token=8, input_type="char_ngram")
+    model = DualEncoderMultiTask(config)
+    model.set_ngram_vocabulary([None] + [f"\u2581w{i}ord" for i in range(59)])
+    return model
+
+
+@pytest.mark.parametrize("family", ["ems", "ems_heads", "dual_encoder"])
+def test_graph_capture_is_one_graph_without_host_syncs_and_gives_the_packed_results(tiny_config, family):
+    """Under graph capture (torch.compile, torch.export, the ONNX exporters, jit.trace) the layers skip the token
+    packing and its host syncs (`nonzero`, `.all()`): one graph, no break, and the results of the packed eager run,
+    zeros at the padding included."""
+    ids, mask = padded_batch()
+    torch.manual_seed(0)
+    model = {"ems": lambda: EMSModel(tiny_config), "ems_heads": lambda: EMSForPreTraining(tiny_config),
+             "dual_encoder": char_ngram_encoder}[family]().eval()
+    inputs = (ids, mask) + ((torch.tensor([0, 1, 2]),) if family == "ems_heads" else ())
+    explained = torch._dynamo.explain(model)(*inputs)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    eager = model(*inputs)
+    torch._dynamo.reset()
+    captured = torch.compile(model, backend="eager", fullgraph=True)(*inputs)
+    traced = torch.jit.trace(model, inputs, strict=False)(*inputs)  # what torch.onnx.export(dynamo=False) runs
+    for other in (captured, traced):
+        torch.testing.assert_close(other["last_hidden_state"], eager.last_hidden_state, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(other["pooler_output"], eager.pooler_output, rtol=1e-5, atol=1e-6)
+    assert captured.last_hidden_state[~mask.bool()].abs().sum() == 0
+
+
+@pytest.mark.parametrize("family", ["ems_heads", "dual_encoder"])
+def test_activation_checkpointing_gives_the_same_gradients_dropout_included(tiny_config, family):
+    """`activation_checkpointing: true` (alias `gradient_checkpointing`): every EncoderLayer runs again in the
+    backward pass, with the dropout masks of the forward pass (dropout 0.1 here), so the loss and every gradient are
+    those of the plain run."""
+    ids, mask = padded_batch()
+    torch.manual_seed(0)
+    plain = (EMSForPreTraining(tiny_config) if family == "ems_heads" else char_ngram_encoder()).train()
+    assert plain.config.hidden_dropout_prob > 0 and plain.config.attention_probs_dropout_prob > 0
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in checkpointed.base_model.layers)
+    losses = []
+    for model in (plain, checkpointed):
+        torch.manual_seed(1)
+        kwargs = {"target_language_ids": torch.tensor([0, 1, 2])} if family == "ems_heads" else {}
+        output = model(ids, mask, **kwargs)
+        loss = output.pooler_output.pow(2).sum() + (output.xtr_logits.logsumexp(-1).sum() if kwargs else 0)
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1])
+    for (name, parameter), (_, reference) in zip(checkpointed.named_parameters(), plain.named_parameters()):
+        torch.testing.assert_close(parameter.grad, reference.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_eager_and_sdpa_attention_agree(tiny_config):
