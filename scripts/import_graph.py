@@ -23,8 +23,8 @@ LAYERS = [
     ["modeling_ems", "hub_cards", "trainers.verbosity"],
     ["trainers.config", "trainers.files", "trainers.layout", "trainers.metrics", "trainers.loss_logging",
      "trainers.tokenizer", "trainers.encoding", "trainers.data"],
-    ["trainers.losses", "trainers.collators", "trainers.arguments", "trainers.loading", "trainers.evaluation",
-     "trainers.cards", "trainers.hub"],
+    ["trainers.losses", "trainers.grad_cache", "trainers.collators", "trainers.arguments", "trainers.loading",
+     "trainers.evaluation", "trainers.cards", "trainers.hub"],
     ["trainers.hard_negatives"],
     ["trainers.recipes"],  # base.py, encoder.py and the registry
     ["<method>"],

@@ -129,6 +129,7 @@ def ems_objective(
     xtr_weight: float = 1.0,
     contrastive_weight: float = 1.0,
     gather_across_processes: bool = True,
+    xtr_kl: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The joint EMS loss (eq. 12) on a `PairLayout` batch of `2n` rows (sources, then their translations).
 
@@ -136,10 +137,14 @@ def ems_objective(
     XTR in both directions (eq. 6) and the symmetric contrastive loss (eq. 8) with negatives gathered across
     processes, so the mean of P processes' losses with b pairs each equals one process's loss on the P * b pairs.
     A term weighted 0 is not computed (nor returned), and its input may be None: the model need not run its head.
+    `xtr_kl`, the `(2n,)` KL divergences of `xtr_loss` already computed (mini-batch by mini-batch under GradCache),
+    stands for `xtr_logits`, `translation_ids` and `translation_mask`.
     """
     terms = {}
     if xtr_weight:
-        source_kl, target_kl = PairLayout.split(xtr_loss(xtr_logits, translation_ids, translation_mask))
+        if xtr_kl is None:
+            xtr_kl = xtr_loss(xtr_logits, translation_ids, translation_mask)
+        source_kl, target_kl = PairLayout.split(xtr_kl)
         terms["xtr_loss"] = (source_kl + target_kl).mean()  # eq. 6, both directions, per pair
     if contrastive_weight:
         sources, translations = PairLayout.split(contrastive_embeddings)

@@ -2,20 +2,26 @@
 
 from dataclasses import dataclass, field
 
+import torch
 from transformers import Trainer
 
 from ...arguments import PairTrainingArguments
 from ...evaluation.training import SuiteEvaluationMixin
+from ...grad_cache import cached_objective
 from ...loss_logging import LossTermLoggingMixin
-from ...losses import ems_objective
+from ...losses import ems_objective, xtr_loss
 
 
 @dataclass
 class EMSTrainingArguments(PairTrainingArguments):
-    """`PairTrainingArguments` with the EMS loss weights."""
+    """`PairTrainingArguments` with the EMS loss weights and GradCache's mini-batch."""
 
     xtr_weight: float = field(default=1.0, metadata={"help": "Weight of the XTR loss (eq. 12 uses 1)."})
     contrastive_weight: float = field(default=1.0, metadata={"help": "Weight of the contrastive loss (eq. 12 uses 1)."})
+    mini_batch_size: int | None = field(default=None, metadata={
+        "help": "Pairs encoded at once (GradCache, trainers/grad_cache.py): the objective still covers the whole "
+                "per_device_train_batch_size (and the in-batch candidates of every process) with the activation "
+                "memory of this many pairs, for about one more forward pass per step. None: the whole batch at once."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -24,24 +30,66 @@ class EMSTrainingArguments(PairTrainingArguments):
                 f"xtr_weight={self.xtr_weight} and contrastive_weight={self.contrastive_weight}: both must be >= 0 "
                 "and at least one > 0."
             )
+        if self.mini_batch_size is not None and (isinstance(self.mini_batch_size, bool)
+                                                 or not isinstance(self.mini_batch_size, int)
+                                                 or self.mini_batch_size < 1):
+            raise ValueError(f"mini_batch_size={self.mini_batch_size!r}: give a number of pairs >= 1 (below "
+                             f"per_device_train_batch_size={self.per_device_train_batch_size} to save memory), or "
+                             "null to encode the whole batch at once.")
+        if self.mini_batch_size is not None and self.matryoshka_dims:
+            raise ValueError(f"mini_batch_size={self.mini_batch_size} with matryoshka_dims={self.matryoshka_dims}: "
+                             "the EMS trainer does not combine GradCache with Matryoshka dimensions; drop one.")
 
 
 class EMSTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
     """Trains an `EMSForPreTraining` on `ParallelPairCollator` batches (with target languages and translation
     tokens), logs `xtr_loss` and `contrastive_loss`, and evaluates with an evaluation suite
-    (`set_evaluation_suite`) at the training arguments' `eval_strategy`."""
+    (`set_evaluation_suite`) at the training arguments' `eval_strategy`.
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(
+    With `mini_batch_size`, a training batch runs through GradCache (`cached_objective`): both terms depend on the
+    encoder only through each sentence's XTR divergence and contrastive embedding (the heads read the pooled `u`
+    of eq. 1), which are what is cached."""
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and not getattr(self, "_batch_logged", False):  # the first training log, once
+            self._batch_logged = True
+            pairs = self.args.per_device_train_batch_size * self.args.world_size
+            # eq. 8: each sentence is ranked among the translations of every process's batch
+            logs.update({"global_batch_pairs": pairs, "in_batch_candidates": pairs,
+                         "mini_batch_size": self.args.mini_batch_size or self.args.per_device_train_batch_size})
+        super().log(logs, *args, **kwargs)
+
+    def forward_heads(self, model, inputs):
+        return model(
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],
             target_language_ids=inputs["target_language_ids"],
             return_xtr_logits=self.args.xtr_weight != 0,  # a term weighted 0 is not computed
         )
-        loss, terms = ems_objective(
-            outputs.xtr_logits, outputs.contrastive_embeddings, inputs["translation_ids"], inputs["translation_mask"],
+
+    def per_row(self, outputs, inputs) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Each row's XTR divergence (eq. 6, one direction; None when XTR is weighted 0) and contrastive embedding
+        `h(S)` (eqs. 10-11): all that the objective reads of the model."""
+        kl = xtr_loss(outputs.xtr_logits, inputs["translation_ids"], inputs["translation_mask"]) \
+            if self.args.xtr_weight else None
+        return kl, outputs.contrastive_embeddings
+
+    def objective(self, model, xtr_kl, contrastive_embeddings) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return ems_objective(
+            None, contrastive_embeddings, None, None, xtr_kl=xtr_kl,
             temperature=self.accelerator.unwrap_model(model).config.temperature,
             xtr_weight=self.args.xtr_weight, contrastive_weight=self.args.contrastive_weight,
         )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.args.mini_batch_size and model.training and torch.is_grad_enabled() and not return_outputs:
+            loss, terms = cached_objective(
+                model, inputs, 2 * self.args.mini_batch_size,  # PairLayout: 2 rows per pair
+                lambda model, rows: self.per_row(self.forward_heads(model, rows), rows),
+                lambda *rows: self.objective(model, *rows), no_sync=lambda: self.accelerator.no_sync(model))
+            self.record_loss_terms(terms)
+            return loss
+        outputs = self.forward_heads(model, inputs)
+        loss, terms = self.objective(model, *self.per_row(outputs, inputs))
         self.record_loss_terms(terms)
         return (loss, outputs) if return_outputs else loss
