@@ -43,6 +43,22 @@ def hard_negative_check(rank: int, world: int) -> None:
     torch.testing.assert_close(mean, full.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(projection.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-6)
     print(f"rank {rank}: hard-negative loss {mean.item():.6f} == {full.item():.6f}, gradients equal", flush=True)
+    # false negatives masked by text ids across processes: rows 1 (process 0) and 6 (process 1) share a source,
+    # and a negative of row 2 is row 5's answer; the halves' mean loss is still the whole batch's
+    query_ids, candidate_ids = torch.arange(batch), torch.arange(batch) + 100
+    query_ids[6] = query_ids[1]
+    negative_ids = torch.arange(batch * k) + 200
+    negative_ids[2 * k] = candidate_ids[5]
+    masked_full = ranking_loss(queries, candidates, negatives, gather_across_processes=False, query_ids=query_ids,
+                               candidate_ids=candidate_ids, negative_ids=negative_ids).mean()
+    masked = ranking_loss(queries[local], candidates[local], negatives[local_negatives], query_ids=query_ids[local],
+                          candidate_ids=candidate_ids[local], negative_ids=negative_ids[local_negatives]).mean()
+    dist.all_reduce(masked)
+    masked /= world
+    unmasked = ranking_loss(queries, candidates, negatives, gather_across_processes=False).mean()
+    assert not torch.isclose(masked_full, unmasked)
+    torch.testing.assert_close(masked, masked_full, rtol=1e-5, atol=1e-6)
+    print(f"rank {rank}: masked loss {masked.item():.6f} == {masked_full.item():.6f}", flush=True)
 
 
 def tiny_tasks() -> dict[str, datasets.Dataset]:

@@ -200,3 +200,58 @@ def test_nli_loss_is_cross_entropy_by_hand_and_refuses_labels_outside_0_1_2():
     for bad in (3, -1):
         with pytest.raises(ValueError, match=rf"must be 0, 1 or 2.*got \[{bad}\]"):
             nli_loss(logits, torch.tensor([0, bad]))
+
+
+# --- false negatives of a multi-parallel batch, masked by text (issue 20) ----------------------------------------
+
+
+def pooled_reference(queries, pool, own, allowed):
+    """-log softmax of `pool[own[i]]` among `pool[allowed[i]]` for each query i, with numpy."""
+    losses = []
+    for i, query in enumerate(np.asarray(queries, dtype=np.float64)):
+        scores = np.asarray(pool, dtype=np.float64)[allowed[i]] @ query
+        losses.append(np.log(np.exp(scores).sum()) - float(np.asarray(pool, dtype=np.float64)[own[i]] @ query))
+    return losses
+
+
+def test_ranking_loss_masks_false_negatives_by_hand():
+    """Rows 0 and 2 share their query text (one source, two translations: each is the other's positive, not a
+    negative); row 0's mined negative is row 1's target. Written as the pool each query's softmax may use."""
+    queries = torch.tensor([[1.0, 0.0, 2.0], [0.5, -1.0, 0.0], [0.0, 3.0, 1.0]])
+    candidates = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.5, 1.0], [-1.0, 2.0, 0.5]])
+    negatives = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    query_ids, candidate_ids, negative_ids = torch.tensor([10, 11, 10]), torch.tensor([20, 21, 22]), \
+        torch.tensor([21, 30, 31])
+    pool = torch.cat([candidates, negatives])  # rows 0-2 the candidates, 3-5 the negatives
+    allowed = [[0, 1, 3, 4, 5],  # query 0: not candidate 2 (query 2 is the same text)
+               [0, 1, 2, 4, 5],  # query 1: not negative 0 (the text of its own candidate)
+               [1, 2, 3, 4, 5]]  # query 2: not candidate 0
+    expected = pooled_reference(queries, pool, [0, 1, 2], allowed)
+    assert expected != pytest.approx(reference_ranking(queries, candidates, negatives))  # the mask changes the loss
+    masked = ranking_loss(queries, candidates, negatives, query_ids=query_ids, candidate_ids=candidate_ids,
+                          negative_ids=negative_ids)
+    assert masked.tolist() == pytest.approx(expected, rel=1e-6)
+    # symmetric (EMS eq. 8's reverse direction): candidate i ranks the queries, the same pairs of rows masked
+    forward = pooled_reference(queries, candidates, [0, 1, 2], [[0, 1], [0, 1, 2], [1, 2]])
+    backward = pooled_reference(candidates, queries, [0, 1, 2], [[0, 1], [0, 1, 2], [1, 2]])
+    both = ranking_loss(queries, candidates, symmetric=True, query_ids=query_ids, candidate_ids=candidate_ids)
+    assert both.tolist() == pytest.approx([f + b for f, b in zip(forward, backward)], rel=1e-6)
+    # a candidate text repeated in another row (two sources, one translation) is masked too
+    repeated = ranking_loss(queries, candidates, query_ids=torch.tensor([10, 11, 12]),
+                            candidate_ids=torch.tensor([20, 20, 22]))
+    assert repeated.tolist() == pytest.approx(
+        pooled_reference(queries, candidates, [0, 1, 2], [[0, 2], [1, 2], [0, 1, 2]]), rel=1e-6)
+    # distinct texts: nothing masked, eq. 2 as before
+    plain = ranking_loss(queries, candidates, negatives, query_ids=torch.tensor([1, 2, 3]),
+                         candidate_ids=torch.tensor([4, 5, 6]), negative_ids=torch.tensor([7, 8, 9]))
+    assert plain.tolist() == pytest.approx(reference_ranking(queries, candidates, negatives), rel=1e-6)
+    with pytest.raises(ValueError, match="give all of them or none"):
+        ranking_loss(queries, candidates, negatives, query_ids=query_ids, candidate_ids=candidate_ids)
+
+
+def test_text_hashes_are_equal_for_equal_texts_only():
+    from trainers.collators import text_hashes
+
+    ids = text_hashes(["Hallo", "Bonjour", "Hallo", "hallo"]).tolist()
+    assert ids[0] == ids[2] and len({ids[0], ids[1], ids[3]}) == 3 and all(0 <= i < 2**63 for i in ids)
+    assert text_hashes(["Hallo"]).tolist() == [ids[0]]  # the same in every batch and process

@@ -112,6 +112,31 @@ def test_task_losses_by_hand():
     assert cosine.item() == pytest.approx(math.log(1 + math.exp(-2.0)))
 
 
+def test_task_losses_mask_rows_of_one_source_and_negatives_equal_to_the_answer(tokenizer_dir):
+    """A collated batch of a multi-parallel corpus: rows 0 and 1 translate one source, so each row's only candidate
+    left is its own and the loss is 0 (log 1); without the text ids, the other translation counts as a negative."""
+    features = [{"src": "the cat", "tgt": "die Katze", "negatives": ["le chien"]},
+                {"src": "the cat", "tgt": "le chat", "negatives": ["die Katze"]}]
+    batch = SidesCollator(AutoTokenizer.from_pretrained(tokenizer_dir), 16, ("src", "tgt"),
+                          negatives_column="negatives")(features)
+    ids = batch["text_ids"]
+    assert ids[0] == ids[1] and ids[2] == ids[5] and ids[2] != ids[3]  # src, src, tgt, tgt, negative, negative
+    e1, e2 = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    # row 1's negative is row 0's answer: masked for row 0; row 0's negative ("le chien") stays for both
+    negatives = torch.tensor([[1.0, 1.0], [2.0, 0.0]])
+    outputs = SimpleNamespace(task_embeddings=(e1, e2, negatives))
+    masked = task_loss("translation", outputs, text_ids=ids).item()
+    e = math.exp
+    expected = (-math.log(e(2) / (e(2) + e(1))) - math.log(e(3) / (e(3) + e(1)))) / 2  # own, then "le chien"
+    assert masked == pytest.approx(expected)
+    unmasked = (-math.log(e(2) / (e(2) + 1 + e(1) + e(2))) - math.log(e(3) / (e(3) + 1 + e(1) + 1))) / 2
+    assert task_loss("translation", outputs).item() == pytest.approx(unmasked)
+    # quick-thought: the sides are ranked by their own text ids (here all distinct: nothing masked)
+    quick = SimpleNamespace(task_embeddings=(e2, e1, e2))
+    assert task_loss("quick_thought", quick, text_ids=torch.arange(6)).item() == pytest.approx(
+        task_loss("quick_thought", quick).item())
+
+
 # --- task data and bad input ---
 
 def test_quick_thought_triples_from_documents_and_an_empty_document_is_refused(tmp_path):
@@ -307,6 +332,7 @@ def test_two_processes_run_the_same_task_at_every_step_and_hard_negative_labels_
     stdout = torchrun("distributed_multitask.py", str(tokenizer_dir), str(tmp_path / "run"))
     for rank in (0, 1):
         assert f"rank {rank}: hard-negative loss" in stdout and "gradients equal" in stdout, stdout
+        assert f"rank {rank}: masked loss" in stdout, stdout
     zero, one = (json.loads((tmp_path / "run" / f"schedule-rank{rank}.json").read_text()) for rank in (0, 1))
     tasks = [task for task, _ in zero["steps"]]
     assert tasks == [task for task, _ in one["steps"]] == ["translation", "response", "quick_thought", "nli"] * 2

@@ -1,5 +1,6 @@
 """Batch builders for the trainers, for any encoder and tokenizer the package handles."""
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,13 @@ class ParallelPairCollator:
         return batch
 
 
+def text_hashes(texts: list[str]) -> torch.Tensor:
+    """`(len(texts),)` int64: a 63-bit hash of each text (BLAKE2b), equal for equal texts in every process, by which
+    the ranking losses find the in-batch false negatives of a multi-parallel corpus (`ranking_loss(query_ids=...)`)."""
+    return torch.tensor([int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") >> 1
+                         for text in texts], dtype=torch.long)
+
+
 @dataclass
 class SidesCollator:
     """Tokenize examples whose texts sit in several columns (the sides of a ranking or NLI task) into one batch:
@@ -69,6 +77,8 @@ class SidesCollator:
         negatives_column: a column holding K texts per example (hard negatives), tokenized after the sides, example by
             example (`n * K` rows); every example must have the same K.
         label_column: an integer column copied to `labels`.
+
+    The batch also holds `text_ids`, one hash per row (`text_hashes`), for masking false negatives.
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -92,7 +102,7 @@ class SidesCollator:
         encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                  return_tensors="pt", return_token_type_ids=False)
         batch = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-                 "num_examples": len(features)}
+                 "num_examples": len(features), "text_ids": text_hashes(texts)}
         if self.label_column is not None:
             batch["labels"] = torch.tensor([f[self.label_column] for f in features], dtype=torch.long)
         return batch

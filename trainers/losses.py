@@ -44,6 +44,9 @@ def ranking_loss(
     temperature: float = 1.0,
     symmetric: bool = False,
     gather_across_processes: bool = True,
+    query_ids: torch.Tensor | None = None,
+    candidate_ids: torch.Tensor | None = None,
+    negative_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Batch-softmax ranking loss: `-log P~(c_i | q_i)` of the multi-task dual-encoder paper's eq. 2, every other
     candidate of the batch (and each hard negative) competing with the right one.
@@ -58,6 +61,12 @@ def ranking_loss(
             translation ranking). They are gathered too and appended after all candidates, so every query's label
             stays the row of its own candidate; each negative competes for every query, like the other candidates.
         symmetric: add the candidate -> query direction (EMS eq. 8's second term), without the hard negatives.
+        query_ids, candidate_ids, negative_ids: integer ids of the texts (`(batch,)`, `(batch,)`, `(batch * K,)`;
+            equal texts, equal ids: `trainers.collators.text_hashes`). With them, the false negatives of a
+            multi-parallel batch are masked out of the softmax (as sentence-transformers' GISTEmbedLoss masks its
+            false negatives): for query `i`, every other candidate (and hard negative) whose text is the answer of
+            a row asking the same query (two rows of one source: their targets translate each other) or, in the
+            batch, answers the same query; the reverse direction likewise (`_false_negative_masks`).
 
     Returns:
         `(batch,)`: for each local query, the cross-entropy of its candidate (plus the reverse one when symmetric).
@@ -83,10 +92,48 @@ def ranking_loss(
         offset = dist.get_rank() * queries.shape[0]
     labels = torch.arange(queries.shape[0], device=queries.device) + offset
     all_candidates = torch.cat([gathered[1]] + gathered[2:])  # hard negatives after every candidate: labels hold
-    loss = F.cross_entropy(sides[0] @ all_candidates.T / temperature, labels, reduction="none")  # eq. 2
+    logits = sides[0] @ all_candidates.T / temperature
+    masks = None
+    if query_ids is not None or candidate_ids is not None:
+        masks = _false_negative_masks(labels, query_ids, candidate_ids, negative_ids, hard_negatives,
+                                      gathered is not sides)
+        logits = logits.masked_fill(masks[0], float("-inf"))
+    loss = F.cross_entropy(logits, labels, reduction="none")  # eq. 2
     if symmetric:
-        loss = loss + F.cross_entropy(sides[1] @ gathered[0].T / temperature, labels, reduction="none")
+        reverse = sides[1] @ gathered[0].T / temperature
+        if masks is not None:
+            reverse = reverse.masked_fill(masks[1], float("-inf"))
+        loss = loss + F.cross_entropy(reverse, labels, reduction="none")
     return loss
+
+
+def _false_negative_masks(labels, query_ids, candidate_ids, negative_ids, hard_negatives, gathered: bool):
+    """The masks of `ranking_loss`'s two directions, true at the false negatives: for the query of row `i`, a
+    candidate (in-batch or hard negative) whose text is the answer of any row asking the same query as `i` (its own
+    included: two translations of one source), or an in-batch candidate of a row asking the same query; never `i`'s
+    own candidate. The reverse direction is the same rule with queries and candidates swapped."""
+    if query_ids is None or candidate_ids is None or (hard_negatives is not None) != (negative_ids is not None):
+        raise ValueError("ranking_loss masks false negatives with query_ids and candidate_ids (and negative_ids when "
+                         "there are hard negatives); give all of them or none.")
+    ids = [query_ids, candidate_ids] + ([] if negative_ids is None else [negative_ids])
+    if gathered:  # the same rows as the gathered embeddings, in process order
+        ids = [torch.cat(_gather_plain(side)) for side in ids]
+
+    def mask(asked, answers, pool):
+        same_query = asked[None, :] == asked[labels][:, None]  # (b, B): rows asking what row i asks
+        answered = (pool[None, :] == answers[:, None]).float()  # (B, X): row j's answer is pool text x
+        false = (same_query.float() @ answered) > 0
+        false[:, : len(asked)] |= same_query
+        false[torch.arange(len(labels), device=labels.device), labels] = False
+        return false
+
+    return mask(ids[0], ids[1], torch.cat(ids[1:])), mask(ids[1], ids[0], ids[0])
+
+
+def _gather_plain(tensor: torch.Tensor) -> list[torch.Tensor]:
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return parts
 
 
 def contrastive_loss(

@@ -175,7 +175,7 @@ def nli_task(source, max_examples: int | None = None) -> datasets.Dataset:
     return rows.select_columns(["premise", "hypothesis", "label"])
 
 
-Rank = Callable[..., torch.Tensor]  # (queries, candidates, negatives=None) -> mean ranking loss (eq. 2)
+Rank = Callable[..., torch.Tensor]  # (query side, candidate side, negatives side=None) -> mean ranking loss (eq. 2)
 
 
 @dataclass(frozen=True)
@@ -185,8 +185,9 @@ class Task:
     Args:
         name: the task's name in configs and in the model (`DualEncoderMultiTaskConfig.tasks`).
         columns: the text columns of its data, in the order of the model's sides (`TASK_SIDES[name]`).
-        loss: `(outputs, labels, rank) -> loss` from the model's `task_embeddings` / `logits`, with `rank` the
-            ranking loss in the model's similarity.
+        loss: `(outputs, labels, rank) -> loss` from the model's outputs (`logits`), with `rank(query, candidate,
+            negatives=None)` the ranking loss in the model's similarity between sides of the task, named by their
+            position in `TASK_SIDES[name]` (their `task_embeddings` and text ids).
         load: `(source, languages, max_examples) -> dataset`; None for translation, whose pairs are the recipe's
             training data (`data.train`).
         label_column: a column of class labels the collator passes as `labels`.
@@ -210,20 +211,17 @@ def _nli_loss(outputs, labels, rank):
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (
-    # -log P~(t_i | s_i) (eq. 2), g on both sides, the hard negatives among the candidates
+    # -log P~(t_i | s_i) (eq. 2), g on both sides, the hard negatives (side 2, when mined) among the candidates
     Task("translation", ("src", "tgt"), hard_negatives=True,
-         loss=lambda outputs, labels, rank: rank(*outputs.task_embeddings[:2],
-                                                 outputs.task_embeddings[2] if len(outputs.task_embeddings[2])
-                                                 else None)),
+         loss=lambda outputs, labels, rank: rank(0, 1, negatives=2)),
     # -log P~(response | input) (eq. 2), the response side through its head
     Task("response", ("input", "response"), shipped=SHIPPED_TASK_DATA / "chatterbot.jsonl.gz",
          load=lambda source, languages, max_examples: response_task(source, languages, max_examples),
-         loss=lambda outputs, labels, rank: rank(*outputs.task_embeddings)),
+         loss=lambda outputs, labels, rank: rank(0, 1)),
     # -log P~(next | current) - log P~(previous | current) (eq. 2 twice, each side its own head)
     Task("quick_thought", ("previous", "current", "next"), shipped=SHIPPED_TASK_DATA / "documents",
          load=lambda source, languages, max_examples: quick_thought_task(source, languages, max_examples),
-         loss=lambda outputs, labels, rank: (rank(outputs.task_embeddings[1], outputs.task_embeddings[2])
-                                             + rank(outputs.task_embeddings[1], outputs.task_embeddings[0]))),
+         loss=lambda outputs, labels, rank: rank(1, 2) + rank(1, 0)),
     Task("nli", ("premise", "hypothesis"), label_column="label", loss=_nli_loss,
          load=lambda source, languages, max_examples: nli_task(source, max_examples)),
 )}
@@ -232,14 +230,23 @@ if set(TASKS) != set(MODEL_TASKS) or any(len(task.columns) != len(TASK_SIDES[nam
 
 
 def task_loss(task: str, outputs, labels: torch.Tensor | None = None, similarity: str = "dot",
-              temperature: float = 1.0) -> torch.Tensor:
+              temperature: float = 1.0, text_ids: torch.Tensor | None = None) -> torch.Tensor:
     """The loss of one task batch (`TASKS[task].loss`), from `DualEncoderMultiTaskForPreTraining`'s outputs
     (sec. 2.2). Ranking losses are means over the local examples, with in-batch candidates gathered across
-    processes."""
+    processes; with `text_ids` (one per row of the batch, as `SidesCollator` gives them), candidates whose text
+    equals the right one's (or that answer an equal query) are masked out as false negatives."""
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; tasks: {', '.join(TASKS)}.")
-    rank = lambda queries, candidates, negatives=None: ranking_loss(  # noqa: E731
-        queries, candidates, negatives, similarity=similarity, temperature=temperature).mean()
+    def rank(query: int, candidate: int, negatives: int | None = None) -> torch.Tensor:
+        embeddings = outputs.task_embeddings
+        ids = [None] * len(embeddings) if text_ids is None else text_ids.split([len(side) for side in embeddings])
+        if negatives is not None and not len(embeddings[negatives]):  # no hard negatives mined
+            negatives = None
+        return ranking_loss(embeddings[query], embeddings[candidate],
+                            None if negatives is None else embeddings[negatives], similarity=similarity,
+                            temperature=temperature, query_ids=ids[query], candidate_ids=ids[candidate],
+                            negative_ids=None if negatives is None else ids[negatives]).mean()
+
     return TASKS[task].loss(outputs, labels, rank)
 
 

@@ -123,6 +123,12 @@ class MultiTaskTrainingArguments(PairTrainingArguments):
     ddp_find_unused_parameters: bool | None = field(
         default=True, metadata={"help": "A step trains one task's head: the other heads get no gradient."}
     )
+    mask_false_negatives: bool = field(
+        default=True, metadata={"help": (
+            "Mask in-batch candidates (and hard negatives) whose text equals a row's own answer, or that answer an "
+            "equal query, out of the ranking losses: in a multi-parallel corpus two rows of one source would "
+            "otherwise count each other's translations as negatives.")}
+    )
     embedding_update_multiplier: float = field(
         default=1.0, metadata={"help": (
             "Factor on the updates of the word and character n-gram embeddings (sec. 3.2: the paper multiplies "
@@ -216,6 +222,7 @@ class MultiTaskTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
                         num_examples=inputs["num_examples"])
         config = self.accelerator.unwrap_model(model).config
         loss = task_loss(task, outputs, inputs.get("labels"), similarity=config.similarity,
-                         temperature=config.temperature if config.similarity == "cosine" else 1.0)
+                         temperature=config.temperature if config.similarity == "cosine" else 1.0,
+                         text_ids=inputs.get("text_ids") if self.args.mask_false_negatives else None)
         self.record_loss_terms({f"{task}_loss": loss})
         return (loss, outputs) if return_outputs else loss
