@@ -310,3 +310,48 @@ def test_bf16_auto_follows_the_hardware_and_an_explicit_choice_is_kept(tmp_path,
         assert "no native bf16" in caplog.text and "auto" in caplog.text
     with pytest.raises(ValueError, match="training.bf16='yes': use true, false or auto"):
         loading.resolve_bf16("yes")
+
+
+def test_the_paper_config_sets_the_gpu_step_and_tf32_auto_follows_cuda(tmp_path):
+    """configs/ems_paper.yaml: bf16 and tf32 `auto`, DDP told that no parameter is unused (every parameter gets a
+    gradient from eq. 12: tests/test_grad_cache.py, and DDP with find_unused_parameters=False in
+    tests/distributed_grad_cache.py), batches built by dataloader workers; `tf32: auto` is off without CUDA."""
+    from trainers.loading import resolve_bf16
+    from trainers.recipes import training_arguments
+    from trainers.recipes.ems.trainer import EMSTrainingArguments
+
+    run_config = load_run_config("ems_paper")
+    assert {key: run_config.training[key] for key in ("bf16", "tf32", "ddp_find_unused_parameters")} == {
+        "bf16": "auto", "tf32": "auto", "ddp_find_unused_parameters": False}
+    args, _ = training_arguments(EMSTrainingArguments, run_config, tmp_path / "out")
+    assert args.bf16 is resolve_bf16("auto") and args.ddp_find_unused_parameters is False
+    assert args.dataloader_num_workers >= 2
+    assert args.tf32 is (True if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8 else None)
+    with pytest.raises(ValueError, match="tf32='yes': use true, false or auto"):
+        EMSTrainingArguments(output_dir=str(tmp_path), tf32="yes")
+
+
+def test_mini_batches_train_the_weights_of_the_whole_batch_and_log_the_batch(tmp_path, small_pairs, heldout_pairs):
+    """`mini_batch_size: 4` (GradCache) through the Trainer, with gradient accumulation: 3 optimizer steps give the
+    weights of the same run encoding each 16-pair batch at once (no dropout), and the first training log states
+    the contrastive batch and its in-batch candidates (16 pairs on 1 process)."""
+    data = {"train": str(write_jsonl(tmp_path / "train.jsonl", small_pairs[:300])),
+            "heldout": str(write_jsonl(tmp_path / "heldout.jsonl", heldout_pairs[:40])),
+            "out_of_domain": str(write_jsonl(tmp_path / "other.jsonl", heldout_pairs[200:240]))}
+    weights = {}
+    for mini_batch_size in (None, 4):
+        raw = json.loads(json.dumps(TINY))
+        raw["model"].update(hidden_size=32, intermediate_size=64)
+        raw["tokenizer"] = {"vocab_size": 1000}
+        raw["training"].update(max_steps=3, save_steps=3, logging_steps=1, per_device_train_batch_size=16,
+                               gradient_accumulation_steps=2, mini_batch_size=mini_batch_size)
+        path = tmp_path / f"config-{mini_batch_size}.yaml"
+        path.write_text(yaml.safe_dump({**raw, "data": data}))
+        output_dir = tmp_path / f"run-{mini_batch_size}"
+        run_recipe(load_run_config(path), output_dir)
+        weights[mini_batch_size] = load_file(output_dir / "model.safetensors")
+        first = next(entry for entry in log_history(output_dir) if "loss" in entry)
+        assert (first["global_batch_pairs"], first["in_batch_candidates"], first["mini_batch_size"]) == (
+            16, 16, mini_batch_size or 16)
+    for name, value in weights[None].items():
+        torch.testing.assert_close(weights[4][name], value, rtol=1e-4, atol=1e-5, msg=name)

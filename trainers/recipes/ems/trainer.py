@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import Trainer
+from transformers.utils import is_torch_tf32_available
 
 from ...arguments import PairTrainingArguments
 from ...evaluation.training import SuiteEvaluationMixin
@@ -18,12 +19,19 @@ class EMSTrainingArguments(PairTrainingArguments):
 
     xtr_weight: float = field(default=1.0, metadata={"help": "Weight of the XTR loss (eq. 12 uses 1)."})
     contrastive_weight: float = field(default=1.0, metadata={"help": "Weight of the contrastive loss (eq. 12 uses 1)."})
+    tf32: bool | str | None = field(default=None, metadata={
+        "help": "TF32 matmuls on CUDA (Ampere or newer): true, false, or auto: on where the GPU has them, else "
+                "torch's default (a machine without CUDA refuses true)."})
     mini_batch_size: int | None = field(default=None, metadata={
         "help": "Pairs encoded at once (GradCache, trainers/grad_cache.py): the objective still covers the whole "
                 "per_device_train_batch_size (and the in-batch candidates of every process) with the activation "
                 "memory of this many pairs, for about one more forward pass per step. None: the whole batch at once."})
 
     def __post_init__(self):
+        if self.tf32 == "auto":
+            self.tf32 = True if is_torch_tf32_available() else None
+        elif self.tf32 is not None and not isinstance(self.tf32, bool):
+            raise ValueError(f"tf32={self.tf32!r}: use true, false or auto.")
         super().__post_init__()
         if self.xtr_weight < 0 or self.contrastive_weight < 0 or self.xtr_weight + self.contrastive_weight == 0:
             raise ValueError(
