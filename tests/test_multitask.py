@@ -79,6 +79,38 @@ def test_a_task_with_too_little_data_for_one_step_is_refused():
         TaskDatasets({"translation": [1, 2], "response": []})
 
 
+def test_a_grouped_task_draws_each_batch_from_one_language():
+    # response rows 0-6 are "de" (7), 7-15 "fr" (9): batches of 3 give 2 + 3 = 5 whole batches a pass, 1 + 0 rows
+    # left over; with 2 replicas, 2 steps a pass
+    languages = ["de"] * 7 + ["fr"] * 9
+    tasks = TaskDatasets({"translation": [{"src": str(i)} for i in range(24)],
+                          "response": datasets.Dataset.from_dict({"input": [str(i) for i in range(16)],
+                                                                  "lang": languages})})
+    groups = tasks.language_groups(["response"])
+    assert groups == {"response": [list(range(7)), list(range(7, 16))]}
+    sampler = TaskCycleBatchSampler(tasks.sizes(), {"translation": 4, "response": 3}, replicas=2, seed=3,
+                                    groups=groups)
+    assert sampler.steps_per_pass["response"] == 2
+    seen = []
+    for step in range(1, 2 * 2 * 5, 2):  # the response steps of five passes
+        for batch in sampler.step_batches(step):
+            rows = [index - 24 for index in batch]  # response rows follow the 24 translation rows
+            assert len(rows) == 3 and len({languages[row] for row in rows}) == 1  # one language a batch
+            seen.append(tuple(rows))
+    # within one pass no row repeats; over the passes both languages are drawn and the order changes
+    first_pass = [row for batch in seen[:4] for row in batch]
+    assert len(first_pass) == len(set(first_pass)) == 12
+    assert {languages[batch[0]] for batch in seen} == {"de", "fr"} and seen[:4] != seen[4:8]
+    ungrouped = TaskCycleBatchSampler(tasks.sizes(), {"translation": 4, "response": 3}, replicas=2, seed=3)
+    mixed = [{languages[i - 24] for i in batch} for step in range(1, 40, 2) for batch in ungrouped.step_batches(step)]
+    assert any(len(batch) == 2 for batch in mixed)  # without groups, languages mix in a batch
+    with pytest.raises(ValueError, match=r"one_language_per_batch: false"):
+        tasks.language_groups(["translation"])
+    # 16 rows would make 2 batches of 8, but only the 9 "fr" rows make a whole batch of one language
+    with pytest.raises(ValueError, match=r"16 examples, but one step needs 16 \(8 per batch in one group"):
+        TaskCycleBatchSampler(tasks.sizes(), {"translation": 4, "response": 8}, replicas=2, groups=groups)
+
+
 def test_task_datasets_rows_carry_their_task():
     tasks = TaskDatasets({"translation": [{"src": "a"}, {"src": "b"}], "nli": [{"premise": "c"}]})
     assert tasks[1] == {"src": "b", "task": "translation"} and tasks[2] == {"premise": "c", "task": "nli"}
@@ -158,6 +190,7 @@ def test_quick_thought_folder_keeps_the_tokenizers_languages(tmp_path):
         write_jsonl(folder / f"help.{lang}.jsonl.gz",
                     [{"document": "p", "sentences": [f"{lang} {i}" for i in range(5)]}], gz=True)
     assert quick_thought_task(folder, languages=["en", "de"])["current"] == ["en 1", "en 2", "en 3"]
+    assert quick_thought_task(folder)["lang"] == ["en"] * 3 + ["xx"] * 3  # each triple keeps its file's language
     with pytest.raises(ValueError, match="quick_thought task has no data"):
         quick_thought_task(folder, languages=["de"])
 
@@ -166,6 +199,7 @@ def test_response_task_filters_languages_and_a_task_with_no_data_is_refused(tmp_
     turns = write_jsonl(tmp_path / "chat.jsonl", [{"lang": "en", "input": "Hi", "response": "Hello"},
                                                   {"lang": "fa", "input": "Salam", "response": "Salam!"}])
     assert response_task(turns, languages=["en"])["input"] == ["Hi"]
+    assert response_task(turns)["lang"] == ["en", "fa"]
     with pytest.raises(ValueError, match="The response task has no data"):
         response_task(turns, languages=["de"])
     with pytest.raises(ValueError, match=r"response data needs \['input', 'response'\]"):

@@ -84,6 +84,7 @@ def test_a_config_whose_tasks_the_model_has_no_head_for_is_refused(tmp_path, sma
     ({"translation": {}, "response": {"hard_negatives": 2}}, "hard negatives are for translation ranking only"),
     ({"translation": {}, "response": {"sources": "x"}}, r"unknown settings \['sources'\]"),
     ({"translation": {}, "nli": {}}, "ships no nli data"),
+    ({"translation": {"one_language_per_batch": True}}, r"only monolingual tasks \(\['response', 'quick_thought'\]\)"),
 ])
 def test_bad_tasks_sections_are_refused(tmp_path, small_pairs, heldout_pairs, tasks, message):
     with pytest.raises(ValueError, match=message):
@@ -97,3 +98,4 @@ def test_the_shipped_default_config_parses_and_a_task_setting_can_be_overridden(
     assert list(recipe.tasks) == ["translation", "response", "quick_thought", "nli"]
     assert recipe.tasks["translation"].hard_negatives == 5 and recipe.tasks["translation"].batch_size == 128
     assert recipe.tasks["nli"].source == "snli.jsonl"
+    assert [s.one_language_per_batch for s in recipe.tasks.values()] == [False, True, True, False]

@@ -33,6 +33,9 @@ class TaskSettings:
     max_examples: int | None = None
     hard_negatives: int = 0  # translation only: K mined negatives per pair (the source must hold `negatives`)
     fallback_to_shipped: bool = True  # a local source that does not exist -> the subset the package ships
+    # monolingual tasks (response, quick_thought): each batch from one language (the rows' `lang`), so that in-batch
+    # negatives cannot be told apart by their language alone (the paper mirrors these tasks per language); null: true
+    one_language_per_batch: bool | None = None
 
     def __post_init__(self):
         if self.batch_size is not None and self.batch_size < 1:
@@ -63,6 +66,11 @@ def task_settings(section: dict, source: str) -> dict[str, TaskSettings]:
         settings[task] = TaskSettings(**values)
         if settings[task].hard_negatives and not TASKS[task].hard_negatives:
             raise ValueError(f"{source}: tasks.{task}.hard_negatives: hard negatives are for translation ranking only.")
+        if settings[task].one_language_per_batch is None:
+            settings[task].one_language_per_batch = TASKS[task].monolingual
+        elif settings[task].one_language_per_batch and not TASKS[task].monolingual:
+            raise ValueError(f"{source}: tasks.{task}.one_language_per_batch: only monolingual tasks "
+                             f"({[name for name, t in TASKS.items() if t.monolingual]}) draw batches per language.")
     return settings
 
 
@@ -156,9 +164,11 @@ class MultiTaskRecipe(ScratchEncoderRecipe):
                                          else None,
                                          label_column=TASKS[task].label_column)
                      for task in train.tasks}
+        grouped = [task for task, settings in self.tasks.items() if settings.one_language_per_batch]
         return MultiTaskTrainer(model=model, args=args, train_dataset=train, data_collator=TaskCollator(collators),
                                 processing_class=tokenizer,
-                                task_batch_sizes={task: s.batch_size for task, s in self.tasks.items() if s.batch_size})
+                                task_batch_sizes={task: s.batch_size for task, s in self.tasks.items() if s.batch_size},
+                                task_groups=train.language_groups(grouped))
 
     def card_context(self, model, results: dict) -> dict:
         """The encoder card's values and each task's data: `(task, source, examples)`."""

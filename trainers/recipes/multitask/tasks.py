@@ -29,6 +29,7 @@ from ...data import _local_builder, load_parallel_dataset, read_data_file, valid
 from ...losses import nli_loss, ranking_loss
 
 NLI_LABELS = (0, 1, 2)  # entailment, neutral, contradiction
+LANGUAGE = "lang"  # the column of a monolingual task's rows that holds their language
 # Small subsets shipped with the package for training without ../shared/data (see their NOTICE files).
 SHIPPED_TASK_DATA = Path(str(files("trainers.data") / "multitask"))
 
@@ -114,7 +115,7 @@ def response_task(source, languages=None, max_examples: int | None = None) -> da
         rows = rows.select(range(min(max_examples, len(rows))))
     _nonempty(rows, "response", source)
     _check_texts(rows, TASKS["response"].columns, "response", source)
-    return rows.select_columns(list(TASKS["response"].columns))
+    return rows.select_columns(list(TASKS["response"].columns) + [LANGUAGE] * (LANGUAGE in rows.column_names))
 
 
 def quick_thought_triples(documents: datasets.Dataset, source) -> datasets.Dataset:
@@ -133,24 +134,30 @@ def quick_thought_triples(documents: datasets.Dataset, source) -> datasets.Datas
     def windows(batch):
         triples = [window for sentences in batch["sentences"] for window in zip(sentences, sentences[1:],
                                                                                   sentences[2:])]
-        return {"previous": [t[0] for t in triples], "current": [t[1] for t in triples],
-                "next": [t[2] for t in triples]}
+        columns = {"previous": [t[0] for t in triples], "current": [t[1] for t in triples],
+                   "next": [t[2] for t in triples]}
+        if LANGUAGE in batch:  # each triple keeps its document's language
+            columns[LANGUAGE] = [language for sentences, language in zip(batch["sentences"], batch[LANGUAGE])
+                                 for _ in range(max(len(sentences) - 2, 0))]
+        return columns
 
     return documents.map(windows, batched=True, remove_columns=documents.column_names)
 
 
 def quick_thought_task(source, languages=None, max_examples: int | None = None) -> datasets.Dataset:
-    """Quick-thought triples of the documents in `source` (a pages file or a folder of `*.LANG.jsonl.gz` pages);
-    with `languages`, a folder's files whose language suffix is not in it are skipped."""
+    """Quick-thought triples of the documents in `source` (a pages file or a folder of `*.LANG.jsonl.gz` pages, each
+    triple with its file's language as `lang`); with `languages`, a folder's files whose language suffix is not in it
+    are skipped."""
     path = Path(source)
-    if path.is_dir() and languages is not None:
-        known = set(languages)
-        chosen = sorted(p for p in path.iterdir() if p.is_file() and p.name.split(".")[-3 if p.suffix == ".gz"
-                                                                                       else -2] in known)
-        documents = datasets.concatenate_datasets([load_rows(p) for p in chosen]) if chosen else None
-        if documents is None:
-            raise ValueError(f"The quick_thought task has no data: {source} has no documents in the languages "
-                             f"{sorted(known)}.")
+    if path.is_dir():
+        suffix = lambda p: p.name.split(".")[-3 if p.suffix == ".gz" else -2]  # noqa: E731
+        chosen = sorted(p for p in path.iterdir() if p.is_file() and not p.name.upper().startswith(
+            ("NOTICE", "README", "LICENSE")) and (languages is None or suffix(p) in set(languages)))
+        if not chosen:
+            raise ValueError(f"The quick_thought task has no data: {source} has no documents"
+                             f"{'' if languages is None else f' in the languages {sorted(languages)}'}.")
+        documents = datasets.concatenate_datasets([load_rows(p).map(lambda row, code=suffix(p): {LANGUAGE: code})
+                                                   for p in chosen])
     else:
         documents = load_rows(source)
     triples = quick_thought_triples(documents, source)
@@ -193,6 +200,8 @@ class Task:
         label_column: a column of class labels the collator passes as `labels`.
         shipped: the subset the package ships, trained on when no source is given.
         hard_negatives: whether the task takes mined negatives (`tasks.<name>.hard_negatives`).
+        monolingual: whether each example is in one language (its `lang`), so that its batches can be drawn one
+            language at a time (`tasks.<name>.one_language_per_batch`).
     """
 
     name: str
@@ -202,6 +211,7 @@ class Task:
     label_column: str | None = None
     shipped: Path | None = None
     hard_negatives: bool = False
+    monolingual: bool = False
 
 
 def _nli_loss(outputs, labels, rank):
@@ -215,11 +225,11 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("translation", ("src", "tgt"), hard_negatives=True,
          loss=lambda outputs, labels, rank: rank(0, 1, negatives=2)),
     # -log P~(response | input) (eq. 2), the response side through its head
-    Task("response", ("input", "response"), shipped=SHIPPED_TASK_DATA / "chatterbot.jsonl.gz",
+    Task("response", ("input", "response"), shipped=SHIPPED_TASK_DATA / "chatterbot.jsonl.gz", monolingual=True,
          load=lambda source, languages, max_examples: response_task(source, languages, max_examples),
          loss=lambda outputs, labels, rank: rank(0, 1)),
     # -log P~(next | current) - log P~(previous | current) (eq. 2 twice, each side its own head)
-    Task("quick_thought", ("previous", "current", "next"), shipped=SHIPPED_TASK_DATA / "documents",
+    Task("quick_thought", ("previous", "current", "next"), shipped=SHIPPED_TASK_DATA / "documents", monolingual=True,
          load=lambda source, languages, max_examples: quick_thought_task(source, languages, max_examples),
          loss=lambda outputs, labels, rank: rank(1, 2) + rank(1, 0)),
     Task("nli", ("premise", "hypothesis"), label_column="label", loss=_nli_loss,
@@ -250,5 +260,5 @@ def task_loss(task: str, outputs, labels: torch.Tensor | None = None, similarity
     return TASKS[task].loss(outputs, labels, rank)
 
 
-__all__ = ["NLI_LABELS", "SHIPPED_TASK_DATA", "TASKS", "Task", "load_rows", "nli_task", "quick_thought_task",
-           "quick_thought_triples", "response_task", "task_loss", "translation_task"]
+__all__ = ["LANGUAGE", "NLI_LABELS", "SHIPPED_TASK_DATA", "TASKS", "Task", "load_rows", "nli_task",
+           "quick_thought_task", "quick_thought_triples", "response_task", "task_loss", "translation_task"]

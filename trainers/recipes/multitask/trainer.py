@@ -39,6 +39,21 @@ class TaskDatasets(ConcatDataset):
     def sizes(self) -> dict[str, int]:
         return {task: len(dataset) for task, dataset in zip(self.tasks, self.datasets)}
 
+    def language_groups(self, tasks, column: str = "lang") -> dict[str, list[list[int]]]:
+        """For each of `tasks`, the indices of its rows in one list per value of `column` (its language)."""
+        groups = {}
+        for task in tasks:
+            dataset = self.datasets[self.tasks.index(task)]
+            if column not in getattr(dataset, "column_names", ()):
+                raise ValueError(f"The {task} task's data has no {column!r} column, so its batches cannot be drawn "
+                                 f"one language at a time; add the column or set tasks.{task}.one_language_per_batch"
+                                 ": false.")
+            by_value: dict[str, list[int]] = {}
+            for index, value in enumerate(dataset[column]):
+                by_value.setdefault(value, []).append(index)
+            groups[task] = [by_value[value] for value in sorted(by_value)]
+        return groups
+
     def __getitem__(self, index: int) -> dict:
         part = bisect.bisect_right(self.cumulative_sizes, index)
         start = self.cumulative_sizes[part - 1] if part else 0
@@ -59,23 +74,31 @@ class TaskCycleBatchSampler:
         sizes: rows of each task, in the order of the concatenated dataset (`TaskDatasets.sizes()`).
         batch_sizes: examples per batch of each task.
         replicas: batches per optimisation step: number of processes x gradient-accumulation steps.
+        groups: for some tasks, their rows (indices into the task's dataset) in groups, e.g. one per language: each
+            batch of such a task is drawn from one group (a pass: each group permuted and cut into batches, the
+            remainders dropped, the batches of all groups in a seeded random order), so that a monolingual task's
+            in-batch negatives cannot be told apart by their language alone.
     """
 
-    def __init__(self, sizes: dict[str, int], batch_sizes: dict[str, int], replicas: int = 1, seed: int = 0):
+    def __init__(self, sizes: dict[str, int], batch_sizes: dict[str, int], replicas: int = 1, seed: int = 0,
+                 groups: dict[str, list[list[int]]] | None = None):
         missing = sorted(set(sizes) - set(batch_sizes))
         if missing:
             raise ValueError(f"No batch size for the tasks {missing}.")
         self.tasks, self.batch_sizes, self.replicas, self.seed = list(sizes), batch_sizes, replicas, seed
         self.offsets = dict(zip(self.tasks, [0] + list(torch.tensor(list(sizes.values())).cumsum(0).tolist())))
-        self.sizes = sizes
+        self.sizes, self.groups = sizes, groups or {}
         self.steps_per_pass = {}
         for task in self.tasks:
-            needed = batch_sizes[task] * replicas
-            if sizes[task] < needed:
+            needed, size = batch_sizes[task] * replicas, batch_sizes[task]
+            batches = (sum(len(group) // size for group in self.groups[task]) if task in self.groups
+                       else sizes[task] // size)
+            if batches < replicas:
+                grouped = " in one group (language) per batch" if task in self.groups else ""
                 raise ValueError(f"The {task} task has {sizes[task]} examples, but one step needs {needed} "
-                                 f"({batch_sizes[task]} per batch x {replicas} batches); add data or lower its "
+                                 f"({size} per batch{grouped} x {replicas} batches); add data or lower its "
                                  "batch size.")
-            self.steps_per_pass[task] = sizes[task] // needed
+            self.steps_per_pass[task] = batches // replicas
         self.cycles_per_epoch = max(self.steps_per_pass.values())
         self.epoch = 0
         self._permutations: dict[tuple[str, int], torch.Tensor] = {}
@@ -92,8 +115,15 @@ class TaskCycleBatchSampler:
         if key not in self._permutations:
             # seeded by the task's name, not its position: a task reads the same batches alone or among others
             generator = torch.Generator().manual_seed(self.seed + zlib.crc32(task.encode()) + 1_000_003 * pass_number)
-            self._permutations = {key: torch.randperm(self.sizes[task], generator=generator),
-                                  **{k: v for k, v in self._permutations.items() if k[0] != task}}
+            if task in self.groups:  # whole batches of one group each, in random order: cut like any permutation
+                size, batches = self.batch_sizes[task], []
+                for group in self.groups[task]:
+                    rows = torch.tensor(group, dtype=torch.long)[torch.randperm(len(group), generator=generator)]
+                    batches += list(rows[: len(rows) // size * size].split(size))
+                order = torch.cat([batches[i] for i in torch.randperm(len(batches), generator=generator)])
+            else:
+                order = torch.randperm(self.sizes[task], generator=generator)
+            self._permutations = {key: order, **{k: v for k, v in self._permutations.items() if k[0] != task}}
         return self._permutations[key]
 
     def step_batches(self, step: int) -> list[list[int]]:
@@ -161,9 +191,12 @@ class MultiTaskTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
 
     Args:
         task_batch_sizes: examples per batch of each task (default: `per_device_train_batch_size`).
+        task_groups: tasks whose batches each come from one group of their rows (`TaskCycleBatchSampler`'s
+            `groups`; `TaskDatasets.language_groups`).
     """
 
-    def __init__(self, *args, task_batch_sizes: dict[str, int] | None = None, **kwargs):
+    def __init__(self, *args, task_batch_sizes: dict[str, int] | None = None,
+                 task_groups: dict[str, list[list[int]]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if not isinstance(self.train_dataset, TaskDatasets):
             raise ValueError("MultiTaskTrainer trains on TaskDatasets({task: dataset, ...}).")
@@ -181,6 +214,7 @@ class MultiTaskTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
                              "their learning rate in it and leave the multiplier at 1.")
         self.task_batch_sizes = {task: (task_batch_sizes or {}).get(task, self.args.per_device_train_batch_size)
                                  for task in self.train_dataset.tasks}
+        self.task_groups = task_groups or {}
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """`Trainer.create_optimizer` (its weight-decay groups and optimizer), then with
@@ -209,7 +243,7 @@ class MultiTaskTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
     def task_sampler(self) -> TaskCycleBatchSampler:
         return TaskCycleBatchSampler(self.train_dataset.sizes(), self.task_batch_sizes,
                                      replicas=self.args.world_size * self.args.gradient_accumulation_steps,
-                                     seed=self.args.seed)
+                                     seed=self.args.seed, groups=self.task_groups)
 
     def get_train_dataloader(self) -> DataLoader:
         loader = DataLoader(self.train_dataset, batch_sampler=self.task_sampler(), collate_fn=self.data_collator,
