@@ -23,9 +23,9 @@ LAYERS = [
     ["modeling_ems", "hub_cards", "trainers.verbosity"],
     ["trainers.config", "trainers.files", "trainers.layout", "trainers.metrics", "trainers.loss_logging",
      "trainers.tokenizer", "trainers.encoding", "trainers.data"],
-    ["trainers.losses", "trainers.grad_cache", "trainers.collators", "trainers.arguments", "trainers.loading",
-     "trainers.evaluation", "trainers.cards", "trainers.hub"],
-    ["trainers.hard_negatives"],
+    ["trainers.losses", "trainers.grad_cache", "trainers.collators", "trainers.loading",
+     "trainers.evaluation", "trainers.cards", "trainers.hub", "trainers.prepare"],
+    ["trainers.hard_negatives", "trainers.export", "trainers.arguments"],  # arguments: checks of trainers.losses
     ["trainers.recipes"],  # base.py, encoder.py and the registry
     ["<method>"],
     ["trainers.compare"],  # the instrument that judges every model

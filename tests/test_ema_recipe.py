@@ -66,6 +66,7 @@ def write_config(path, pair_files, student: dict, similarity: dict | None = None
         "recipe": "ema_alignment",
         "student": student,
         "similarity": similarity,
+        "teacher": None,
         "data": {name: str(pair_files[name]) for name in ("train", "heldout", "out_of_domain")},
         "training": {"per_device_train_batch_size": 8, "max_steps": 4, "learning_rate": 0.02, "tau_base": 0.9,
                      "logging_steps": 1, "save_strategy": "no", "report_to": "none", "disable_tqdm": True,

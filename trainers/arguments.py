@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from .encoding import POOLING_MODES
+from .losses import check_matryoshka_dims
 
 
 @dataclass
@@ -19,6 +20,20 @@ class PairTrainingArguments(TrainingArguments):
     dataloader_drop_last: bool = field(
         default=True, metadata={"help": "Equal batches on every process, as gathering in-batch negatives needs."}
     )
+    matryoshka_dims: list[int] | None = field(default=None, metadata={
+        "help": "Matryoshka dimensions, largest first (e.g. [384, 256, 128, 64]): the embedding losses are applied "
+                "to the leading d dimensions for each d and summed (trainers.losses.matryoshka_loss); None: off."})
+    matryoshka_weights: list[float] | None = field(default=None, metadata={
+        "help": "One weight per Matryoshka dimension; None: 1 each."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.matryoshka_dims is not None:  # the width is checked against the model when the loss first runs
+            check_matryoshka_dims(self.matryoshka_dims, float("inf"),
+                                  self.matryoshka_weights)
+        elif self.matryoshka_weights is not None:
+            raise ValueError(f"matryoshka_weights={self.matryoshka_weights!r} without matryoshka_dims: set the "
+                             "dimensions they weigh, or drop the weights.")
 
 
 @dataclass

@@ -224,3 +224,63 @@ def cosine_similarity_loss(first: torch.Tensor, second: torch.Tensor, scores: to
         )
     cosine = F.cosine_similarity(first.float(), second.float(), dim=-1)
     return F.mse_loss(cosine, scores.float())  # sec. 5.1: MSE(cos(u, v), gold)
+
+
+def distillation_loss(student_pivot: torch.Tensor | None, student_other: torch.Tensor, teacher: torch.Tensor,
+                      pivot_weight: float = 1.0, other_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """Multilingual knowledge distillation (Reimers & Gurevych 2020, sentence-transformers' `MSELoss`): the student's
+    embedding of the pivot sentence and of its translation are each fitted by MSE to the teacher's embedding of the
+    pivot sentence, `MSE(s(x_en), t(x_en))` and `MSE(s(x_xx), t(x_en))`. The loss is the weighted mean of the two
+    terms, so equal weights give `MSELoss`'s mean over its input columns; a term weighted 0 is not computed (its
+    input may be None), and the other term alone is Ham & Kim's eq. 1 with a frozen teacher. The teacher's side is a
+    target: no gradient reaches it. Returns the loss and its terms `{"pivot_loss", "other_loss"}`."""
+    if pivot_weight < 0 or other_weight < 0 or pivot_weight + other_weight <= 0:
+        raise ValueError(f"distillation_loss: pivot_weight={pivot_weight!r} and other_weight={other_weight!r}; "
+                         "use weights >= 0, at least one of them > 0.")
+    pairs = {"pivot_loss": (student_pivot, pivot_weight), "other_loss": (student_other, other_weight)}
+    terms = {name: ema_alignment_loss(student, teacher) for name, (student, weight) in pairs.items() if weight}
+    loss = sum(pairs[name][1] * term for name, term in terms.items()) / (pivot_weight + other_weight)
+    return loss, terms
+
+
+def check_matryoshka_dims(dims, width: int, weights=None) -> list[float]:
+    """Check Matryoshka dimensions against an embedding of `width` and return their weights (1 each when not
+    given): positive integers, strictly decreasing, none above `width`, one weight per dimension."""
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, (list, tuple)) or not dims:
+        raise ValueError(f"matryoshka_dims={dims!r}: give a list of embedding sizes, largest first, e.g. "
+                         "[384, 256, 128, 64].")
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise ValueError(f"matryoshka_dims={list(dims)}: every dimension must be an integer >= 1.")
+    if any(later >= earlier for earlier, later in zip(dims, dims[1:])):
+        raise ValueError(f"matryoshka_dims={list(dims)} is not strictly decreasing; list the sizes largest first, "
+                         f"e.g. {sorted(set(dims), reverse=True)}.")
+    if dims[0] > width:
+        raise ValueError(f"matryoshka_dims={list(dims)}: {dims[0]} is larger than the embedding ({width} dims); "
+                         f"keep every dimension <= {width}.")
+    if weights is None:
+        return [1.0] * len(dims)
+    if len(weights) != len(dims) or any(not isinstance(w, (int, float)) or w < 0 for w in weights):
+        raise ValueError(f"matryoshka_weights={weights!r}: give one weight >= 0 per dimension of "
+                         f"matryoshka_dims={list(dims)}.")
+    return [float(w) for w in weights]
+
+
+def matryoshka_loss(loss_fn, embeddings: list[torch.Tensor | None], dims=None, weights=None):
+    """Matryoshka representation learning (Kusupati et al. 2022, sentence-transformers' `MatryoshkaLoss`): `loss_fn`
+    applied to the leading `d` dimensions of every embedding tensor, for each `d` of `dims`, and summed with
+    `weights` (1 each by default). `loss_fn(*embeddings)` returns a loss, or `(loss, terms)`; terms are summed the
+    same way. Without `dims`, `loss_fn` on the whole embeddings. None entries (an unused input) pass through.
+    Unlike `MatryoshkaLoss`, the truncated embeddings are not re-normalized: a loss on cosine normalizes itself, and
+    an MSE to a teacher compares the same leading dimensions of both sides."""
+    if not dims:
+        return loss_fn(*embeddings)
+    width = next(e for e in embeddings if e is not None).shape[-1]
+    weights = check_matryoshka_dims(list(dims), width, weights)
+    total, total_terms = 0.0, {}
+    for dim, weight in zip(dims, weights):
+        result = loss_fn(*(None if e is None else e[..., :dim] for e in embeddings))
+        loss, terms = result if isinstance(result, tuple) else (result, {})
+        total = total + weight * loss
+        for name, term in terms.items():
+            total_terms[name] = total_terms.get(name, 0.0) + weight * term
+    return (total, total_terms) if total_terms else total

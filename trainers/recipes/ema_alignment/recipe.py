@@ -22,22 +22,36 @@ import shutil
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+import datasets
 import torch
 from huggingface_hub import EvalResult, ModelCard
 from peft import PeftModel
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from modeling_ems import EMSConfig, EMSModel
+
 from ...arguments import EncoderTrainingArguments
 from ...cards import retrieval_card_context
 from ...collators import ParallelPairCollator
-from ...data import describe_data
+from ...data import describe_data, pair_languages
 from ...encoding import encode, truncation_length
 from ...evaluation.common import read_tsv
 from ...evaluation.retrieval import retrieval_by_language
 from ...evaluation.similarity import SimilarityEvaluator
 from ...hub import write_sentence_transformers_config
+from ...losses import check_matryoshka_dims
+from ...tokenizer import tokenizer_languages, train_tokenizer
 from ..base import register_recipe, training_arguments
-from ..encoder import EVAL_DESCRIPTION, EncoderRecipe
+from ..encoder import EVAL_DESCRIPTION, EncoderRecipe, ScratchEncoderRecipe
+from .distillation import (
+    TEACHER_COLUMN,
+    DistillationTrainer,
+    ProjectedStudent,
+    Teacher,
+    TeacherSettings,
+    TeacherTargetCollator,
+    add_teacher_embeddings,
+)
 from .stage1 import (
     TARGET_RANGES,
     ScoredPairCollator,
@@ -47,7 +61,7 @@ from .stage1 import (
     load_scored_pairs,
 )
 from .student import StudentSettings, inspect_student
-from .trainer import EMATeacherTrainer, EMATrainingArguments, add_lora
+from .trainer import EMATeacherTrainer, EMATrainingArguments, add_lora, scaled_tau_base
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +71,42 @@ STAGE1_FOLDER = "stage1"  # stage 1's trained student, the base of the stage-2 a
 STAGE1_DONE = "stage1_done.json"  # written last: a stage-1 folder holding it is complete and is reused on a rerun
 # Unknown-token share of a language's sentences above which the student's vocabulary is said not to cover it.
 UNKNOWN_WARNING = 0.05
+# Tokens per sentence of a language against its pivot translations above which the student's vocabulary is said to
+# split it far more finely than the pivot (all-MiniLM-L6-v2: ru/uk 4x, el 4.6x the tokens of English).
+SPLIT_WARNING = 2.0
+TEACHER_CACHE = Path(datasets.config.HF_DATASETS_CACHE) / "teacher_embeddings"  # add_teacher_embeddings' cache
+
+
+def vocabulary_report(tokenizer, train, per_language: int = 200) -> dict[str, dict]:
+    """How `tokenizer` reads each language of the pairs, on up to `per_language` pairs of each: `tokens_per_character`
+    (of the translations), `split_ratio` (their tokens against the tokens of their pivot sources: the same meaning,
+    so 1 is as fine as the pivot) and `unknown_rate` (share of unknown tokens), plus the pivot's own row."""
+    by_language: dict[str, list[tuple[str, str]]] = {}
+    for source, target, language in zip(train["src"], train["tgt"], train["tgt_lang"]):
+        rows = by_language.setdefault(language, [])
+        if len(rows) < per_language:
+            rows.append((source, target))
+    unknown = tokenizer.unk_token_id
+
+    def counts(texts):
+        ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return (sum(len(row) for row in ids), sum(len(text) for text in texts),
+                sum(i == unknown for row in ids for i in row) if unknown is not None else 0)
+
+    report, pivot_texts = {}, []
+    for language, rows in sorted(by_language.items()):
+        sources, targets = zip(*rows)
+        pivot_texts += sources
+        pivot_tokens, _, _ = counts(sources)
+        tokens, characters, unknowns = counts(targets)
+        report[language] = {"tokens_per_character": round(tokens / max(1, characters), 4),
+                            "split_ratio": round(tokens / max(1, pivot_tokens), 3),
+                            "unknown_rate": round(unknowns / max(1, tokens), 4)}
+    tokens, characters, unknowns = counts(pivot_texts)
+    pivot = train[0]["src_lang"]
+    report[pivot] = {"tokens_per_character": round(tokens / max(1, characters), 4), "split_ratio": 1.0,
+                     "unknown_rate": round(unknowns / max(1, tokens), 4)}
+    return report
 
 
 @dataclass
@@ -94,17 +144,23 @@ class SimilaritySettings:
 @register_recipe
 class EMAAlignmentRecipe(EncoderRecipe):
     name = "ema_alignment"
-    sections = {"student": StudentSettings, "similarity": SimilaritySettings}
+    sections = {"student": StudentSettings, "teacher": TeacherSettings, "similarity": SimilaritySettings}
     arguments_class = EMATrainingArguments
     example_config = "ema_minilm"
     dataset_type = "libreoffice-parallel"
     publish_ignore = (STAGE1_FOLDER,)  # stage 1's student: the base of the adapters, not the model
+    restart_files = ScratchEncoderRecipe.restart_files  # a new EMS student's vocabulary, trained by an earlier run
     card_tags = ("ema-teacher",)
     card_license = None  # the student's, when its card states one
 
     def __init__(self, run_config, output_dir):
         super().__init__(run_config, output_dir)
         self.student = inspect_student(run_config.student, run_config.source)  # a bad student fails first
+        if "frozen_teacher" in run_config.training:
+            raise ValueError(f"training.frozen_teacher in {run_config.source}: the teacher is set in the teacher "
+                             "section: teacher.model: frozen (the initial student, never updated), ema (default) "
+                             "or an encoder.")
+        self.teacher = Teacher(run_config.teacher, run_config.source) if run_config.teacher.separate else None
         self.check_lora_targets()
         self.before: dict | None = None  # retrieval and similarity of the untouched student, set before training
         self.after_stage1: dict | None = None  # the same after stage 1, when it ran
@@ -112,6 +168,7 @@ class EMAAlignmentRecipe(EncoderRecipe):
         self.similarity_sets: list[SimilarityEvaluator] = []
         self.stage1_pairs = None  # the `similarity.train` pairs, scores mapped to the cosine's range
         self.args: EMATrainingArguments | None = None
+        self.trainer: EMATeacherTrainer | DistillationTrainer | None = None
 
     def check_lora_targets(self) -> None:
         """`student.lora`'s target modules against the student's architecture, built on the meta device (no weights
@@ -119,7 +176,8 @@ class EMAAlignmentRecipe(EncoderRecipe):
         lora = self.run_config.student.lora_config()
         if lora is None:
             return
-        config = AutoConfig.from_pretrained(self.student.transformer, trust_remote_code=False)
+        config = (self.ems_config() if self.run_config.student.fresh
+                  else AutoConfig.from_pretrained(self.student.transformer, trust_remote_code=False))
         with torch.device("meta"):
             skeleton = AutoModel.from_config(config, trust_remote_code=False)
         try:
@@ -135,6 +193,8 @@ class EMAAlignmentRecipe(EncoderRecipe):
                              f"{pivots[:5]}; EMA alignment needs one pivot language in `src` (the teacher's side, "
                              "e.g. English) and its translations in `tgt`.")
         self.data_report["train"]["pivot_language"] = pivots[0]
+        if self.teacher is not None:  # a teacher that cannot read the pivot fails before any training
+            self.teacher.check_reads(train.shuffle(seed=0)["src"][:1000], pivots[0])
         self.evaluation = evaluation
         self.similarity_sets = self.load_similarity_sets()
         return train, evaluation
@@ -166,25 +226,52 @@ class EMAAlignmentRecipe(EncoderRecipe):
         return sets
 
     def prepare_tokenizer(self, train, args):
-        """The student's own tokenizer; a language it tokenizes to more than 5% unknown tokens is warned of."""
-        tokenizer = AutoTokenizer.from_pretrained(self.student.transformer)
-        if tokenizer.unk_token_id is not None:
-            rates = {}
-            sample = train.shuffle(seed=0).select(range(min(len(train), 5000)))
-            by_language = {}
-            for text, language in zip(sample["tgt"], sample["tgt_lang"]):
-                by_language.setdefault(language, []).append(text)
-            for language, texts in sorted(by_language.items()):
-                texts = texts[:200]
-                ids = [i for row in tokenizer(texts, add_special_tokens=False)["input_ids"] for i in row]
-                rates[language] = round(sum(i == tokenizer.unk_token_id for i in ids) / max(1, len(ids)), 4)
-            poor = {language: rate for language, rate in rates.items() if rate > UNKNOWN_WARNING}
-            if poor:
-                logger.warning("The student's tokenizer maps more than %d%% of the tokens of %s to %s: their "
-                               "sentences are poorly represented and align less well.", 100 * UNKNOWN_WARNING,
-                               poor, tokenizer.unk_token)
-            self.data_report["tokenizer_unknown_rate"] = rates
+        """The student's own tokenizer, or for a new EMS student a SentencePiece vocabulary trained on the pairs (the
+        main process first; one an earlier run saved in the output folder is reused); then the vocabulary check
+        (`vocabulary_report`): a language the tokenizer splits far more finely than the pivot, or maps more than
+        5% to unknown tokens, is warned of."""
+        if self.run_config.student.fresh:
+            with args.main_process_first(desc="tokenizer"):
+                if (self.output_dir / "tokenizer.json").is_file():
+                    tokenizer = AutoTokenizer.from_pretrained(self.output_dir)
+                else:
+                    texts = (text for row in train for text in (row["src"], row["tgt"]))
+                    tokenizer = train_tokenizer(texts, pair_languages(train), self.run_config.student.vocab_size,
+                                                self.ems_config().max_position_embeddings, self.output_dir)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(self.student.transformer)
+        report = vocabulary_report(tokenizer, train)
+        pivot = self.data_report["train"]["pivot_language"]
+        split = {language: row["split_ratio"] for language, row in report.items()
+                 if row["split_ratio"] > SPLIT_WARNING}
+        if split:
+            logger.warning("The student's tokenizer splits %s into more than %.1fx the tokens of their %s "
+                           "translations (tokens per sentence against %s): their sentences are poorly represented "
+                           "and align less well; a student with a multilingual vocabulary (student.model: ems) "
+                           "splits them less.", split, SPLIT_WARNING, pivot, pivot)
+        poor = {language: row["unknown_rate"] for language, row in report.items()
+                if row["unknown_rate"] > UNKNOWN_WARNING}
+        if poor:
+            logger.warning("The student's tokenizer maps more than %d%% of the tokens of %s to %s: their "
+                           "sentences are poorly represented and align less well.", 100 * UNKNOWN_WARNING,
+                           poor, tokenizer.unk_token)
+        self.data_report["vocabulary"] = report
         return tokenizer
+
+    def ems_config(self, tokenizer=None) -> EMSConfig:
+        """The config of a new EMS student: `student.config` with, when given, what the tokenizer fixes."""
+        fixed = {} if tokenizer is None else dict(
+            vocab_size=len(tokenizer), languages=tokenizer_languages(tokenizer), pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        section = dict(self.run_config.student.config or {})
+        clash = sorted(set(ScratchEncoderRecipe.tokenizer_fixed) & set(section))
+        if clash:
+            raise ValueError(f"student.config of {self.run_config.source} sets {clash}; these come from the "
+                             "tokenizer (student.vocab_size sets the vocabulary).")
+        try:
+            return EMSConfig(**section, **fixed)
+        except TypeError as error:
+            raise ValueError(f"student.config of {self.run_config.source}: {error}") from None
 
     def fit(self, train, tokenizer, args, resume):
         """The stages, in order: the untouched student measured ("before"), stage 1 when configured (and measured
@@ -193,6 +280,7 @@ class EMAAlignmentRecipe(EncoderRecipe):
             raise ValueError(f"training.pooling={args.pooling!r} in {self.run_config.source}: the pooling is the "
                              "student's; set student.pooling instead.")
         args.pooling = self.student.pooling
+        args.frozen_teacher = self.run_config.teacher.model.strip().lower() == "frozen"
         self.args = args
         model = self.build_model(tokenizer)
         if args.process_index == 0:
@@ -201,11 +289,36 @@ class EMAAlignmentRecipe(EncoderRecipe):
             model = self.stage1(model, args, tokenizer)
             if args.process_index == 0:
                 self.after_stage1 = self.measure(model, tokenizer, self.evaluation, "After stage 1")
-        return self.train_model(self.adapted(model), train, tokenizer, args, resume)
+        model = self.adapted(model)
+        width = self.teacher.width if self.teacher is not None else model.config.hidden_size
+        if args.matryoshka_dims is not None:
+            check_matryoshka_dims(args.matryoshka_dims, width, args.matryoshka_weights)
+        if self.teacher is not None and model.config.hidden_size != self.teacher.width:
+            logger.warning("The student's embedding has %d dims, the teacher's %d: the student learns through a "
+                           "linear projection to %d dims, saved as a sentence-transformers Dense module.",
+                           model.config.hidden_size, self.teacher.width, self.teacher.width)
+            model = ProjectedStudent(model, model.config.hidden_size, self.teacher.width, self.student.pooling)
+        return self.train_model(model, train, tokenizer, args, resume)
+
+    def prepare_train_data(self, train, tokenizer, args):
+        """`EncoderRecipe`'s, and with a separate teacher its embedding of each pivot sentence (`TEACHER_COLUMN`),
+        computed once and cached (`add_teacher_embeddings`)."""
+        train = super().prepare_train_data(train, tokenizer, args)
+        if self.teacher is not None:
+            with args.main_process_first(desc="teacher embeddings"):
+                train = add_teacher_embeddings(train, self.teacher, TEACHER_CACHE)
+        return train
 
     def build_model(self, tokenizer):
-        """The untouched student."""
+        """The untouched student, or a new EMS model from `student.config` and the tokenizer."""
+        if self.run_config.student.fresh:
+            return EMSModel(self.ems_config(tokenizer))
         return AutoModel.from_pretrained(self.student.transformer, dtype=torch.float32)
+
+    def pooling_of(self, model) -> str | None:
+        """The pooling `model` is embedded with: the student's, or None for a `ProjectedStudent` (which pools
+        itself)."""
+        return None if isinstance(model, ProjectedStudent) else self.student.pooling
 
     def adapted(self, model):
         """The stage-2 student: `model` with LoRA adapters when `student.lora` says so."""
@@ -227,7 +340,7 @@ class EMAAlignmentRecipe(EncoderRecipe):
         """Retrieval P@1 per language of `model` on each evaluation set and Spearman on each similarity set
         (`similarity`), as the student embeds (its pooling and truncation; a Normalize module changes no cosine)."""
         embed = lambda texts: encode(model, tokenizer, texts, batch_size=128,  # noqa: E731
-                                     max_length=self.student.max_seq_length, pooling=self.student.pooling)
+                                     max_length=self.student.max_seq_length, pooling=self.pooling_of(model))
         results = {name: retrieval_by_language(pairs, embed, progress=f"{stage}, {name}")
                    for name, pairs in evaluation.items()}
         results["similarity"] = {key: value for evaluator in self.similarity_sets
@@ -239,9 +352,16 @@ class EMAAlignmentRecipe(EncoderRecipe):
         return results
 
     def make_trainer(self, model, args, train, tokenizer) -> EMATeacherTrainer:
-        collator = ParallelPairCollator(tokenizer, self.max_length(model, tokenizer))
-        return EMATeacherTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
-                                 processing_class=tokenizer)
+        max_length = self.max_length(model, tokenizer)
+        if self.teacher is None:
+            self.trainer = EMATeacherTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                                             data_collator=ParallelPairCollator(tokenizer, max_length))
+            return self.trainer
+        pivot_weight, other_weight = self.run_config.teacher.weights()
+        self.trainer = DistillationTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                                           data_collator=TeacherTargetCollator(tokenizer, max_length),
+                                           pivot_weight=pivot_weight, other_weight=other_weight)
+        return self.trainer
 
     def stage1(self, model, args, tokenizer):
         """Stage 1 (sec. 5.1): the whole student fine-tuned on the `similarity.train` pairs by `SimilarityTrainer`,
@@ -294,13 +414,46 @@ class EMAAlignmentRecipe(EncoderRecipe):
         results["student"] = {"source": self.student.source, "pooling": self.student.pooling or "mean",
                               "lora": settings.lora, "merged": settings.lora is not None,
                               "stage1": self.after_stage1 is not None,
-                              "tau_base": self.args.tau_base, "frozen_teacher": self.args.frozen_teacher}
+                              "tau_base": self.tau_base(), "frozen_teacher": self.args.frozen_teacher,
+                              "teacher": self.teacher_description(), "matryoshka_dims": self.args.matryoshka_dims}
         return results
+
+    def tau_base(self) -> float | None:
+        """The EMA teacher's τ_base as trained: `training.tau_base`, or scaled to the run (`scaled_tau_base`); None
+        with a separate teacher."""
+        if self.teacher is not None:
+            return None
+        return self.trainer.tau_base() if self.trainer is not None else (
+            self.args.tau_base if self.args.tau_base is not None else scaled_tau_base(self.args.max_steps))
+
+    def teacher_description(self) -> dict:
+        """What the results and the card say of the teacher."""
+        settings = self.run_config.teacher
+        if self.teacher is None:
+            return {"kind": settings.model.strip().lower(), "tau_base": self.tau_base(),
+                    "tau_base_scaled": self.args.tau_base is None}
+        pivot_weight, other_weight = settings.weights()
+        return {"kind": "separate", "source": self.teacher.source, "width": self.teacher.width,
+                "pivot_weight": pivot_weight, "other_weight": other_weight,
+                "cached_column": TEACHER_COLUMN}
 
     def save(self, model, tokenizer):
         """Save the aligned student as a plain folder (main process, after `Trainer.save_model`): LoRA adapters
         merged into the weights (the adapters alone go to `lora_adapter/`), the tokenizer, and the student's own
-        sentence-transformers modules with the transformer at the folder's root. Returns the merged model."""
+        sentence-transformers modules with the transformer at the folder's root, then the projection to the
+        teacher's width as a `Dense` module when there is one. Returns the merged model (with its projection)."""
+        if isinstance(model, ProjectedStudent):
+            model.encoder = self.save(model.encoder, tokenizer)
+            modules_file = self.output_dir / "modules.json"
+            modules = json.loads(modules_file.read_text())
+            if modules[-1]["type"].endswith("Normalize"):  # the projection comes before a normalization
+                modules.insert(len(modules) - 1, model.save_dense(self.output_dir))
+            else:
+                modules.append(model.save_dense(self.output_dir))
+            for index, module in enumerate(modules):
+                module["idx"] = index
+            modules_file.write_text(json.dumps(modules, indent=2))
+            return model
         output_dir = self.output_dir
         for name in ADAPTER_FILES:  # Trainer.save_model wrote the adapters here; AutoModel would follow them
             (output_dir / name).unlink(missing_ok=True)
@@ -370,8 +523,8 @@ class EMAAlignmentRecipe(EncoderRecipe):
             EvalResult(task_type="sentence-similarity", task_name="Semantic similarity", dataset_type=row["name"],
                        dataset_name=row["name"], metric_type="spearman", metric_name=f"{row['name']} Spearman",
                        metric_value=round(row["model"], 4)) for row in self.similarity_card_rows(results)]
-        student_card = self.student.folder / "README.md"
-        if student_card.is_file():
+        student_card = self.student.folder / "README.md" if self.student.folder is not None else None
+        if student_card is not None and student_card.is_file():
             try:
                 license_ = ModelCard.load(student_card).data.license
             except Exception:  # a card without metadata: no license to carry over
@@ -388,7 +541,9 @@ class EMAAlignmentRecipe(EncoderRecipe):
         return dict(
             student=self.student.source, pooling=self.student.pooling or "mean",
             normalize=bool(self.student.modules) and self.student.modules[-1]["type"].endswith("Normalize"),
-            lora=self.run_config.student.lora, tau_base=self.args.tau_base, frozen_teacher=self.args.frozen_teacher,
+            lora=self.run_config.student.lora, tau_base=self.tau_base(), frozen_teacher=self.args.frozen_teacher,
+            teacher=self.teacher_description(), matryoshka_dims=self.args.matryoshka_dims,
+            projected=isinstance(model, ProjectedStudent), vocabulary=self.data_report.get("vocabulary", {}),
             pivot=self.data_report["train"]["pivot_language"],
             stage1=self.data_report.get("stage1"), similarity_rows=self.similarity_card_rows(results),
             eval_description=f"{EVAL_DESCRIPTION}: the student before alignment, after it, and the character "

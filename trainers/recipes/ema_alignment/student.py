@@ -1,5 +1,5 @@
-"""The student of EMA alignment: the `student` section (a model folder, a Hub id or `minilm`; its pooling; peft LoRA
-adapters or full fine-tuning) and how a resolved student embeds a sentence."""
+"""The student of EMA alignment: the `student` section (a model folder, a Hub id or `minilm`, or a new EMS model; its
+pooling; peft LoRA adapters or full fine-tuning) and how a resolved student embeds a sentence."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,19 +9,30 @@ from peft import LoraConfig
 from ...encoding import POOLING_MODES
 from ...loading import MINILM, read_sentence_transformer, resolve_model_setting
 
+NEW_EMS = "ems"  # student.model: a new EMS model with a vocabulary trained on the run's pairs
+
 
 @dataclass
 class StudentSettings:
     """The `student` section."""
 
-    model: str  # a model folder, a Hub id (owner/name), or `minilm`: the installed all-MiniLM-L6-v2
+    model: str  # a model folder, a Hub id (owner/name), `minilm` (all-MiniLM-L6-v2), or `ems`: a new EMS model
     pooling: str | None = None  # None: a sentence-transformers folder's own, else the model's own (mean)
     lora: dict | None = None  # peft LoraConfig fields (r, lora_alpha, target_modules, ...); null: full fine-tuning
     max_length: int | None = None  # tokens per training text; None: the folder's max_seq_length / tokenizer limit
+    config: dict | None = None  # `model: ems` only: EMSConfig fields of the new model (hidden_size, ...)
+    vocab_size: int = 8000  # `model: ems` only: SentencePiece pieces of the vocabulary trained on the pairs
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():
-            raise ValueError(f"student.model={self.model!r}: name a model folder, a Hub id or `{MINILM}`.")
+            raise ValueError(f"student.model={self.model!r}: name a model folder, a Hub id, `{MINILM}` or `{NEW_EMS}` "
+                             "(a new EMS model on a SentencePiece vocabulary trained on the pairs).")
+        if self.config is not None and not self.fresh:
+            raise ValueError(f"student.config is set, but student.model={self.model!r} is a trained model whose "
+                             f"config is its own; student.config builds a new model (student.model: {NEW_EMS}).")
+        if self.fresh and not isinstance(self.config or {}, dict):
+            raise ValueError(f"student.config={self.config!r}: give a mapping of EMSConfig fields (hidden_size, "
+                             "num_hidden_layers, ...).")
         if self.pooling is not None and self.pooling not in POOLING_MODES:
             raise ValueError(f"student.pooling={self.pooling!r}: use one of {POOLING_MODES}, or null for the "
                              "student's own.")
@@ -32,6 +43,11 @@ class StudentSettings:
             self.lora_config()  # unknown fields fail here, before anything loads
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"student.max_length={self.max_length}: keep at least one token per text.")
+
+    @property
+    def fresh(self) -> bool:
+        """Whether the student is a new EMS model (`model: ems`) rather than a trained one."""
+        return self.model.strip().lower() == NEW_EMS
 
     def lora_config(self) -> LoraConfig | None:
         if self.lora is None:
@@ -46,8 +62,8 @@ class StudentSettings:
 class Student:
     """A resolved student: where its transformer and tokenizer are, and how it embeds a sentence."""
 
-    folder: Path  # the resolved folder
-    transformer: Path  # the folder of its transformer weights and tokenizer
+    folder: Path | None  # the resolved folder; None for a new model
+    transformer: Path | None  # the folder of its transformer weights and tokenizer; None for a new model
     source: str  # what to name it by: the Hub id when known, else the folder
     hub_id: str | None
     modules: list[dict] | None  # its sentence-transformers modules; None for a plain transformers folder
@@ -57,7 +73,10 @@ class Student:
 
 def inspect_student(settings: StudentSettings, config_source: str = "the config") -> Student:
     """Resolve the student and read how it embeds: a sentence-transformers folder must be Transformer -> Pooling
-    (mean or cls) [-> Normalize], what the alignment loss and the evaluation reproduce."""
+    (mean or cls) [-> Normalize], what the alignment loss and the evaluation reproduce. A new EMS model (`ems`) has
+    no folder: it embeds by its own mean pooling."""
+    if settings.fresh:
+        return Student(None, None, f"a new EMS model ({NEW_EMS})", None, None, settings.pooling, None)
     folder, hub_id = resolve_model_setting(settings.model, "student.model", config_source)
     source = hub_id or str(folder)
     layout = read_sentence_transformer(folder)

@@ -8,6 +8,7 @@ student, before `train()` wraps the student (`accelerator.prepare`: DDP, ...); a
 on every process from the unwrapped student, which must be the very module it was built from.
 """
 
+import logging
 import math
 import os
 from contextlib import contextmanager
@@ -28,7 +29,9 @@ from ...encoding import bare_encoder, sentence_embeddings
 from ...evaluation.training import SuiteEvaluationMixin
 from ...layout import PairLayout
 from ...loss_logging import LossTermLoggingMixin
-from ...losses import ema_alignment_loss
+from ...losses import ema_alignment_loss, matryoshka_loss
+
+logger = logging.getLogger(__name__)
 
 TEACHER_FILE = "ema_teacher.safetensors"
 
@@ -43,6 +46,19 @@ def ema_tau(step: int, total_steps: int, tau_base: float) -> float:
     if not 0 <= step <= total_steps:
         raise ValueError(f"step={step!r} is outside [0, K={total_steps}]; pass the 0-based index of the current step.")
     return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * step / total_steps) + 1.0) / 2.0  # sec. 5.3
+
+
+# 1 - τ_base times the paper's K: 1e-5 * 105k steps (sec. 6.4). Over a cosine schedule the teacher takes on
+# 1 - exp(-(1 - τ_base) K / 2) of the student, 41 % in the paper, whatever K when 1 - τ_base = PAPER_TRAVEL / K.
+PAPER_TRAVEL = 1.05
+
+
+def scaled_tau_base(total_steps: int) -> float:
+    """τ_base for a run of `total_steps` optimiser steps such that the teacher travels as far as the paper's over its
+    run: `1 - τ_base = 1.05 / K` (the paper's 0.99999 at its K = 105k); 0 for a run of one step."""
+    if total_steps < 1:
+        raise ValueError(f"total_steps={total_steps!r}: the schedule needs K >= 1; pass the run's max_steps.")
+    return max(0.0, 1.0 - PAPER_TRAVEL / total_steps)
 
 
 class EMATeacher:
@@ -174,9 +190,10 @@ def check_encoder(student: nn.Module) -> None:
 class EMATrainingArguments(EncoderTrainingArguments):
     """`EncoderTrainingArguments` (pair training with a pooling) with the EMA teacher's settings."""
 
-    tau_base: float = field(default=0.99999, metadata={
-        "help": "τ_base, the teacher's decay rate at step 0, rising to 1 along a cosine (sec. 5.3); the paper's "
-                "0.99999 (sec. 6.4, table 4)."})
+    tau_base: float | None = field(default=None, metadata={
+        "help": "τ_base, the teacher's decay rate at step 0, rising to 1 along a cosine (sec. 5.3). None: scaled to "
+                "the run, 1 - 1.05 / max_steps, so that the teacher travels as far as the paper's (0.99999 at its "
+                "105k steps, sec. 6.4, table 4)."})
     teacher_update_every: int = field(default=1, metadata={
         "help": "Update the teacher (eq. 2) every n optimiser steps, with the schedule's τ of that step."})
     frozen_teacher: bool = field(default=False, metadata={
@@ -185,7 +202,7 @@ class EMATrainingArguments(EncoderTrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.tau_base <= 1.0:
+        if self.tau_base is not None and not 0.0 <= self.tau_base <= 1.0:
             raise ValueError(f"tau_base={self.tau_base!r} is outside [0, 1]; use a decay rate such as the paper's "
                              "0.99999.")
         if self.teacher_update_every < 1:
@@ -199,6 +216,12 @@ class _TeacherUpdate(TrainerCallback):
 
     def __init__(self, trainer: "EMATeacherTrainer"):
         self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not args.frozen_teacher and args.tau_base is None:
+            logger.warning("tau_base not given: scaled to the run's K = %d steps, 1 - tau_base = 1.05 / K, tau_base = "
+                           "%.6g, so that the teacher travels as far as the paper's (0.99999 at K = 105k).",
+                           state.max_steps, self.trainer.tau_base())
 
     def on_step_end(self, args, state, control, **kwargs):
         self.trainer.update_teacher()
@@ -232,9 +255,15 @@ class EMATeacherTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
         check_encoder(self.student)
         self.add_callback(_TeacherUpdate(self))
 
+    def tau_base(self) -> float:
+        """`training.tau_base`, or when not given the one scaled to the run (`scaled_tau_base` of K = max_steps)."""
+        if self.args.tau_base is not None:
+            return self.args.tau_base
+        return scaled_tau_base(self.state.max_steps)
+
     def current_tau(self) -> float:
         """τ of eq. 2 for the optimiser step just taken (0-based k = global_step − 1 of K = max_steps)."""
-        return ema_tau(self.state.global_step - 1, self.state.max_steps, self.args.tau_base)
+        return ema_tau(self.state.global_step - 1, self.state.max_steps, self.tau_base())
 
     def update_teacher(self) -> None:
         """Eq. 2 from the unwrapped student, after an optimiser step, every `teacher_update_every` steps; on every
@@ -255,7 +284,8 @@ class EMATeacherTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
                                          self.args.pooling)  # f_ξ(x_en)
         student = sentence_embeddings(model, {"input_ids": other_ids, "attention_mask": other_mask},
                                       self.args.pooling)  # f_θ(x_lg)
-        loss = ema_alignment_loss(student, teacher)  # eq. 1
+        loss = matryoshka_loss(ema_alignment_loss, [student, teacher], self.args.matryoshka_dims,
+                               self.args.matryoshka_weights)  # eq. 1, on the leading dims of each Matryoshka size
         self.record_loss_terms({"alignment_loss": loss})
         return (loss, {"student": student, "teacher": teacher}) if return_outputs else loss
 
