@@ -60,12 +60,16 @@ def test_mini_batches_give_the_loss_and_gradients_of_the_whole_batch(tmp_path, m
         torch.testing.assert_close(gradient, whole_gradients[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_dropout_masks_are_replayed_in_the_second_pass(tmp_path):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_dropout_masks_are_replayed_in_the_second_pass(tmp_path, checkpointing):
     """With dropout, the gradients are those of encoding the same mini-batches with gradients from the same seed
     (the masks of the first, gradient-free pass): the second pass replays each mini-batch's RNG state. Without the
-    replay the masks differ and so do the gradients."""
+    replay the masks differ and so do the gradients. Activation checkpointing inside the second pass changes
+    nothing."""
     batch = ragged_batch()
     model = tiny_model(0.3)
+    if checkpointing:
+        model.activation_checkpointing_enable()
     reference = copy.deepcopy(model)
     cached = trainer(tmp_path, model, mini_batch_size=2)
     torch.manual_seed(7)
