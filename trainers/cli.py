@@ -151,6 +151,8 @@ def add_loading_arguments(parser) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="Weights' dtype for encoding (default: the checkpoint's).")
     parser.add_argument("--batch_size", type=int, default=128, help="Texts per encoding batch (default: %(default)s).")
+    parser.add_argument("--onnx_file", default=None,
+                        help="With --backend onnx: the graph in the folder to run (default: onnx/model.onnx).")
     parser.add_argument("--trust_remote_code", action="store_true",
                         help="Run Python code from the model folder (its config's auto_map, custom "
                              "sentence-transformers modules) to load it; only for code you trust. Off: such a folder "
@@ -161,7 +163,7 @@ def loading_options(args) -> dict:
     if args.batch_size < 1:
         raise ValueError(f"--batch_size {args.batch_size}: encode at least one text per batch.")
     return {"backend": args.backend, "pooling": args.pooling, "device": args.device, "dtype": args.dtype,
-            "batch_size": args.batch_size}
+            "batch_size": args.batch_size, "onnx_file": args.onnx_file}
 
 
 PUBLISH_DOC = """Publish a trained model folder to the Hugging Face Hub.
@@ -296,8 +298,46 @@ def compare(argv: list[str] | None = None) -> None:
                          f"{args.output_dir}): " + "; ".join(f"{name}: {error}" for name, error in failed.items()))
 
 
+EXPORT_DOC = """Export a sentence encoder for deployment (ONNX; needs the `onnx` extra).
+
+    ems-export --format onnx runs/ems-default runs/ems-default-onnx --quantize int8
+    ems-evaluate --model runs/ems-default-onnx --backend onnx                               # the float graph
+    ems-evaluate --model runs/ems-default-onnx --backend onnx --onnx_file onnx/model_qint8.onnx
+
+MODEL is a folder of this package (EMS, DualEncoderMultiTask), a sentence-transformers folder the package embeds
+itself (Transformer, Pooling, Dense, Normalize), a plain transformers encoder (--pooling; default mean) or a Hub id.
+OUT gets onnx/model.onnx (inputs input_ids, attention_mask of any batch size and length; outputs last_hidden_state and
+sentence_embedding), with --quantize int8 also onnx/model_qint8.onnx (onnxruntime dynamic quantization), beside the
+tokenizer, config and sentence-transformers files. The export is checked against PyTorch on a padded batch.
+"""
+
+
+@command
+def export(argv: list[str] | None = None) -> None:
+    from .export import DEFAULT_OPSET, FORMATS, export_onnx
+    from .loading import POOLING_MODES
+
+    parser = _parser(EXPORT_DOC)
+    parser.add_argument("model", help="Model folder or Hub id to export.")
+    parser.add_argument("output_dir", help="A new folder for the export.")
+    parser.add_argument("--format", choices=FORMATS, default="onnx", help="Export format (default: %(default)s).")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s).")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="Also write a dynamically quantized int8 graph (onnx/model_qint8.onnx).")
+    parser.add_argument("--pooling", choices=POOLING_MODES, default=None,
+                        help="Pooling of a plain transformers encoder (default: the model's own, else mean).")
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help="Run Python code from the model folder to load it; only for code you trust.")
+    args = parser.parse_args(argv)
+    report = export_onnx(args.model, args.output_dir, opset=args.opset, pooling=args.pooling,
+                         quantize=args.quantize == "int8", trust_remote_code=args.trust_remote_code)
+    print(json.dumps(report, indent=2))
+    print(f"ONNX export -> {args.output_dir}")
+
+
 COMMANDS = {"train": train, "evaluate": evaluate, "publish": publish, "train-tokenizer": train_tokenizer,
-            "compare": compare}
+            "compare": compare,
+            "export": export}
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from modeling_ems import mean_pool
 
 POOLING_MODES = ("mean", "cls", "max")
 # Tokenizers without a length limit report a huge model_max_length (transformers' VERY_LARGE_INTEGER).
-_UNBOUNDED = 1_000_000
+UNBOUNDED_LENGTH = 1_000_000
 
 
 def bare_encoder(model):
@@ -38,19 +38,26 @@ def _encoder_to_call(model):
 def sentence_embeddings(model, encoded: dict, pooling: str | None = None) -> torch.Tensor:
     """`(batch, dim)` sentence embeddings of a tokenized batch, with gradients when enabled: the bare encoder's
     `pooler_output` when it declares `produces_sentence_embedding` and `pooling` is None; otherwise the token states
-    pooled by `pooling` (mean over real tokens by default, `"cls"`: the first token's state, `"max"`: each
-    dimension's maximum over real tokens, as sentence-transformers' Pooling computes them)."""
+    pooled by `pooling` (see `pool`)."""
     if pooling is not None and pooling not in POOLING_MODES:
         raise ValueError(f"pooling={pooling!r}: use one of {POOLING_MODES}, or None for the model's own.")
     output = _encoder_to_call(model)(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+    return pool(model, output, encoded["attention_mask"], pooling)
+
+
+def pool(model, output, attention_mask: torch.Tensor, pooling: str | None) -> torch.Tensor:
+    """The sentence embedding of an encoder `output`: its `pooler_output` when `model` declares
+    `produces_sentence_embedding` and `pooling` is None; else its token states pooled by `pooling`, as
+    sentence-transformers' Pooling computes them: the mean over real tokens (default), `"cls"` the first token's
+    state, `"max"` each dimension's maximum over real tokens."""
     if pooling is None and getattr(bare_encoder(model), "produces_sentence_embedding", False):
         return output.pooler_output
+    states = output.last_hidden_state
     if pooling == "cls":
-        return output.last_hidden_state[:, 0]
+        return states[:, 0]
     if pooling == "max":
-        states, padding = output.last_hidden_state, encoded["attention_mask"].unsqueeze(-1) == 0
-        return states.masked_fill(padding, torch.finfo(states.dtype).min).max(dim=1).values
-    return mean_pool(output.last_hidden_state, encoded["attention_mask"])
+        return states.masked_fill(attention_mask.unsqueeze(-1) == 0, torch.finfo(states.dtype).min).max(dim=1).values
+    return mean_pool(states, attention_mask)
 
 
 def check_texts(texts: list[str]) -> None:
@@ -68,7 +75,7 @@ def truncation_length(model, tokenizer, max_length: int | None = None) -> int | 
             raise ValueError(f"max_length={max_length}: keep at least one token per text.")
         return max_length
     limit = getattr(tokenizer, "model_max_length", None)
-    if limit is not None and limit < _UNBOUNDED:
+    if limit is not None and limit < UNBOUNDED_LENGTH:
         return int(limit)
     return getattr(bare_encoder(model).config, "max_position_embeddings", None)
 
@@ -85,28 +92,43 @@ def encode(
     head: torch.nn.Module | None = None,
 ) -> np.ndarray:
     """Embed `texts` as a `(len(texts), dim)` float32 array, in input order (see `sentence_embeddings`), each
-    sentence embedding passed through `head` when one is given (on the model's device).
+    sentence embedding passed through `head` when one is given (on the model's device). Texts are truncated at
+    `truncation_length` and batched by `embed_in_batches`. The model runs on its own device and dtype (load it in
+    bf16 for bf16 encoding)."""
+    was_training = model.training
+    model.eval()
+    parameter = next(model.parameters())
+    device = parameter.device
+    if not texts:  # no batch to run: the embedding size from the model (and head)
+        width = torch.zeros(1, bare_encoder(model).config.hidden_size, device=device, dtype=parameter.dtype)
+        return np.empty((0, width.shape[-1] if head is None else head(width).shape[-1]), dtype=np.float32)
 
-    Texts are tokenized once, truncated at `truncation_length`, and batched longest first by token count, so that a
-    batch pads little. The model runs on its own device and dtype (load it in bf16 for bf16 encoding).
-    """
+    def run(encoded) -> np.ndarray:
+        embeddings = sentence_embeddings(model, encoded.to(device), pooling)
+        return (embeddings if head is None else head(embeddings)).float().cpu().numpy()
+
+    try:
+        return embed_in_batches(tokenizer, texts, run, batch_size, truncation_length(model, tokenizer, max_length),
+                                show_progress)
+    finally:
+        model.train(was_training)
+
+
+def embed_in_batches(tokenizer, texts: list[str], run, batch_size: int = 64, max_length: int | None = None,
+                     show_progress: bool = False) -> np.ndarray:
+    """`run` (a padded batch of tokenized texts as torch tensors -> its `(batch, dim)` float32 array) over `texts`,
+    as one array in input order. Texts are tokenized once, truncated at `max_length` (None: not truncated), and
+    batched longest first by token count, so that a batch pads little."""
     check_texts(texts)
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: encode at least one text per batch.")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    limit = truncation_length(model, tokenizer, max_length)
-    ids = tokenizer(list(texts), truncation=limit is not None, max_length=limit, add_special_tokens=True)["input_ids"]
+    ids = tokenizer(list(texts), truncation=max_length is not None, max_length=max_length,
+                    add_special_tokens=True)["input_ids"]
     order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
     chunks = []
     for start in tqdm(range(0, len(order), batch_size), desc="encoding", disable=not show_progress):
         batch = [{"input_ids": ids[i]} for i in order[start : start + batch_size]]
-        encoded = tokenizer.pad(batch, padding=True, return_tensors="pt").to(device)
-        embeddings = sentence_embeddings(model, encoded, pooling)
-        chunks.append((embeddings if head is None else head(embeddings)).float().cpu())
-    model.train(was_training)
-    embeddings = torch.cat(chunks) if chunks else torch.empty(0, bare_encoder(model).config.hidden_size)
-    result = torch.empty_like(embeddings)
-    result[torch.tensor(order, dtype=torch.long)] = embeddings
-    return result.numpy()
+        chunks.append(np.asarray(run(tokenizer.pad(batch, padding=True, return_tensors="pt")), dtype=np.float32))
+    result = np.empty_like(np.concatenate(chunks))
+    result[np.array(order)] = np.concatenate(chunks)
+    return result

