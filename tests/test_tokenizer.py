@@ -79,3 +79,18 @@ def test_too_small_vocabulary_is_a_clear_error(small_pairs):
     texts = [row["tgt"] for row in small_pairs[:400]]
     with pytest.raises(ValueError, match="could not train a vocabulary of 50 pieces.*Increase vocab_size"):
         train_sentencepiece(texts, vocab_size=50)
+
+
+def test_the_vocabulary_sample_is_seeded_bounded_and_whole_for_a_small_corpus(small_pairs):
+    import datasets
+
+    from trainers.tokenizer import sample_sentences
+
+    pairs = datasets.Dataset.from_list(small_pairs)
+    every_text = [text for row in small_pairs for text in (row["src"], row["tgt"])]
+    assert list(sample_sentences(pairs, 10**9, seed=0)) == every_text  # as the vocabulary was trained before sampling
+    sample = list(sample_sentences(pairs, 1001, seed=3))
+    assert len(sample) == 1002 and sample == list(sample_sentences(pairs, 1001, seed=3))
+    assert sample != list(sample_sentences(pairs, 1001, seed=4))
+    kept = {(source, target) for source, target in zip(sample[::2], sample[1::2])}  # whole pairs, both sides
+    assert kept <= {(row["src"], row["tgt"]) for row in small_pairs} and len(kept) > 490

@@ -1,6 +1,6 @@
-"""Command-line entry points. Installed as console scripts (`ems-train`, `ems-evaluate`, `ems-publish`,
-`ems-train-tokenizer`); `scripts/*.py` call the same functions from a clone, and `python -m trainers.cli COMMAND`
-runs them too (`accelerate launch -m trainers.cli train ...` for many processes).
+"""Command-line entry points. Installed as console scripts (`ems-train`, `ems-prepare`, `ems-evaluate`,
+`ems-publish`, `ems-train-tokenizer`); `scripts/*.py` call the same functions from a clone, and
+`python -m trainers.cli COMMAND` runs them too (`accelerate launch -m trainers.cli train ...` for many processes).
 
 Run as a command (arguments from the command line), a bad input ends as one paragraph on stderr and exit status 2;
 `--debug` (or `EMS_DEBUG=1`) shows the traceback. Called from Python with an argument list, a command raises.
@@ -83,6 +83,47 @@ def train(argv: list[str] | None = None) -> None:
                          keep_checkpoints=not args.drop_checkpoints)
     if results:  # the main process
         print(json.dumps(recipe.summary(results), indent=2))
+
+
+PREPARE_DOC = """Prepare a training run's data and tokenizer once, before its processes start.
+
+    ems-prepare --config configs/ems_paper.yaml --output_dir runs/ems-paper \\
+        --set data.train=../shared/data/parallel/train.tsv.gz
+    accelerate launch scripts/train.py --config configs/ems_paper.yaml --output_dir runs/ems-paper \\
+        --set data.train=../shared/data/parallel/train.tsv.gz
+
+Runs what `scripts/train.py` runs before training, in one process: the data read and checked (a bad row stops it,
+named by file and line), the held-out pairs that share a text with the training data removed, the tokenizer trained on
+a seeded sample of the texts (`tokenizer.sample_sentences`), the pairs tokenized once and saved to
+OUTPUT_DIR/prepared (Arrow), with the run's config. The training command with the same config and --output_dir then
+loads them on every process (and every node that sees the folder) instead of preparing again.
+"""
+
+
+@command
+def prepare(argv: list[str] | None = None) -> None:
+    from .recipes import get_recipe, load_run_config
+    from .recipes.base import training_arguments
+
+    parser = _parser(PREPARE_DOC)
+    parser.add_argument("--output_dir", required=True, help="The training run's output folder.")
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help="YAML run config: a path or a shipped config by name. Default: %(default)s.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="Override one config value, as for train (repeatable).")
+    parser.add_argument("--no_resume", action="store_true",
+                        help="Start over in a folder that holds a run: its checkpoints, config and vocabulary go.")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="Write into a folder that holds other files than a run of this package.")
+    args = parser.parse_args(argv)
+    run_config = load_run_config(args.config, args.overrides)
+    recipe = get_recipe(run_config.recipe, source=run_config.source)(run_config, args.output_dir)
+    training, _ = training_arguments(recipe.arguments_class, run_config, args.output_dir)
+    train, evaluation, tokenizer = recipe.prepare(training, resume=not args.no_resume,
+                                                  overwrite_output_dir=args.overwrite_output_dir)
+    sets = ", ".join(f"{name} {len(pairs)}" for name, pairs in evaluation.items())
+    print(f"{len(train)} training pairs, evaluation pairs: {sets}; tokenizer of {len(tokenizer)} tokens -> "
+          f"{args.output_dir}")
 
 
 EVALUATE_DOC = """Evaluate a saved sentence encoder with the papers' protocols.
@@ -335,8 +376,8 @@ def export(argv: list[str] | None = None) -> None:
     print(f"ONNX export -> {args.output_dir}")
 
 
-COMMANDS = {"train": train, "evaluate": evaluate, "publish": publish, "train-tokenizer": train_tokenizer,
-            "compare": compare,
+COMMANDS = {"train": train, "prepare": prepare, "evaluate": evaluate, "publish": publish,
+            "train-tokenizer": train_tokenizer, "compare": compare,
             "export": export}
 
 

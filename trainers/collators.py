@@ -11,7 +11,9 @@ from .layout import PairLayout
 
 @dataclass
 class ParallelPairCollator:
-    """Tokenize parallel pairs (`src, tgt, src_lang, tgt_lang`) into one `PairLayout` batch of `2n` sentences.
+    """Tokenize parallel pairs (`src, tgt, src_lang, tgt_lang`) into one `PairLayout` batch of `2n` sentences. Pairs
+    tokenized beforehand (`src_input_ids`, `tgt_input_ids`: `trainers.data.tokenize_pairs`, with the same tokenizer and
+    `max_length`) are only padded.
 
     Args:
         tokenizer: any tokenizer; texts are truncated to `max_length` tokens (EMS paper: 120).
@@ -20,12 +22,15 @@ class ParallelPairCollator:
             its translation's language (the `<2xx>` row of EMS eqs. 2-3).
         translation_tokens: when true, the batch also holds `translation_ids` / `translation_mask`: each row's
             translation's tokens, true in the mask for real, non-special tokens (EMS eq. 7).
+        pad_to_multiple_of: pad each batch to a multiple of this many tokens (e.g. 8 for tensor cores); None: to the
+            longest row.
     """
 
     tokenizer: PreTrainedTokenizerBase
     max_length: int
     languages: list[str] | None = None
     translation_tokens: bool = False
+    pad_to_multiple_of: int | None = None
 
     def __post_init__(self):
         self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)))
@@ -39,14 +44,19 @@ class ParallelPairCollator:
         return torch.tensor([self._language_index[code] for code in codes])
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        texts = PairLayout.rows([f["src"] for f in features], [f["tgt"] for f in features])
-        for text in texts:
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"Parallel pair with an empty or missing text: {text!r}.")
-        encoded = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
-            return_token_type_ids=False,
-        )
+        if "src_input_ids" in features[0]:  # tokenized once, when the data was prepared: only padded here
+            rows = PairLayout.rows([f["src_input_ids"] for f in features], [f["tgt_input_ids"] for f in features])
+            encoded = self.tokenizer.pad({"input_ids": rows}, padding=True, pad_to_multiple_of=self.pad_to_multiple_of,
+                                         return_tensors="pt")
+        else:
+            texts = PairLayout.rows([f["src"] for f in features], [f["tgt"] for f in features])
+            for text in texts:
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError(f"Parallel pair with an empty or missing text: {text!r}.")
+            encoded = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+                return_token_type_ids=False, pad_to_multiple_of=self.pad_to_multiple_of,
+            )
         batch = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
         if self.languages is not None:
             # each row's translation's language: targets' languages for the sources, sources' for the targets

@@ -7,9 +7,10 @@ lowercasing is part of the tokenizer: raw text goes in, and the fast tokenizer r
 
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
@@ -37,6 +38,18 @@ def tokenizer_languages(tokenizer) -> list[str]:
         if match:
             found.append((tokenizer.convert_tokens_to_ids(token), match.group(1)))
     return [code for _, code in sorted(found)]
+
+
+def sample_sentences(pairs, size: int, seed: int) -> Iterator[str]:
+    """The texts to train the vocabulary on: both sides of a seeded sample of `ceil(size / 2)` pairs (all of them in
+    a smaller corpus), in row order, read in Arrow batches: the time and memory follow `size`, not the corpus."""
+    rows = min(len(pairs), (size + 1) // 2)
+    if rows < len(pairs):
+        pairs = pairs.select(np.sort(np.random.default_rng(seed).choice(len(pairs), rows, replace=False)))
+    for batch in pairs.select_columns(["src", "tgt"]).with_format("arrow").iter(batch_size=100_000):
+        for source, target in zip(batch["src"].to_pylist(), batch["tgt"].to_pylist()):
+            yield source
+            yield target
 
 
 def train_sentencepiece(texts: Iterable[str], vocab_size: int, input_sentence_size: int = 2_000_000) -> bytes:
@@ -107,10 +120,12 @@ def build_tokenizer(model_proto: bytes, languages: list[str], model_max_length: 
 
 
 def train_tokenizer(
-    texts: Iterable[str], languages: list[str], vocab_size: int, model_max_length: int, output_dir: str | Path
+    texts: Iterable[str], languages: list[str], vocab_size: int, model_max_length: int, output_dir: str | Path,
+    input_sentence_size: int = 2_000_000,
 ) -> PreTrainedTokenizerFast:
-    """Train the shared vocabulary on `texts`, save the tokenizer (and `sentencepiece.model`) to `output_dir`."""
-    model_proto = train_sentencepiece(texts, vocab_size)
+    """Train the shared vocabulary on `texts` (at most `input_sentence_size` of them, SentencePiece's sample), save
+    the tokenizer (and `sentencepiece.model`) to `output_dir`."""
+    model_proto = train_sentencepiece(texts, vocab_size, input_sentence_size)
     tokenizer = build_tokenizer(model_proto, sorted(set(languages)), model_max_length)
     output_dir = Path(output_dir)
     tokenizer.save_pretrained(output_dir)

@@ -11,6 +11,8 @@ from importlib.resources import files
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..verbosity import verbose
 from .languages import language_code_problem
@@ -32,6 +34,10 @@ SHIPPED_DESCRIPTIONS = {
 # A folder of `LANG.tsv` files, each with English and its translation into LANG (../shared/data/parallel/dev too).
 LANGUAGE_FOLDER_COLUMNS = ("en", "text")
 _LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}(_[A-Za-z]{2,4})?$")
+# Rows per Arrow batch of a scan: the memory of a check stays flat in the corpus size.
+SCAN_ROWS = 1_000_000
+# A text that is only whitespace, as Python's `str.isspace` has it (\t-\r, \x1c-\x1f, \x85 and Unicode's Z*), in RE2.
+_BLANK = r"^[\t-\r\x1c-\x1f\x85\p{Z}]*$"
 
 
 def data_file(value: str | Path) -> Path:
@@ -160,28 +166,65 @@ def load_parallel_dataset(source: str | Path, split: str = "train") -> datasets.
 
 
 def as_pairs(dataset: datasets.Dataset, name: str = "dataset") -> datasets.Dataset:
-    """Keep the pair columns; convert the English-pivot layout; raise if columns are missing."""
+    """Keep the pair columns; convert the English-pivot layout (in Arrow batches); raise if columns are missing."""
     columns = set(dataset.column_names)
     if set(PAIR_COLUMNS) <= columns:
         return dataset.select_columns(list(PAIR_COLUMNS))
     if set(ENGLISH_PIVOT_COLUMNS) <= columns:
-        return dataset.map(
-            lambda row: {"src": row["en"], "tgt": row["text"], "src_lang": "en", "tgt_lang": row["lang"]},
-            remove_columns=dataset.column_names,
-        )
+        pivot = dataset.select_columns(list(ENGLISH_PIVOT_COLUMNS)).with_format("arrow")
+        return pivot.map(_from_english_pivot, batched=True, batch_size=100_000, desc="English-pivot pairs",
+                         remove_columns=list(ENGLISH_PIVOT_COLUMNS)).with_format(None)
     raise ValueError(
         f"{name} has columns {sorted(columns)}; parallel data needs {list(PAIR_COLUMNS)} "
         f"(or the English-pivot layout {list(ENGLISH_PIVOT_COLUMNS)})."
     )
 
 
+def _from_english_pivot(batch: pa.Table) -> pa.Table:
+    """`lang, en, text` -> `src, tgt, src_lang, tgt_lang`: English as the source, `lang` the target's language."""
+    english = pa.array(["en"] * len(batch), pa.string())
+    return pa.table({"src": batch["en"], "tgt": batch["text"], "src_lang": english, "tgt_lang": batch["lang"]})
+
+
 def texts_of(pairs: datasets.Dataset) -> set[str]:
-    """Every text on either side of the pairs."""
+    """Every text on either side of the pairs (for the small side: held-out data)."""
     return set(pairs["src"]) | set(pairs["tgt"])
 
 
-def drop_seen_pairs(pairs: datasets.Dataset, seen: set[str]) -> tuple[datasets.Dataset, int]:
-    """The pairs neither of whose texts is in `seen` (e.g. the training texts), and how many were dropped."""
+def _arrow_batches(dataset: datasets.Dataset, columns: list[str]):
+    """`(first row, pyarrow.Table)` of `columns`, `SCAN_ROWS` rows at a time."""
+    offset = 0
+    for batch in dataset.select_columns(columns).with_format("arrow").iter(batch_size=SCAN_ROWS):
+        yield offset, batch
+        offset += len(batch)
+
+
+def _first_row(dataset: datasets.Dataset, column: str, is_bad) -> int | None:
+    """The index of the first row whose `column` value `is_bad` (an Arrow array -> boolean array), else None."""
+    for offset, batch in _arrow_batches(dataset, [column]):
+        index = pc.index(pc.fill_null(is_bad(batch.column(0)), True), True).as_py()
+        if index >= 0:
+            return offset + index
+    return None
+
+
+def seen_texts(pairs: datasets.Dataset, texts: set[str]) -> set[str]:
+    """The texts among `texts` that occur on either side of `pairs`: `texts` (the small side, e.g. held-out data)
+    is the value set, looked up in Arrow batches of the pairs, so memory grows with `texts`, not with the pairs."""
+    found: set[str] = set()
+    for _, batch in _arrow_batches(pairs, ["src", "tgt"]):
+        for column in batch.columns:
+            value_set = pa.array(sorted(texts), column.type)
+            found.update(pc.filter(column, pc.is_in(column, value_set=value_set)).to_pylist())
+    return found
+
+
+def drop_seen_pairs(pairs: datasets.Dataset, training: datasets.Dataset) -> tuple[datasets.Dataset, int]:
+    """The pairs neither of whose texts occurs in `training` (e.g. held-out pairs against the training pairs), and
+    how many were dropped."""
+    seen = seen_texts(training, texts_of(pairs))
+    if not seen:
+        return pairs, 0
     kept = pairs.filter(lambda row: row["src"] not in seen and row["tgt"] not in seen)
     return kept, len(pairs) - len(kept)
 
@@ -199,21 +242,25 @@ def row_place(source, index: int) -> str:
 def validate_pairs(dataset: datasets.Dataset, languages: list[str] | None = None, name: str = "dataset") -> None:
     """Raise a `ValueError` naming the first bad row: a missing / empty / whitespace-only text or, when `languages`
     is given, an unknown language code. Texts longer than the model's positions are not errors: the tokenizer
-    truncates them."""
+    truncates them. The checks run in Arrow batches (`SCAN_ROWS` rows), column by column."""
     if len(dataset) == 0:
         raise ValueError(f"{name} is empty: no parallel pairs to use.")
     for column in PAIR_COLUMNS:
-        for index, value in enumerate(dataset[column]):
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(
-                    f"{name}, {row_place(name, index)}: column {column!r} is {value!r}; every pair needs two non-empty "
-                    "texts and two language codes. Remove or fix that row."
-                )
+        if getattr(dataset.features[column], "dtype", None) in ("string", "large_string"):
+            index = _first_row(dataset, column, lambda values: pc.match_substring_regex(values, _BLANK))
+        else:  # numbers, nulls: not text, from the first row on
+            index = 0
+        if index is not None:
+            value = dataset[index][column]
+            raise ValueError(
+                f"{name}, {row_place(name, index)}: column {column!r} is {value!r}; every pair needs two non-empty "
+                "texts and two language codes. Remove or fix that row."
+            )
     for column in ("src_lang", "tgt_lang"):
         for code in sorted(dataset.unique(column), key=str):  # the distinct codes, from Arrow: no second pass
             problem = language_code_problem(code)
             if problem:
-                index = list(dataset[column]).index(code)
+                index = _first_row(dataset, column, lambda values, code=code: pc.equal(values, code))
                 raise ValueError(f"{name}, {row_place(name, index)}: column {column!r}: {problem}. Fix the code, or "
                                  "remove the row.")
     if languages is not None:
@@ -224,17 +271,19 @@ def check_languages(dataset: datasets.Dataset, languages: list[str], name: str =
     """Raise a `ValueError` naming the first row whose language code has no `<2xx>` token."""
     known = set(languages)
     for column in ("src_lang", "tgt_lang"):
-        for index, value in enumerate(dataset[column]):
-            if value not in known:
-                raise ValueError(
-                    f"{name}, {row_place(name, index)}: unknown language code {value!r} in {column!r}; the tokenizer "
-                    f"has <2xx> tokens for {sorted(known)}. Retrain the tokenizer with that language or drop the row."
-                )
+        unknown = sorted(set(dataset.unique(column)) - known, key=str)
+        if unknown:
+            index = _first_row(dataset, column, lambda values: pc.is_in(values, value_set=pa.array(unknown)))
+            raise ValueError(
+                f"{name}, {row_place(name, index)}: unknown language code {dataset[index][column]!r} in {column!r}; "
+                f"the tokenizer has <2xx> tokens for {sorted(known)}. Retrain the tokenizer with that language or "
+                "drop the row."
+            )
 
 
 def pair_languages(dataset: datasets.Dataset) -> list[str]:
     """Sorted language codes used on either side of the pairs."""
-    return sorted(set(dataset["src_lang"]) | set(dataset["tgt_lang"]))
+    return sorted(set(dataset.unique("src_lang")) | set(dataset.unique("tgt_lang")))
 
 
 def add_token_lengths(pairs: datasets.Dataset, tokenizer, column: str = "length") -> datasets.Dataset:
@@ -247,3 +296,24 @@ def add_token_lengths(pairs: datasets.Dataset, tokenizer, column: str = "length"
         return {column: [max(len(s), len(t)) for s, t in zip(sources, targets)]}
 
     return pairs.map(lengths, batched=True, batch_size=1000, desc="token lengths")
+
+
+def tokenize_pairs(pairs: datasets.Dataset, tokenizer, max_length: int, length_column: str | None = None,
+                   num_proc: int | None = None) -> datasets.Dataset:
+    """Add `src_input_ids` and `tgt_input_ids`: each side tokenized once, as `ParallelPairCollator` would (truncated
+    to `max_length`, with the tokenizer's special tokens), so that batches are only padded; with `length_column`, also
+    the longer side's token count, for length-grouped batching. A batched `map`, cached by `datasets` (a second
+    process with the same pairs and tokenizer reads the cache), over `num_proc` processes when given."""
+
+    def encode(batch):
+        ids = {f"{side}_input_ids": tokenizer(batch[side], truncation=True, max_length=max_length, verbose=False,
+                                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+               for side in ("src", "tgt")}
+        if length_column is not None:
+            ids[length_column] = [max(len(s), len(t)) for s, t in zip(ids["src_input_ids"], ids["tgt_input_ids"])]
+        return ids
+
+    features = pairs.features.copy()  # int32 ids: half the disk of the default int64
+    for name in ("src_input_ids", "tgt_input_ids", *([length_column] if length_column else [])):
+        features[name] = datasets.Value("int32") if name == length_column else datasets.List(datasets.Value("int32"))
+    return pairs.map(encode, batched=True, batch_size=1000, num_proc=num_proc, features=features, desc="tokenizing")

@@ -260,6 +260,30 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
+def resume_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint every process of the job resumes from: the main process's `last_complete_checkpoint`, sent to
+    the others by name and looked for in their own output folder. When a process cannot see it (a node without the
+    shared folder, or with an older copy), every process raises, naming them, rather than one restarting from step 0
+    while the others resume, or all waiting on each other."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, processes = ((torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1))
+    chosen = [last_complete_checkpoint(output_dir) if rank == 0 else None]
+    chosen = [chosen[0].name if chosen[0] else None]
+    if distributed:
+        torch.distributed.broadcast_object_list(chosen, src=0)
+    checkpoint = output_dir / chosen[0] if chosen[0] else None
+    visible = [checkpoint is None or (checkpoint / "trainer_state.json").is_file()] * processes
+    if distributed:
+        torch.distributed.all_gather_object(visible, visible[rank])
+    blind = [index for index, seen in enumerate(visible) if not seen]
+    if blind:
+        raise FileNotFoundError(f"The main process resumes from {chosen[0]}, which process"
+                                f"{'es' if len(blind) > 1 else ''} {', '.join(map(str, blind))} of {processes} cannot "
+                                f"see in its {output_dir}: give every node the same output folder (a shared "
+                                "filesystem, or copy the checkpoint there), or start over with --no_resume.")
+    return checkpoint
+
+
 class Recipe:
     """A training method: its config sections, arguments class and the steps that are its own (see the module's
     docstring for the contract)."""
@@ -285,17 +309,7 @@ class Recipe:
         `overwrite_output_dir` a folder of other files is written over. Without `keep_checkpoints` the finished
         run's checkpoints are removed (a finished run needs none to resume)."""
         args, push_to_hub = training_arguments(self.arguments_class, self.run_config, self.output_dir)
-        self.check_earlier_run(resume, overwrite_output_dir)
-        self.check_evaluation_suite()
-        train, evaluation = self.load_data()
-        if not resume and args.process_index == 0:
-            self.start_over()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if args.process_index == 0:  # first: the folder is this run's from now on, resumable with this config
-            write_text_atomic(self.output_dir / "training_config.yaml",
-                              yaml.safe_dump(self.run_config.to_dict(), sort_keys=False))
-        tokenizer = self.prepare_tokenizer(train, args)
-        train = self.prepare_train_data(train, tokenizer, args)
+        train, evaluation, tokenizer = self.prepare(args, resume, overwrite_output_dir)
         set_seed(args.seed)  # before the weights are drawn: the same config gives the same run
         model, output = self.fit(train, tokenizer, args, resume)
         if args.process_index != 0:
@@ -319,6 +333,22 @@ class Recipe:
             print(publish(self.output_dir, args.hub_model_id or self.output_dir.name,
                           private=bool(args.hub_private_repo), ignore=self.publish_ignore))
         return results
+
+    def prepare(self, args: TrainingArguments, resume: bool = True,
+                overwrite_output_dir: bool = False) -> tuple[object, dict, object]:
+        """What `run` does before training, and all that `ems-prepare` does: the checks, the data, the output folder
+        claimed with the run's config, the tokenizer and the training data. Returns `(train, evaluation, tokenizer)`."""
+        self.check_earlier_run(resume, overwrite_output_dir)
+        self.check_evaluation_suite()
+        train, evaluation = self.load_data()
+        if not resume and args.process_index == 0:
+            self.start_over()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if args.process_index == 0:  # first: the folder is this run's from now on, resumable with this config
+            write_text_atomic(self.output_dir / "training_config.yaml",
+                              yaml.safe_dump(self.run_config.to_dict(), sort_keys=False))
+        tokenizer = self.prepare_tokenizer(train, args)
+        return self.prepare_train_data(train, tokenizer, args), evaluation, tokenizer
 
     # --- an earlier run in the output folder --------------------------------------------------------------------
     def check_earlier_run(self, resume: bool, overwrite_output_dir: bool = False) -> None:
@@ -397,7 +427,7 @@ class Recipe:
         if self.run_config.evaluation.suite:  # run by Trainer.evaluate at training.eval_strategy / eval_steps
             trainer.set_evaluation_suite(load_suite(self.run_config.evaluation.suite,
                                                     getattr(model.config, "languages", None)))
-        checkpoint = last_complete_checkpoint(self.output_dir) if resume else None
+        checkpoint = resume_checkpoint(self.output_dir) if resume else None
         if checkpoint:
             logger.warning("Resuming from %s", checkpoint)
         clock = TrainingClock(checkpoint)

@@ -9,10 +9,13 @@ and the model config built from the `model` section and that tokenizer.
 
 import inspect
 import logging
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import datasets
+from accelerate import PartialState
 from transformers import AutoTokenizer, TrainingArguments
 
 from hub_cards import template
@@ -20,19 +23,21 @@ from hub_cards import template
 from ..cards import render_section, retrieval_card_context, sentence_encoder_card_data
 from ..config import check_known_settings
 from ..data import (
+    PAIR_COLUMNS,
     add_token_lengths,
     check_languages,
     describe_data,
     drop_seen_pairs,
     load_parallel_dataset,
     pair_languages,
-    texts_of,
+    tokenize_pairs,
     validate_pairs,
 )
 from ..encoding import encode
 from ..evaluation.retrieval import retrieval_by_language
 from ..hub import write_sentence_transformers_config
-from ..tokenizer import tokenizer_languages, train_tokenizer
+from ..prepare import PREPARED_FOLDER, file_digest, load_prepared, save_prepared, source_stamp
+from ..tokenizer import sample_sentences, tokenizer_languages, train_tokenizer
 from .base import Recipe
 
 logger = logging.getLogger(__name__)
@@ -49,11 +54,14 @@ class EncoderRecipe(Recipe):
     dataset_type: ClassVar[str] = "parallel"  # the `model-index` dataset type of the in-domain held-out data
     card_tags: ClassVar[tuple[str, ...]] = ()  # the method's own tags on the card
     card_license: ClassVar[str | None] = "mpl-2.0"  # the license the card states; None: none
+    publish_ignore = (PREPARED_FOLDER,)  # the tokenized pairs `prepare_train_data` saves
 
     def load_data(self) -> tuple[datasets.Dataset, dict[str, datasets.Dataset]]:
         """Training pairs and the evaluation sets `{"heldout": in domain, "out_of_domain": ...}` the data section
         names. No evaluation pair may share a text with the training data: such pairs are removed (the count is
-        logged and recorded in `self.data_report`) or, with `data.on_training_overlap: error`, refused."""
+        logged and recorded in `self.data_report`) or, with `data.on_training_overlap: error`, refused. Data that
+        `ems-prepare` (or an earlier start) prepared in the output folder from the same data, settings and tokenizer
+        is loaded instead (`trainers.prepare`)."""
         data = self.run_config.data
         unset = [name for name in ("train", *EVALUATION_SETS) if getattr(data, name) is None]
         if unset:
@@ -61,17 +69,22 @@ class EncoderRecipe(Recipe):
                              "parallel pairs and measures them in and out of domain. Name a file, folder or Hub "
                              "dataset for each of data.train, data.heldout and data.out_of_domain; the package ships "
                              "default/train.jsonl.gz, default/heldout.jsonl.gz and debian (see configs/ems_default).")
+        key = self.preparation_key()
+        prepared = load_prepared(self.output_dir, key) if key is not None else None
+        if prepared is not None:
+            train, evaluation, self.data_report = prepared
+            logger.warning("Using the data prepared in %s/prepared.", self.output_dir)
+            return train, evaluation
         train = load_parallel_dataset(data.train)
         if data.max_train_pairs is not None:
             train = train.select(range(min(data.max_train_pairs, len(train))))
         validate_pairs(train, name=self.train_name)
-        seen = texts_of(train)
         evaluation = {}
         for name in EVALUATION_SETS:
             source = getattr(data, name)
             pairs = load_parallel_dataset(source)
             validate_pairs(pairs, name=str(source))
-            pairs, dropped = drop_seen_pairs(pairs, seen)
+            pairs, dropped = drop_seen_pairs(pairs, train)
             if dropped and data.on_training_overlap == "error":
                 raise ValueError(f"{dropped} of the {name} pairs in {source} share a text with the training data "
                                  f"{self.train_name}; evaluate on unseen pairs, or set data.on_training_overlap: "
@@ -85,6 +98,7 @@ class EncoderRecipe(Recipe):
             evaluation[name] = pairs
             self.data_report[name] = {"source": str(source), "pairs": len(pairs), "removed_seen_in_training": dropped}
         self.data_report["train"] = {"source": self.train_name, "pairs": len(train)}
+        self.evaluation_data = evaluation  # saved beside the tokenized pairs (`prepare_train_data`)
         return train, evaluation
 
     @property
@@ -98,10 +112,49 @@ class EncoderRecipe(Recipe):
                        "dataset_type": self.dataset_type if name == "heldout" else "out-of-domain-parallel"}
                 for name, title in EVALUATION_SETS.items()}
 
+    def pretokenize_length(self) -> int | None:
+        """The length the pairs are tokenized to once, when the data is prepared (the collator then only pads); None:
+        the collator tokenizes each batch."""
+        return None
+
+    def preparation_key(self) -> dict | None:
+        """What prepared data must have been made from to be used (`trainers.prepare`): the data section and its
+        files, the tokenizer, the truncation length and the length column; None when the pairs are not tokenized
+        once."""
+        max_length = self.pretokenize_length()
+        if max_length is None:
+            return None
+        data = self.run_config.to_dict()["data"]
+        return {"recipe": self.name, "data": data, "max_length": max_length,
+                "tokenizer": file_digest(self.tokenizer_file),
+                "sources": [source_stamp(data[name]) for name in ("train", *EVALUATION_SETS)],
+                "length_column": self.run_config.training.get("length_column_name", "length")}
+
+    @property
+    def tokenizer_file(self):
+        """The `tokenizer.json` the run loads (that of the output folder)."""
+        return self.output_dir / "tokenizer.json"
+
     def prepare_train_data(self, train, tokenizer, args: TrainingArguments):
-        """Pairs with their token lengths when batches are grouped by length (less padding)."""
-        if args.train_sampling_strategy == "group_by_length":
-            train = add_token_lengths(train, tokenizer, args.length_column_name)
+        """Pairs with their token lengths when batches are grouped by length (less padding). With
+        `pretokenize_length`, the pairs tokenized once (`tokenize_pairs`, with the lengths) and saved with the
+        evaluation sets to the output folder's `prepared/`: the main process of the job first, the others then load
+        what it saved (a process that cannot see it tokenizes for itself)."""
+        max_length = self.pretokenize_length()
+        if max_length is None:
+            if args.train_sampling_strategy == "group_by_length":
+                train = add_token_lengths(train, tokenizer, args.length_column_name)
+            return train
+        with PartialState().main_process_first():  # global: one process of the job prepares, not one per node
+            prepared = load_prepared(self.output_dir, self.preparation_key())  # also when load_data loaded it: the
+            if prepared is not None:  # tokenizer may have been trained again since (--no_resume)
+                return prepared[0]
+            train = train.select_columns(list(PAIR_COLUMNS))
+            train = tokenize_pairs(train, tokenizer, max_length, args.length_column_name)
+            if PartialState().is_main_process:
+                folder = save_prepared(self.output_dir, self.preparation_key(), train, self.evaluation_data,
+                                       self.data_report)
+                train = datasets.load_from_disk(str(folder / "train"))  # memory-mapped from the saved folder
         return train
 
     def save(self, model, tokenizer):
@@ -160,6 +213,7 @@ class TokenizerSettings:
 
     vocab_size: int = 8000
     path: str | None = None  # an existing tokenizer folder instead of training one
+    sample_sentences: int = 4_000_000  # texts the vocabulary is trained on: a seeded sample of the pairs' texts
 
 
 class ScratchEncoderRecipe(EncoderRecipe):
@@ -179,21 +233,35 @@ class ScratchEncoderRecipe(EncoderRecipe):
         check_known_settings(run_config.model, fields, f"model section of {run_config.source} "
                                                        f"({self.config_class.__name__} fields)")
 
+    def pretokenize_length(self) -> int:
+        """The model's positions (the `model` section's, else the config class's default): the pairs are tokenized
+        once, to that length."""
+        return self.run_config.model.get("max_position_embeddings") or self.config_class().max_position_embeddings
+
+    @property
+    def tokenizer_file(self):
+        folder = self.run_config.tokenizer.path
+        return Path(folder) / "tokenizer.json" if folder else self.output_dir / "tokenizer.json"
+
     def prepare_tokenizer(self, train, args):
-        """Load the tokenizer an earlier run saved in the output folder (or `tokenizer.path`), or train one on the
-        pairs (the main process first; the others load what it saved); then check that it covers every language of
-        the pairs."""
+        """Load the tokenizer an earlier run or `ems-prepare` saved in the output folder (or `tokenizer.path`), or,
+        in a single process, train one on a seeded sample of the pairs' texts (`tokenizer.sample_sentences`); then
+        check that it covers every language of the pairs. A run of several processes never trains it (that would
+        keep the others waiting at a barrier): it asks for `ems-prepare` first."""
         settings = self.run_config.tokenizer
-        max_length = (self.run_config.model.get("max_position_embeddings")
-                      or self.config_class().max_position_embeddings)
-        with args.main_process_first(desc="tokenizer"):
-            source = settings.path or (self.output_dir if (self.output_dir / "tokenizer.json").is_file() else None)
-            if source is not None:
-                tokenizer = AutoTokenizer.from_pretrained(source)
-            else:
-                texts = (text for row in train for text in (row["src"], row["tgt"]))
-                tokenizer = train_tokenizer(texts, pair_languages(train), settings.vocab_size, max_length,
-                                            self.output_dir)
+        source = settings.path or (self.output_dir if (self.output_dir / "tokenizer.json").is_file() else None)
+        if source is not None:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        elif args.world_size > 1:
+            overrides = "".join(f" --set {shlex.quote(value)}" for value in self.run_config.overrides)
+            raise ValueError(f"{self.output_dir} holds no tokenizer, and this run has {args.world_size} processes, "
+                             "which would wait for one of them to train it. Prepare the data and the tokenizer before "
+                             f"the processes start: ems-prepare --config {self.run_config.source} --output_dir "
+                             f"{self.output_dir}{overrides} (or set tokenizer.path to a tokenizer folder).")
+        else:
+            tokenizer = train_tokenizer(sample_sentences(train, settings.sample_sentences, args.seed),
+                                        pair_languages(train), settings.vocab_size, self.pretokenize_length(),
+                                        self.output_dir, input_sentence_size=settings.sample_sentences)
         check_languages(train, tokenizer_languages(tokenizer), name=self.train_name)
         return tokenizer
 
