@@ -247,8 +247,8 @@ class EMAAlignmentRecipe(EncoderRecipe):
         if split:
             logger.warning("The student's tokenizer splits %s into more than %.1fx the tokens of their %s "
                            "translations (tokens per sentence against %s): their sentences are poorly represented "
-                           "and align less well; a student with a multilingual vocabulary (student.model: ems) "
-                           "splits them less.", split, SPLIT_WARNING, pivot, pivot)
+                           "and align less well; a larger multilingual vocabulary (student.model: ems, "
+                           "student.vocab_size) splits them less.", split, SPLIT_WARNING, pivot, pivot)
         poor = {language: row["unknown_rate"] for language, row in report.items()
                 if row["unknown_rate"] > UNKNOWN_WARNING}
         if poor:
