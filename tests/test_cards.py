@@ -85,3 +85,19 @@ def test_evaluating_a_folder_without_a_card_starts_one_that_fits_its_library(sav
     assert card.data.library_name == "transformers" and card.data.eval_results[0].metric_value == 0.75
     with pytest.raises(FileNotFoundError, match="holds no model"):
         update_card_results(tmp_path, results, suite="suite.yaml")
+
+
+@pytest.mark.parametrize("languages, message", [(["de", "xx"], "'xx' is no ISO 639-1 language"),
+                                                (["DE"], "did you mean 'de'")])
+def test_a_card_with_an_unknown_language_code_is_refused_before_it_is_written(tmp_path, languages, message):
+    from trainers.cards import render_model_card
+
+    template = tmp_path / "card.md"
+    template.write_text("---\n{{ card_data }}\n---\n\n# {{ model_name }}\n")
+    with pytest.raises(ValueError, match=message):
+        render_model_card(tmp_path / "model", template, {"language": languages})
+    assert not (tmp_path / "model" / "README.md").exists()
+    (tmp_path / "model").mkdir()
+    card = render_model_card(tmp_path / "model", template, {"language": ["de", "pt"], "tags": ["sentence-embeddings"]})
+    loaded = ModelCard.load(tmp_path / "model" / "README.md")  # read back by huggingface_hub
+    assert loaded.data.language == ["de", "pt"] and loaded.data.tags == ["sentence-embeddings"] and card.data.language

@@ -7,6 +7,7 @@ from pathlib import Path
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .data.languages import language_code_problem
 from .files import write_text_atomic
 
 
@@ -76,11 +77,21 @@ def without_local_paths(text: str, folder: str | Path) -> str:
     return _ABSOLUTE_PATH.sub(lambda match: os.path.relpath(match.group(0), base), text)
 
 
+def check_card_languages(languages: list[str]) -> None:
+    """Refuse a card `language` that is not an ISO 639 code (the Hub files a model under its languages by code)."""
+    for code in [languages] if isinstance(languages, str) else languages:
+        problem = language_code_problem(code)
+        if problem:
+            raise ValueError(f"The card's language list {list(languages)} holds {problem}; name the model's languages "
+                             "by ISO 639 code (de, ast, pt_BR).")
+
+
 def render_model_card(output_dir: str | Path, template_path: str | Path, card_data: dict, **context) -> ModelCard:
     """Write `README.md` in `output_dir` from the template at `template_path` (a recipe's, `hub_cards/<recipe>.md`):
     `card_data` are `ModelCardData` fields (the folder's name is the model name), `context` fills the template.
     Absolute paths come out relative to `output_dir` (`without_local_paths`)."""
     name = Path(output_dir).name
+    check_card_languages(card_data.get("language") or [])
     card = ModelCard.from_template(ModelCardData(model_name=name, **card_data), template_path=str(template_path),
                                    model_name=name, repo_id=name, **context)
     card = ModelCard(without_local_paths(str(card), output_dir))
