@@ -4,6 +4,7 @@ The embedded default corpus ships inside this package (`default/`, LibreOffice, 
 wheel install trains without any data beside it."""
 
 import bz2
+import copy
 import gzip
 import lzma
 import re
@@ -304,6 +305,8 @@ def tokenize_pairs(pairs: datasets.Dataset, tokenizer, max_length: int, length_c
     to `max_length`, with the tokenizer's special tokens), so that batches are only padded; with `length_column`, also
     the longer side's token count, for length-grouped batching. A batched `map`, cached by `datasets` (a second
     process with the same pairs and tokenizer reads the cache), over `num_proc` processes when given."""
+
+    tokenizer = copy.deepcopy(tokenizer)  # a call with truncation sets it on the backend, which would be saved
 
     def encode(batch):
         ids = {f"{side}_input_ids": tokenizer(batch[side], truncation=True, max_length=max_length, verbose=False,

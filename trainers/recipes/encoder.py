@@ -73,6 +73,7 @@ class EncoderRecipe(Recipe):
         prepared = load_prepared(self.output_dir, key) if key is not None else None
         if prepared is not None:
             train, evaluation, self.data_report = prepared
+            self.evaluation_data = evaluation  # saved again if the tokenizer changes (`prepare_train_data`)
             logger.warning("Using the data prepared in %s/prepared.", self.output_dir)
             return train, evaluation
         train = load_parallel_dataset(data.train)
