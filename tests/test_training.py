@@ -273,6 +273,9 @@ def test_accelerate_launch_two_processes_trains_and_saves(tmp_path, small_pairs,
     config_file = tmp_path / "tiny.yaml"
     output_dir = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # the vocabulary and the tokenized pairs first, in one process: no process of the run waits while one trains it
+    subprocess.run([sys.executable, "scripts/prepare.py", "--config", str(config_file), "--output_dir",
+                    str(output_dir)], check=True, capture_output=True, env=env, timeout=600)
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
          "--main_process_port", "0", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
