@@ -1,6 +1,8 @@
 """Configuration of the multi-task dual encoder (Chidambaram, Yang, Cer et al., "Learning Cross-Lingual Sentence
-Representations via a Multi-task Dual-Encoder Model"). Defaults are the paper's model (secs. 2.1-2.2, 3.2) except
-the vocabulary, which comes from the package's SentencePiece tokenizer."""
+Representations via a Multi-task Dual-Encoder Model"). Defaults are the paper's encoder and heads (secs. 2.1-2.2:
+3 x 512, 8 heads, filter 2048, heads of 320 and 512, the dot product) except the vocabulary (the package's
+SentencePiece tokenizer), `embedding_size` (None: the hidden size; the paper: 320) and `max_position_embeddings`
+(120; the paper: 64); `configs/multitask_paper.yaml` sets the paper's values."""
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
@@ -21,6 +23,8 @@ class DualEncoderMultiTaskConfig(PreTrainedConfig):
         hidden_size / num_hidden_layers / num_attention_heads / intermediate_size: the shared transformer encoder
             `g` (sec. 2.1: 512 / 3 / 8 / 2048); its mean-pooled output is the sentence embedding.
         max_position_embeddings: learned positions; inputs are truncated to this many tokens.
+        embedding_size: width of the word (and character n-gram) embeddings (sec. 3.2: 320), taken to `hidden_size`
+            by a linear layer; None: `hidden_size`, no layer between.
         tasks: the task heads to build (sec. 2.2), a subset of `"translation"` (no head: dot product of `g`
             outputs), `"response"` (response side through two tanh layers), `"quick_thought"` (separate two-layer
             tanh heads for the previous, current and next sentence), `"nli"` (features `(u, v, |u-v|, u*v)`, one
@@ -50,6 +54,7 @@ class DualEncoderMultiTaskConfig(PreTrainedConfig):
     hidden_dropout_prob: float | int = 0.1
     attention_probs_dropout_prob: float | int = 0.1
     max_position_embeddings: int = 120
+    embedding_size: int | None = None
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     tasks: list[str] | None = None
@@ -82,7 +87,7 @@ class DualEncoderMultiTaskConfig(PreTrainedConfig):
         sizes = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                  "max_position_embeddings", "head_intermediate_size", "nli_hidden_size", "ngram_buckets",
                  "max_ngrams_per_token")
-        for field in sizes:
+        for field in sizes + ("embedding_size",) * (self.embedding_size is not None):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}.{field} must be a positive integer, got {value!r}.")

@@ -56,25 +56,42 @@ def ngram_table(pieces: list[str | None], orders: Iterable[int], buckets: int, w
     return table
 
 
-class WordAndCharNgramEmbedding(nn.Embedding):
-    """A token embedding averaged with its character n-grams (sec. 2.1): `(E_w[t] + tanh(W sum_g E_ng[g] + b)) / 2`
-    over the hashed n-grams `g` of token `t`. An `nn.Embedding` (its weight is the word embedding), so it takes the
-    place of `EncoderEmbeddings.word_embeddings` and everything that resizes or ties input embeddings still works."""
+class FactorizedEmbedding(nn.Embedding):
+    """Token embeddings of `config.embedding_size` (sec. 3.2: 320), taken to the encoder's `hidden_size` (512) by a
+    linear layer when the two differ. An `nn.Embedding` (its weight is the word embedding), so it takes the place of
+    `EncoderEmbeddings.word_embeddings` and everything that resizes or ties input embeddings still works."""
 
     def __init__(self, config: DualEncoderMultiTaskConfig):
-        super().__init__(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.ngram_embeddings = nn.EmbeddingBag(config.ngram_buckets + 1, config.hidden_size, mode="sum",
+        width = config.embedding_size or config.hidden_size
+        super().__init__(config.vocab_size, width, padding_idx=config.pad_token_id)
+        self.embedding_projection = nn.Linear(width, config.hidden_size) if width != config.hidden_size else None
+
+    def project(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return embeddings if self.embedding_projection is None else self.embedding_projection(embeddings)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.project(super().forward(input_ids))
+
+
+class WordAndCharNgramEmbedding(FactorizedEmbedding):
+    """A token embedding averaged with its character n-grams (sec. 2.1): `(E_w[t] + tanh(W sum_g E_ng[g] + b)) / 2`
+    over the hashed n-grams `g` of token `t`, word and n-gram embeddings both `embedding_size` wide (sec. 3.2)."""
+
+    def __init__(self, config: DualEncoderMultiTaskConfig):
+        super().__init__(config)
+        width = self.embedding_dim
+        self.ngram_embeddings = nn.EmbeddingBag(config.ngram_buckets + 1, width, mode="sum",
                                                 padding_idx=config.ngram_buckets)
-        self.ngram_dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.ngram_dense = nn.Linear(width, width)
         # filled by `DualEncoderMultiTask.set_ngram_vocabulary`; saved with the weights
         self.register_buffer("ngram_table", torch.full((config.vocab_size, config.max_ngrams_per_token),
                                                        config.ngram_buckets, dtype=torch.long))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        words = super().forward(input_ids)
+        words = nn.Embedding.forward(self, input_ids)
         ngram_ids = self.ngram_table[input_ids].reshape(-1, self.ngram_table.shape[1])
         ngrams = self.ngram_embeddings(ngram_ids).view_as(words)  # sum of the token's n-gram embeddings
-        return (words + torch.tanh(self.ngram_dense(ngrams))) / 2  # sec. 2.1: tanh layer, averaged with the word
+        return self.project((words + torch.tanh(self.ngram_dense(ngrams))) / 2)  # sec. 2.1: tanh, averaged
 
 
 class DualEncoderMultiTaskTowerHead(nn.Module):
@@ -153,6 +170,8 @@ class DualEncoderMultiTask(SentenceEncoderMixin, DualEncoderMultiTaskPreTrainedM
         embeddings = EncoderEmbeddings(config)
         if config.input_type == "char_ngram":
             embeddings.word_embeddings = WordAndCharNgramEmbedding(config)
+        elif (config.embedding_size or config.hidden_size) != config.hidden_size:
+            embeddings.word_embeddings = FactorizedEmbedding(config)
         return embeddings
 
     def set_ngram_vocabulary(self, pieces: list[str | None]) -> None:

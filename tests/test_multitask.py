@@ -414,3 +414,28 @@ def test_mining_script_writes_k_negatives_per_pair_that_the_translation_task_rea
     for row in mined:
         assert len(row["negatives"]) == 3 and row["tgt"] not in row["negatives"]
         assert set(row["negatives"]) <= {pair["tgt"] for pair in pairs}
+
+
+def test_the_papers_320_wide_embeddings_are_taken_to_the_hidden_size(tmp_path):
+    from transformers import AutoModel
+
+    from modeling_ems.modeling_dual_encoder import FactorizedEmbedding, WordAndCharNgramEmbedding
+
+    for input_type, kind in (("subword", FactorizedEmbedding), ("char_ngram", WordAndCharNgramEmbedding)):
+        config = DualEncoderMultiTaskConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                            intermediate_size=32, embedding_size=8, input_type=input_type,
+                                            ngram_buckets=64)
+        model = DualEncoderMultiTaskForPreTraining(config)
+        embedding = model.get_input_embeddings()
+        assert type(embedding) is kind and embedding.weight.shape == (50, 8)  # 8-wide words, a layer to 16
+        assert embedding.embedding_projection.weight.shape == (16, 8)
+        assert embedding(torch.tensor([[1, 2]])).shape == (1, 2, 16)
+        model.encoder.save_pretrained(tmp_path / input_type)
+        loaded = AutoModel.from_pretrained(tmp_path / input_type).eval()
+        ids = torch.tensor([[3, 4, 5]])
+        torch.testing.assert_close(loaded(ids).pooler_output, model.encoder.eval()(ids).pooler_output)
+    with pytest.raises(Exception, match="embedding_size must be a positive integer"):  # StrictDataclass...Error
+        DualEncoderMultiTaskConfig(embedding_size=0)
+    plain = DualEncoderMultiTaskConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32)
+    assert type(DualEncoderMultiTaskForPreTraining(plain).get_input_embeddings()) is torch.nn.Embedding
