@@ -60,11 +60,23 @@ def _parser(doc: str) -> argparse.ArgumentParser:
 
 @command
 def train(argv: list[str] | None = None) -> None:
-    from .config import shipped_configs
-    from .recipes import get_recipe, load_run_config
-
     parser = _parser(TRAIN_DOC)
-    parser.add_argument("--output_dir", required=True, help="Where checkpoints and the final model go.")
+    _run_options(parser, "Where checkpoints and the final model go.")
+    parser.add_argument("--drop_checkpoints", action="store_true",
+                        help="Remove the checkpoints once the run has finished and saved its model.")
+    args = parser.parse_args(argv)
+    run_config, recipe = _recipe(args)
+    results = recipe.run(resume=not args.no_resume, overwrite_output_dir=args.overwrite_output_dir,
+                         keep_checkpoints=not args.drop_checkpoints)
+    if results:  # the main process
+        print(json.dumps(recipe.summary(results), indent=2))
+
+
+def _run_options(parser: argparse.ArgumentParser, output_help: str) -> None:
+    """The options of a training run's commands (train, prepare): its folder, config, overrides and folder policy."""
+    from .config import shipped_configs
+
+    parser.add_argument("--output_dir", required=True, help=output_help)
     parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help="YAML run config: a path, or a shipped training config by name "
                              f"({', '.join(shipped_configs('run'))}). Default: %(default)s.")
@@ -74,15 +86,14 @@ def train(argv: list[str] | None = None) -> None:
                         help="Start over in a folder that holds a run: its checkpoints, config and vocabulary go.")
     parser.add_argument("--overwrite_output_dir", action="store_true",
                         help="Write into a folder that holds other files than a run of this package.")
-    parser.add_argument("--drop_checkpoints", action="store_true",
-                        help="Remove the checkpoints once the run has finished and saved its model.")
-    args = parser.parse_args(argv)
+
+
+def _recipe(args: argparse.Namespace):
+    """The run config of `--config` / `--set` and its recipe for `--output_dir`."""
+    from .recipes import get_recipe, load_run_config
+
     run_config = load_run_config(args.config, args.overrides)
-    recipe = get_recipe(run_config.recipe, source=run_config.source)(run_config, args.output_dir)
-    results = recipe.run(resume=not args.no_resume, overwrite_output_dir=args.overwrite_output_dir,
-                         keep_checkpoints=not args.drop_checkpoints)
-    if results:  # the main process
-        print(json.dumps(recipe.summary(results), indent=2))
+    return run_config, get_recipe(run_config.recipe, source=run_config.source)(run_config, args.output_dir)
 
 
 PREPARE_DOC = """Prepare a training run's data and tokenizer once, before its processes start.
@@ -102,22 +113,12 @@ loads them on every process (and every node that sees the folder) instead of pre
 
 @command
 def prepare(argv: list[str] | None = None) -> None:
-    from .recipes import get_recipe, load_run_config
     from .recipes.base import training_arguments
 
     parser = _parser(PREPARE_DOC)
-    parser.add_argument("--output_dir", required=True, help="The training run's output folder.")
-    parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help="YAML run config: a path or a shipped config by name. Default: %(default)s.")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="Override one config value, as for train (repeatable).")
-    parser.add_argument("--no_resume", action="store_true",
-                        help="Start over in a folder that holds a run: its checkpoints, config and vocabulary go.")
-    parser.add_argument("--overwrite_output_dir", action="store_true",
-                        help="Write into a folder that holds other files than a run of this package.")
+    _run_options(parser, "The training run's output folder.")
     args = parser.parse_args(argv)
-    run_config = load_run_config(args.config, args.overrides)
-    recipe = get_recipe(run_config.recipe, source=run_config.source)(run_config, args.output_dir)
+    run_config, recipe = _recipe(args)
     training, _ = training_arguments(recipe.arguments_class, run_config, args.output_dir)
     train, evaluation, tokenizer = recipe.prepare(training, resume=not args.no_resume,
                                                   overwrite_output_dir=args.overwrite_output_dir)
