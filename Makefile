@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install -q --upgrade pip
 	# CPU wheel first, so the dependency range below never pulls a multi-GB CUDA build
 	$(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -e ".[test,faiss,st,onnx]"
+	$(PYTHON) -m pip install -q -e ".[test,faiss,st,onnx,mteb]"
 	touch $@
 
 setup: $(VENV)/.installed
