@@ -94,9 +94,9 @@ def pair_files(tmp_path_factory, small_pairs, heldout_pairs):
             "texts": [text for row in train + heldout for text in (row["src"], row["tgt"])]}
 
 
-def tiny_bert_folder(folder, texts, hidden, english_only=False):
-    """A tiny random BERT sentence-transformers folder (Transformer -> mean Pooling) with a character vocabulary of
-    `texts` (ASCII letters only with `english_only`: anything else is [UNK])."""
+def tiny_bert_folder(folder, texts, hidden, english_only=False, normalize=False):
+    """A tiny random BERT sentence-transformers folder (Transformer -> mean Pooling [-> Normalize]) with a character
+    vocabulary of `texts` (ASCII letters only with `english_only`: anything else is [UNK])."""
     bert = folder / "bert"
     normalizer = BertTokenizerFast(vocab=dict.fromkeys(SPECIALS, 0)).backend_tokenizer.normalizer
     chars = sorted({c for text in texts for c in normalizer.normalize_str(text) if not c.isspace()
@@ -109,8 +109,8 @@ def tiny_bert_folder(folder, texts, hidden, english_only=False):
     BertModel(config, add_pooling_layer=False).save_pretrained(bert)
     tokenizer.save_pretrained(bert)
     st_folder = folder / "st"
-    SentenceTransformer(modules=[st_models.Transformer(str(bert), max_seq_length=32),
-                                 st_models.Pooling(hidden, pooling_mode="mean")],
+    modules = [st_models.Transformer(str(bert), max_seq_length=32), st_models.Pooling(hidden, pooling_mode="mean")]
+    SentenceTransformer(modules=modules + [st_models.Normalize()] * normalize,
                         device="cpu").save(str(st_folder), create_model_card=False)
     return st_folder
 
@@ -191,6 +191,48 @@ def test_separate_teacher_projection_cache_and_both_loaders(tmp_path, pair_files
     # the teacher never trained
     after = SentenceTransformer(str(teacher_folder), device="cpu").state_dict()
     assert all(torch.equal(teacher_state[k], after[k]) for k in teacher_state)
+
+
+def test_a_normalizing_teacher_fits_unit_vectors_by_hand():
+    """Against a teacher whose folder ends with Normalize, the loss is the MSE of the student's embeddings scaled to
+    unit length (by hand: each row divided by its norm), not of the raw ones."""
+    student = torch.tensor([[3.0, 4.0], [0.0, 2.0], [6.0, 8.0], [1.0, 0.0]])  # pivots (2 rows), then translations
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # unit rows: pivots (0.6, 0.8), (0, 1); translations (0.6, 0.8), (1, 0)
+    pivot_term = ((0.6 - 1) ** 2 + 0.8 ** 2 + 0 + 0) / 4
+    other_term = ((0.6 - 1) ** 2 + 0.8 ** 2 + 0 + 1 + 1) / 4
+    stub = type("Stub", (), {})()
+    stub.pooling, stub.pivot_weight, stub.other_weight = None, 1.0, 1.0
+    stub.args = type("Args", (), {"matryoshka_dims": None, "matryoshka_weights": None})()
+    stub.record_loss_terms = lambda terms: None
+
+    class Encoder(torch.nn.Module):
+        produces_sentence_embedding = True
+
+        def forward(self, input_ids, attention_mask):
+            return type("Output", (), {"pooler_output": student})()
+
+    inputs = {"input_ids": torch.zeros(4, 1, dtype=torch.long), "attention_mask": torch.ones(4, 1, dtype=torch.long),
+              "teacher_embeddings": teacher}
+    for normalize, expected in ((True, (pivot_term + other_term) / 2),
+                                (False, (((3 - 1) ** 2 + 16 + 0 + 1) / 4 + ((6 - 1) ** 2 + 64 + 1 + 1) / 4) / 2)):
+        stub.normalize = normalize
+        loss = distillation_module.DistillationTrainer.compute_loss(stub, Encoder(), inputs)
+        assert loss.item() == pytest.approx(expected)
+
+
+def test_a_normalizing_teacher_gives_a_normalizing_student(tmp_path, pair_files, student_folder, teacher_cache):
+    teacher = tiny_bert_folder(tmp_path / "teacher", pair_files["texts"], hidden=24, normalize=True)
+    output = tmp_path / "out"
+    run_recipe(write_config(tmp_path / "run.yaml", pair_files, {"model": str(student_folder)},
+                            {"model": str(teacher)}), output, resume=False)
+    modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((output / "modules.json").read_text())]
+    assert modules == ["Transformer", "Pooling", "Dense", "Normalize"]  # the projection, then the unit length
+    texts = pair_files["texts"][:6]
+    by_st = SentenceTransformer(str(output), device="cpu").encode(texts)
+    embed, _ = load_embedder(output, device="cpu")
+    np.testing.assert_allclose(np.linalg.norm(by_st, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(embed(texts), by_st, atol=1e-5)
 
 
 def test_new_ems_student_distilled(tmp_path, pair_files, teacher_folder, teacher_cache):

@@ -31,7 +31,8 @@ def ignore_patterns(ignore: Sequence[str] = ()) -> list[str]:
 # folders, all-MiniLM-L6-v2 among them). What sentence-transformers 6 saves itself
 # (`...base.modules.transformer.Transformer`, `embedding_dimension`, a `transformer_task`) does not load in 5.0.
 ST_MODULE_TYPES = {"Transformer": "sentence_transformers.models.Transformer",
-                   "Pooling": "sentence_transformers.models.Pooling"}
+                   "Pooling": "sentence_transformers.models.Pooling",
+                   "Normalize": "sentence_transformers.models.Normalize"}
 
 
 def write_sentence_transformers_config(folder: str | Path, embedding_dimension: int, max_seq_length: int,
@@ -56,6 +57,19 @@ def write_sentence_transformers_config(folder: str | Path, embedding_dimension: 
         json.dumps({"model_type": "SentenceTransformer", "similarity_fn_name": "cosine", "prompts": {},
                     "default_prompt_name": None}, indent=2)
     )
+
+
+def append_normalize(folder: str | Path) -> None:
+    """Add sentence-transformers' `Normalize` module (no settings, no folder) after the last module of `folder`'s
+    `modules.json`, unless it already ends with one."""
+    modules_file = Path(folder) / "modules.json"
+    modules = json.loads(modules_file.read_text())
+    if modules[-1]["type"].rsplit(".", 1)[-1] == "Normalize":
+        return
+    index = len(modules)
+    modules.append({"idx": index, "name": str(index), "path": f"{index}_Normalize",
+                    "type": ST_MODULE_TYPES["Normalize"]})
+    modules_file.write_text(json.dumps(modules, indent=2))
 
 
 def files_to_publish(folder: str | Path, ignore: Sequence[str] = ()) -> list[str]:

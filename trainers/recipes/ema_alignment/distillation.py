@@ -18,6 +18,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer, Trainer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -110,6 +111,8 @@ class Teacher:
             raise ValueError(f"teacher.model={settings.model!r} in {config_source} gives {probe.dtype} output of "
                              f"shape {probe.shape} for one sentence, not a sentence embedding: name an encoder.")
         self.width = int(probe.shape[1])
+        # A teacher that ends with a Normalize module embeds on the unit sphere: the student is fitted there too
+        self.normalizes = bool(layout) and layout.kinds[-1] == "Normalize"
         files = sorted((str(path.relative_to(folder)), path.stat().st_size, path.stat().st_mtime_ns)
                        for path in folder.rglob("*") if path.is_file())
         self.identity = json.dumps({"folder": str(folder.resolve()), "files": files})
@@ -195,19 +198,23 @@ class TeacherTargetCollator(ParallelPairCollator):
 class DistillationTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
     """Trains a sentence encoder on `TeacherTargetCollator` batches: the student embeds both sides of each pair and
     fits them to the cached teacher embedding of the pivot (`distillation_loss`), on the leading dimensions of
-    `matryoshka_dims` when set. Logs `pivot_loss` and `other_loss`. The student is embedded with `pooling` (None for
+    `matryoshka_dims` when set, after scaling them to unit length when `normalize` (a teacher that normalizes: else
+    the MSE is spent on the scale of the student's embeddings, and a new student collapses to a near-constant one).
+    Logs `pivot_loss` and `other_loss`. The student is embedded with `pooling` (None for
     a `ProjectedStudent`, which pools itself)."""
 
     def __init__(self, model, args: EMATrainingArguments, pivot_weight: float = 1.0, other_weight: float = 1.0,
-                 **kwargs):
+                 normalize: bool = False, **kwargs):
         super().__init__(model=model, args=args, **kwargs)
-        self.pivot_weight, self.other_weight = pivot_weight, other_weight
+        self.pivot_weight, self.other_weight, self.normalize = pivot_weight, other_weight, normalize
         self.pooling = None if isinstance(model, ProjectedStudent) else args.pooling
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         teacher = inputs["teacher_embeddings"]
         embeddings = sentence_embeddings(model, {"input_ids": inputs["input_ids"],
                                                  "attention_mask": inputs["attention_mask"]}, self.pooling)
+        if self.normalize:  # the teacher's embeddings are unit vectors: the student's are fitted as unit vectors
+            embeddings = F.normalize(embeddings.float(), dim=-1)
         pivot, other = PairLayout.split(embeddings)
         if teacher.shape[-1] != other.shape[-1]:
             raise ValueError(f"The cached teacher embeddings have {teacher.shape[-1]} dims, the student's "

@@ -38,7 +38,7 @@ from ...encoding import encode, truncation_length
 from ...evaluation.common import read_tsv
 from ...evaluation.retrieval import retrieval_by_language
 from ...evaluation.similarity import SimilarityEvaluator
-from ...hub import write_sentence_transformers_config
+from ...hub import append_normalize, write_sentence_transformers_config
 from ...losses import check_matryoshka_dims
 from ...tokenizer import tokenizer_languages, train_tokenizer
 from ..base import register_recipe, training_arguments
@@ -360,7 +360,8 @@ class EMAAlignmentRecipe(EncoderRecipe):
         pivot_weight, other_weight = self.run_config.teacher.weights()
         self.trainer = DistillationTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
                                            data_collator=TeacherTargetCollator(tokenizer, max_length),
-                                           pivot_weight=pivot_weight, other_weight=other_weight)
+                                           pivot_weight=pivot_weight, other_weight=other_weight,
+                                           normalize=self.teacher.normalizes)
         return self.trainer
 
     def stage1(self, model, args, tokenizer):
@@ -450,8 +451,8 @@ class EMAAlignmentRecipe(EncoderRecipe):
                 modules.insert(len(modules) - 1, model.save_dense(self.output_dir))
             else:
                 modules.append(model.save_dense(self.output_dir))
-            for index, module in enumerate(modules):
-                module["idx"] = index
+            for index, module in enumerate(modules):  # sentence-transformers keys the modules by name
+                module["idx"], module["name"] = index, str(index)
             modules_file.write_text(json.dumps(modules, indent=2))
             return model
         output_dir = self.output_dir
@@ -481,7 +482,20 @@ class EMAAlignmentRecipe(EncoderRecipe):
             write_sentence_transformers_config(output_dir, model.config.hidden_size,
                                                truncation_length(model, tokenizer),
                                                pooling=self.student.pooling or "mean")
-            return
+        else:
+            self.copy_student_modules()
+        if self.normalizes():
+            append_normalize(output_dir)  # as trained: fitted to a normalizing teacher as unit vectors
+
+    def normalizes(self) -> bool:
+        """Whether the saved student ends with a Normalize module: its own does, or it was fitted as unit vectors
+        to a separate teacher that normalizes (`DistillationTrainer`)."""
+        own = bool(self.student.modules) and self.student.modules[-1]["type"].endswith("Normalize")
+        return own or (self.teacher is not None and self.teacher.normalizes)
+
+    def copy_student_modules(self) -> None:
+        """The student's own sentence-transformers modules, with the transformer at the folder's root."""
+        output_dir = self.output_dir
         modules = [dict(module) for module in self.student.modules]
         modules[0]["path"] = ""  # the transformer at the root, where AutoModel finds it
         paths = {module["path"] for module in modules[1:]}
@@ -540,7 +554,7 @@ class EMAAlignmentRecipe(EncoderRecipe):
     def card_context(self, model, results: dict) -> dict:
         return dict(
             student=self.student.source, pooling=self.student.pooling or "mean",
-            normalize=bool(self.student.modules) and self.student.modules[-1]["type"].endswith("Normalize"),
+            normalize=self.normalizes(),
             lora=self.run_config.student.lora, tau_base=self.tau_base(), frozen_teacher=self.args.frozen_teacher,
             teacher=self.teacher_description(), matryoshka_dims=self.args.matryoshka_dims,
             projected=isinstance(model, ProjectedStudent), vocabulary=self.data_report.get("vocabulary", {}),
