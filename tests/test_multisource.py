@@ -167,6 +167,47 @@ def test_pair_setting_holds_both_segments_and_truncates_both(bert_tokenizer):
     assert pair == "[CLS] one two three four five six seven [SEP] the cat [SEP]"
 
 
+def test_the_sweep_tokenizes_each_input_once_and_only_the_cut_ones_again(bert_tokenizer, monkeypatch):
+    """The token counts (for the length and the cut) and the inputs come from one tokenization; an input longer than
+    the length goes through the tokenizer a second time, truncated. The inputs equal the tokenizer's own truncation
+    of every row."""
+    from types import SimpleNamespace
+
+    from trainers.recipes.multisource.sweep import MultiSourceSweep
+
+    words = "one two three four five six seven".split()
+    splits = {name: _rows([" ".join(words[: 1 + (i * 3 + shift) % 7]) for i in range(size)],
+                          [" ".join(["the cat sat"] * (1 + i % 2)) for i in range(size)])
+              for name, size, shift in (("train", 10, 0), ("validation", 6, 1), ("test", 5, 2))}
+    max_length = 7
+    # token counts of each input, whole, from the tokenizer itself: [CLS] a [SEP] (b [SEP])
+    counts = {(setting, name): [len(bert_tokenizer(*(row[c] for c in SETTINGS[setting]))["input_ids"]) for row in rows]
+              for setting in SETTINGS for name, rows in splits.items()}
+    cut = {setting: sum(n > max_length for name in splits for n in counts[setting, name]) for setting in SETTINGS}
+    assert all(0 < cut[setting] < 21 for setting in SETTINGS)  # some inputs cut in every setting, not all
+    expected = {(setting, name): encode_setting(bert_tokenizer, rows, setting, max_length).to_list()
+                for setting in SETTINGS for name, rows in splits.items()}
+
+    tokenized: dict[str, int] = {}  # texts given to the tokenizer, per setting (A+B: one per pair)
+    call = type(bert_tokenizer).__call__
+
+    def counting(self, text, *args, **kwargs):
+        setting = "A+B" if args else ("B" if text[0].startswith("the cat") else "A")
+        tokenized[setting] = tokenized.get(setting, 0) + len(text)
+        return call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(bert_tokenizer), "__call__", counting)
+    recipe = SimpleNamespace(settings=ClassifierSettings(max_length=max_length, seeds=[0]),
+                             evaluation={"validation": splits["validation"], "test": splits["test"]})
+    sweep = MultiSourceSweep(recipe, None, bert_tokenizer, splits["train"])
+    assert tokenized == {setting: 21 + cut[setting] for setting in SETTINGS}  # was 2 x 21: measured, then encoded
+    for (setting, name), rows in expected.items():
+        assert sweep.inputs[setting][name].to_list() == rows
+        share = sum(n > max_length for n in counts[setting, name]) / len(rows)
+        assert sweep.lengths[setting]["cut"][name] == round(share, 4)
+    assert sweep.lengths["A"]["median_tokens"] == float(np.median(counts["A", "train"]))
+
+
 def test_package_tokenizer_pairs_keep_both_segments(tokenizer_dir, small_pairs):
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     source, translation = small_pairs[0]["tgt"], "Open the file."

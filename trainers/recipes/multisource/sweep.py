@@ -34,32 +34,38 @@ RUN_RESULT = "run_result.json"
 BEST_FOLDER = "best"
 
 
-def input_lengths(tokenizer, rows: datasets.Dataset, setting: str) -> np.ndarray:
-    """Tokens of each input of one setting, untruncated (special tokens included)."""
-    columns = SETTINGS[setting]
-    lengths = rows.map(lambda batch: {"length": [len(ids) for ids in tokenizer(
-        *(batch[column] for column in columns), verbose=False)["input_ids"]]}, batched=True,
-        remove_columns=rows.column_names, desc=f"measuring {setting}")["length"]
-    return np.asarray(lengths)
-
-
 def covering_length(lengths: np.ndarray, coverage: float, limit: int | None) -> int:
     """The fewest tokens that keep `coverage` of the inputs whole (`max_length: auto`), at most `limit`."""
     length = int(np.quantile(lengths, coverage, method="inverted_cdf"))
     return min(length, limit) if limit else length
 
 
-def encode_setting(tokenizer, rows: datasets.Dataset, setting: str, max_length: int) -> datasets.Dataset:
+def encode_setting(tokenizer, rows: datasets.Dataset, setting: str, max_length: int | None = None
+                   ) -> datasets.Dataset:
     """Token ids of one setting's inputs: A `text`, B `translation`, A+B the pair (`text`, `translation`) through
-    the tokenizer's pair encoding, both segments truncated in turn from the longest (`longest_first`)."""
+    the tokenizer's pair encoding, both segments truncated in turn from the longest (`longest_first`) to
+    `max_length` tokens (None: whole, special tokens included)."""
     columns = SETTINGS[setting]
+    truncation = {"truncation": "longest_first", "max_length": max_length} if max_length is not None else {}
 
     def tokenize(batch):
-        encoded = tokenizer(*(batch[column] for column in columns), truncation="longest_first",
-                            max_length=max_length)
+        encoded = tokenizer(*(batch[column] for column in columns), verbose=False, **truncation)
         return {**encoded, "labels": batch["label"]}
 
     return rows.map(tokenize, batched=True, remove_columns=rows.column_names, desc=f"tokenizing {setting}")
+
+
+def truncate_setting(tokenizer, rows: datasets.Dataset, whole: datasets.Dataset, lengths: np.ndarray, setting: str,
+                     max_length: int) -> datasets.Dataset:
+    """`whole` (`rows` through `encode_setting` without a limit; `lengths` its inputs' token counts) at
+    `max_length` tokens: an input that fits is kept as tokenized (truncation leaves it as it is), and only the longer
+    ones go through the tokenizer again, truncated, in their places."""
+    long, fits = np.flatnonzero(lengths > max_length), np.flatnonzero(lengths <= max_length)
+    if not len(long):
+        return whole
+    cut = encode_setting(tokenizer, rows.select(long), setting, max_length)
+    order = np.argsort(np.concatenate([fits, long]), kind="stable")
+    return datasets.concatenate_datasets([whole.select(fits), cut]).select(order)
 
 
 class EpochPatience(TrainerCallback, ExportableState):
@@ -100,7 +106,8 @@ class MultiSourceSweep:
         settings, splits = recipe.settings, {"train": train, **recipe.evaluation}
         self.inputs, self.lengths = {}, {}
         for setting in settings.settings:
-            lengths = {name: input_lengths(tokenizer, rows, setting) for name, rows in splits.items()}
+            whole = {name: encode_setting(tokenizer, rows, setting) for name, rows in splits.items()}
+            lengths = {name: np.asarray([len(ids) for ids in encoded["input_ids"]]) for name, encoded in whole.items()}
             length = (covering_length(lengths["train"], settings.length_coverage, limit)
                       if settings.max_length == "auto" else settings.max_length)
             self.lengths[setting] = {"max_length": length, "median_tokens": float(np.median(lengths["train"])),
@@ -109,7 +116,7 @@ class MultiSourceSweep:
             logger.warning("Setting %s: %d tokens per input (median %d); inputs cut: %s", setting, length,
                            np.median(lengths["train"]), ", ".join(f"{name} {share:.1%}" for name, share in
                                                                  self.lengths[setting]["cut"].items()))
-            self.inputs[setting] = {name: encode_setting(tokenizer, rows, setting, length)
+            self.inputs[setting] = {name: truncate_setting(tokenizer, rows, whole[name], lengths[name], setting, length)
                                     for name, rows in splits.items()}
         self.results: list[dict] = []
 
