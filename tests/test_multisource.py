@@ -494,6 +494,25 @@ def test_covering_length_keeps_the_share_asked_for():
     assert covering_length(lengths, 0.99, 64) == 64  # never past the model's limit
 
 
+def test_the_model_limit_is_the_smaller_of_the_tokenizer_and_the_positions(bert_tokenizer):
+    """`input_limit` caps `max_length: auto` by `model_token_limit`, which `encode` truncates at too."""
+    from types import SimpleNamespace
+
+    from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
+
+    from trainers.encoding import model_token_limit, truncation_length
+
+    tokenizer = SimpleNamespace(model_max_length=512)
+    assert model_token_limit(tokenizer, SimpleNamespace(max_position_embeddings=514)) == 512  # XLM-R: 2 offsets
+    assert model_token_limit(tokenizer, SimpleNamespace(max_position_embeddings=128)) == 128
+    assert model_token_limit(tokenizer, SimpleNamespace()) == 512
+    assert bert_tokenizer.model_max_length == VERY_LARGE_INTEGER  # built without a limit: "no limit"
+    assert model_token_limit(bert_tokenizer, SimpleNamespace(max_position_embeddings=64)) == 64
+    assert model_token_limit(bert_tokenizer) is None
+    model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=64))
+    assert truncation_length(model, bert_tokenizer) == 64 and truncation_length(model, bert_tokenizer, 8) == 8
+
+
 def test_auto_length_follows_the_data_and_reports_the_cut(tmp_path, tiny_setup):
     data, classifier = tiny_setup
     path = config_file(tmp_path, data, classifier, classifier={"settings": ["A", "A+B"], "seeds": [0],

@@ -67,17 +67,21 @@ def check_texts(texts: list[str]) -> None:
             raise ValueError(f"Text {index} is {text!r}: cannot embed an empty or missing text.")
 
 
+def model_token_limit(tokenizer, config=None) -> int | None:
+    """The most tokens a model reads per text: the smaller of its tokenizer's `model_max_length` (512 for XLM-R,
+    whose config has 514 positions of which 2 are offsets; none when unbounded) and its `config`'s
+    `max_position_embeddings`, as sentence-transformers bounds `max_seq_length`; None when neither says."""
+    limits = [getattr(tokenizer, "model_max_length", None), getattr(config, "max_position_embeddings", None)]
+    return min((int(limit) for limit in limits if limit is not None and limit < UNBOUNDED_LENGTH), default=None)
+
+
 def truncation_length(model, tokenizer, max_length: int | None = None) -> int | None:
-    """Tokens kept per text: `max_length` when given, else the tokenizer's `model_max_length` (512 for XLM-R, whose
-    config has 514 positions of which 2 are offsets), else the model's `max_position_embeddings`."""
+    """Tokens kept per text: `max_length` when given, else the model's limit (`model_token_limit`)."""
     if max_length is not None:
         if max_length < 1:
             raise ValueError(f"max_length={max_length}: keep at least one token per text.")
         return max_length
-    limit = getattr(tokenizer, "model_max_length", None)
-    if limit is not None and limit < UNBOUNDED_LENGTH:
-        return int(limit)
-    return getattr(bare_encoder(model).config, "max_position_embeddings", None)
+    return model_token_limit(tokenizer, bare_encoder(model).config)
 
 
 @torch.inference_mode()

@@ -35,6 +35,7 @@ import datasets
 from huggingface_hub import EvalResult
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from ...encoding import model_token_limit
 from ...evaluation.common import read_tsv
 from ...loading import MINILM, read_sentence_transformer, resolve_model_setting
 from ..base import Recipe, register_recipe
@@ -317,12 +318,8 @@ class MultiSourceRecipe(Recipe):
         return self.sweep.run(resume)
 
     def input_limit(self, tokenizer) -> int | None:
-        """The most tokens the classifier reads: its tokenizer's `model_max_length` and its position embeddings."""
-        limits = [getattr(tokenizer, "model_max_length", None),
-                  getattr(AutoConfig.from_pretrained(self.classifier_folder, trust_remote_code=False),
-                          "max_position_embeddings", None)]
-        limits = [int(limit) for limit in limits if limit is not None and limit < 10**8]
-        return min(limits) if limits else None
+        """The most tokens the classifier reads (`model_token_limit`: its tokenizer's and its position embeddings')."""
+        return model_token_limit(tokenizer, AutoConfig.from_pretrained(self.classifier_folder, trust_remote_code=False))
 
     def save(self, model, tokenizer):
         """The kept classifier (and its tokenizer) as the output folder's model."""
