@@ -376,3 +376,23 @@ def test_tfidf_scores_eigen_similarity_fitted_on_both_sides_of_the_pairs(tmp_pat
     assert rows[("sim", "—")] == ["n/a"]
     assert re.fullmatch(r"\d+\.\d{3}", rows[("eigen", "eigen_similarity, mean of 2 pairs")][0])
     assert not (tmp_path / "out" / RETRIEVAL_PLOT).exists()  # no retrieval task: no plot
+
+
+def test_a_model_listed_with_its_reductions_is_loaded_once_and_embeds_each_text_once(two_models, suite, tmp_path,
+                                                                                      monkeypatch):
+    first, _ = two_models
+    alone = compare_models([f"full={first}"], suite, tmp_path / "alone")
+    loads, embedded = [], []
+    original = loading_module.load_embedder
+
+    def counting(*args, **kwargs):
+        embed, languages = original(*args, **kwargs)
+        loads.append(args[0])
+        return (lambda texts: embedded.extend(texts) or embed(texts)), languages
+
+    monkeypatch.setattr(loading_module, "load_embedder", counting)
+    both = compare_models([f"full={first}", f"binary={first}?precision=binary"], suite, tmp_path / "both")
+    assert len(loads) == 1
+    assert len(embedded) == len(set(embedded))  # no text embedded twice across the two entries
+    assert both["models"]["full"]["results"] == alone["models"]["full"]["results"]
+    assert both["models"]["binary"]["results"] != both["models"]["full"]["results"]

@@ -225,6 +225,9 @@ def compare_models(
                 pass
     fallback = sorted(named) or None
     order = [spec for spec in specs if spec.kind != TFIDF] + [spec for spec in specs if spec.kind == TFIDF]
+    # a model listed several times (full, truncated, quantized) is loaded once and embeds each text once
+    remaining = {spec.model: sum(other.model == spec.model for other in order) for spec in order}
+    loaded: dict[str, tuple] = {}
     progress = tqdm(order, desc="models", unit="model")
     for spec in progress:
         progress.set_postfix_str(spec.name)
@@ -235,21 +238,40 @@ def compare_models(
                 evaluators = load_suite(path=suite, languages=entry["languages"])
                 entry["results"] = _evaluate_tfidf(evaluators)
             else:
-                embed, languages = load_embedder(spec.model, **(load_options or {}),
-                                                 trust_remote_code=trust_remote_code)
+                if spec.model not in loaded:
+                    embed, languages = load_embedder(spec.model, **(load_options or {}),
+                                                     trust_remote_code=trust_remote_code)
+                    loaded[spec.model] = (MemoizedEmbedder(embed), languages)
+                embed, languages = loaded[spec.model]
                 entry["languages"] = list(languages) if languages else fallback
                 evaluators = load_suite(path=suite, languages=entry["languages"])
                 entry["results"] = run_suite(evaluators=evaluators,
                                              embed=reduced(embed, spec.truncate_dim, spec.precision))
-                del embed
         except Exception as error:  # reported in the table and results; the other models still run
             entry["error"] = _error(error)
             tqdm.write(f"{spec.name} ({entry['model']}) failed: {entry['error']}")
+        remaining[spec.model] -= 1
+        if not remaining[spec.model]:
+            loaded.pop(spec.model, None)  # its weights and embeddings are freed before the next model loads
         if output is not None:
             (output / RESULTS_FILE).write_text(_json(comparison))
     if output is not None:
         write_outputs(comparison, output)
     return comparison
+
+
+class MemoizedEmbedder:
+    """An embedding function that embeds each distinct text once and answers repeats from memory, for the several
+    reductions of one model in a comparison (they score the same float embeddings)."""
+
+    def __init__(self, embed):
+        self.embed, self.memory = embed, {}
+
+    def __call__(self, texts):
+        new = list(dict.fromkeys(text for text in texts if text not in self.memory))
+        if new:
+            self.memory.update(zip(new, self.embed(new)))
+        return np.stack([self.memory[text] for text in texts]) if texts else self.embed(texts)
 
 
 def write_outputs(comparison: dict, output_dir: str | Path) -> dict[str, Path]:
