@@ -58,80 +58,88 @@ def shift_student(model: nn.Module, by: float) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
+def assert_teacher(teacher: EMATeacher, expected: dict[str, torch.Tensor]) -> None:
+    """The teacher holds exactly `expected`: the same names, bit-identical values."""
+    state = teacher.state_dict()
+    assert state.keys() == expected.keys()
+    for name, tensor in state.items():
+        assert torch.equal(tensor, expected[name]), name
+
+
 # --- the schedule and the settings at their bounds ----------------------------------------------------------------
 
 
-def test_tau_schedule_at_its_bounds_by_hand():
-    assert ema_tau(0, 4, 0.0) == 0.0  # tau_base 0 is allowed: the teacher copies the student at k = 0
-    assert ema_tau(1, 4, 0.0) == pytest.approx(1 - (math.cos(math.pi / 4) + 1) / 2)
-    assert ema_tau(3, 4, 1.0) == 1.0  # tau_base 1: a frozen teacher
-    assert ema_tau(1, 1, 0.5) == pytest.approx(1.0)  # K = 1 and k = K are allowed
-    with pytest.raises(ValueError, match=r"tau_base=-0\.1 is outside \[0, 1\]; use a decay rate such as the "
-                                         r"paper's 0\.99999\."):
-        ema_tau(0, 4, -0.1)
-    with pytest.raises(ValueError, match=r"step=-1 is outside \[0, K=4\]; pass the 0-based index of the current "
-                                         r"step\."):
-        ema_tau(-1, 4, 0.5)
-    with pytest.raises(ValueError, match=r"total_steps=0: the schedule needs K >= 1; pass the run's max_steps\."):
-        ema_tau(0, 0, 0.5)
+@pytest.mark.parametrize("step, total_steps, tau_base, expected", [
+    (0, 4, 0.0, 0.0),  # tau_base 0 is allowed: the teacher copies the student at k = 0
+    (1, 4, 0.0, 1 - (math.cos(math.pi / 4) + 1) / 2),
+    (3, 4, 1.0, 1.0),  # tau_base 1: a frozen teacher
+    (1, 1, 0.5, 1.0),  # K = 1 and k = K are allowed
+])
+def test_tau_schedule_at_its_bounds_by_hand(step, total_steps, tau_base, expected):
+    assert ema_tau(step, total_steps, tau_base) == pytest.approx(expected, abs=0)
 
 
-def test_training_arguments_take_tau_base_in_0_1_and_an_update_every_n_of_at_least_1(tmp_path):
-    for tau_base in (0.0, 1.0):
-        assert EMATrainingArguments(output_dir=str(tmp_path), tau_base=tau_base, report_to="none").tau_base == tau_base
-    assert EMATrainingArguments(output_dir=str(tmp_path), teacher_update_every=1, report_to="none")
-    with pytest.raises(ValueError, match=r"tau_base=-0\.5 is outside \[0, 1\]; use a decay rate such as the paper's "
-                                         r"0\.99999\."):
-        EMATrainingArguments(output_dir=str(tmp_path), tau_base=-0.5, report_to="none")
-    with pytest.raises(ValueError, match=r"teacher_update_every=0: update the teacher every n >= 1 steps, or set "
-                                         r"frozen_teacher=True to never update it\."):
-        EMATrainingArguments(output_dir=str(tmp_path), teacher_update_every=0, report_to="none")
+@pytest.mark.parametrize("step, total_steps, tau_base, message", [
+    (0, 4, -0.1, r"tau_base=-0\.1 is outside \[0, 1\]; use a decay rate such as the paper's 0\.99999\."),
+    (-1, 4, 0.5, r"step=-1 is outside \[0, K=4\]; pass the 0-based index of the current step\."),
+    (0, 0, 0.5, r"total_steps=0: the schedule needs K >= 1; pass the run's max_steps\."),
+])
+def test_tau_schedule_past_its_bounds_is_refused(step, total_steps, tau_base, message):
+    with pytest.raises(ValueError, match=message):
+        ema_tau(step, total_steps, tau_base)
+
+
+@pytest.mark.parametrize("setting, value", [("tau_base", 0.0), ("tau_base", 1.0), ("teacher_update_every", 1)])
+def test_training_arguments_take_tau_base_in_0_1_and_an_update_every_n_of_at_least_1(tmp_path, setting, value):
+    assert getattr(EMATrainingArguments(output_dir=str(tmp_path), report_to="none", **{setting: value}),
+                   setting) == value
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("tau_base", -0.5, r"tau_base=-0\.5 is outside \[0, 1\]; use a decay rate such as the paper's 0\.99999\."),
+    ("teacher_update_every", 0, r"teacher_update_every=0: update the teacher every n >= 1 steps, or set "
+                                r"frozen_teacher=True to never update it\."),
+])
+def test_training_arguments_past_their_bounds_are_refused(tmp_path, setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        EMATrainingArguments(output_dir=str(tmp_path), report_to="none", **{setting: value})
 
 
 # --- which steps update the teacher, with which τ, and what is logged ---------------------------------------------
 
 
-def test_update_teacher_is_eq_2_with_the_tau_of_the_step_just_taken(tmp_path, tokenizer, small_pairs):
-    """Every 2nd step: at global step 1 nothing moves; at global step 2, ξ ← τ ξ + (1 − τ) θ with τ of k = 1 of K = 4:
-    1 − 0.4 (cos(π / 4) + 1) / 2, written out here."""
-    trainer = trainer_for(tmp_path, tokenizer, small_pairs, teacher_update_every=2)
-    trainer.state.max_steps = 4
+@pytest.mark.parametrize("settings, global_step, tau", [
+    # an update step: ξ ← τ ξ + (1 − τ) θ with τ of the step just taken, k = 1 of K = 4 with tau_base 0.6
+    ({"teacher_update_every": 2}, 2, 1 - 0.4 * (math.cos(math.pi / 4) + 1) / 2),
+    ({"teacher_update_every": 2}, 1, None),  # not a multiple of 2: nothing moves
+    ({"frozen_teacher": True}, 2, None),  # a frozen teacher never moves
+], ids=["update step", "between updates", "frozen"])
+def test_update_teacher_is_eq_2_with_the_tau_of_the_step_just_taken(tmp_path, tokenizer, small_pairs, settings,
+                                                                     global_step, tau):
+    trainer = trainer_for(tmp_path, tokenizer, small_pairs, **settings)
+    trainer.state.max_steps, trainer.state.global_step = 4, global_step
     initial = {name: tensor.clone() for name, tensor in trainer.ema_teacher.state_dict().items()}
     student = shift_student(trainer.model, 0.5)
-    trainer.state.global_step = 1
     trainer.update_teacher()
-    for name, tensor in trainer.ema_teacher.state_dict().items():
-        assert torch.equal(tensor, initial[name]), name
-    trainer.state.global_step = 2
-    tau = 1 - 0.4 * (math.cos(math.pi / 4) + 1) / 2
+    if tau is None:
+        assert_teacher(trainer.ema_teacher, initial)
+        return
     assert trainer.current_tau() == pytest.approx(tau)
-    trainer.update_teacher()
     for name, tensor in trainer.ema_teacher.state_dict().items():
         torch.testing.assert_close(tensor, tau * initial[name] + (1 - tau) * student[name], msg=name)
 
 
-def test_a_frozen_teacher_is_never_updated_and_logs_no_tau(tmp_path, tokenizer, small_pairs):
-    trainer = trainer_for(tmp_path, tokenizer, small_pairs, frozen_teacher=True)
-    trainer.state.max_steps, trainer.state.global_step = 4, 2
-    initial = {name: tensor.clone() for name, tensor in trainer.ema_teacher.state_dict().items()}
-    shift_student(trainer.model, 0.5)
-    trainer.update_teacher()
-    for name, tensor in trainer.ema_teacher.state_dict().items():
-        assert torch.equal(tensor, initial[name]), name
-    logs = {"loss": 1.0}
-    trainer.log(logs)
-    assert "ema_tau" not in logs
-
-
-def test_tau_is_logged_beside_the_loss_only(tmp_path, tokenizer, small_pairs):
-    trainer = trainer_for(tmp_path, tokenizer, small_pairs)
+@pytest.mark.parametrize("settings, logs, tau", [
+    ({}, {"loss": 1.0}, 1 - 0.4 * (math.cos(math.pi / 2) + 1) / 2),  # k = 2 of K = 4: 0.8
+    ({}, {"eval_loss": 1.0}, None),  # beside the loss only
+    ({"frozen_teacher": True}, {"loss": 1.0}, None),  # a frozen teacher has no τ
+], ids=["training loss", "evaluation", "frozen"])
+def test_tau_is_logged_beside_the_loss_of_a_moving_teacher_only(tmp_path, tokenizer, small_pairs, settings, logs,
+                                                                tau):
+    trainer = trainer_for(tmp_path, tokenizer, small_pairs, **settings)
     trainer.state.max_steps, trainer.state.global_step = 4, 3
-    logs = {"loss": 1.0}
-    trainer.log(logs)
-    assert logs["ema_tau"] == pytest.approx(1 - 0.4 * (math.cos(math.pi / 2) + 1) / 2)  # k = 2 of K = 4: 0.8
-    evaluation = {"eval_loss": 1.0}
-    trainer.log(evaluation)
-    assert "ema_tau" not in evaluation
+    trainer.log(logs := dict(logs))
+    assert logs.get("ema_tau") == (None if tau is None else pytest.approx(tau))
 
 
 def test_a_replaced_student_is_refused_at_the_update(tmp_path, tokenizer, small_pairs):
@@ -181,8 +189,7 @@ def test_the_teacher_restores_a_saved_state_and_refuses_another_students(tmp_pat
     teacher = EMATeacher(student)
     saved = {name: torch.full_like(tensor, 0.25) for name, tensor in teacher.state_dict().items()}
     teacher.load_state_dict(saved)
-    for name, tensor in teacher.state_dict().items():
-        assert torch.equal(tensor, saved[name]), name
+    assert_teacher(teacher, saved)
     name = next(iter(saved))
     with pytest.raises(ValueError, match=rf"The saved teacher does not fit this student: it lacks \['{name}'\] and has "
                                          r"extra \['other'\]\. Resume with the student \(and LoRA config\) the "
@@ -210,18 +217,16 @@ def test_a_checkpoint_holds_the_teacher_and_resuming_reads_it_back(tmp_path, tok
     checkpoint.mkdir()
     trainer._save_optimizer_and_scheduler(str(checkpoint))
     saved = load_file(checkpoint / TEACHER_FILE)
-    assert saved.keys() == trainer.ema_teacher.state_dict().keys()
-    for name, tensor in trainer.ema_teacher.state_dict().items():
-        assert torch.equal(saved[name], tensor), name
+    assert_teacher(trainer.ema_teacher, saved)
 
-    save_file({name: torch.full_like(tensor, 0.5) for name, tensor in saved.items()}, checkpoint / TEACHER_FILE)
+    halves = {name: torch.full_like(tensor, 0.5) for name, tensor in saved.items()}
+    save_file(halves, checkpoint / TEACHER_FILE)
     resumed = trainer_for(tmp_path, tokenizer, small_pairs)
     resumed.create_optimizer_and_scheduler(num_training_steps=4)
     resumed._load_optimizer_and_scheduler(None)  # a fresh start reads nothing
-    assert not torch.equal(next(iter(resumed.ema_teacher.state_dict().values())), torch.full_like(tensor, 0.5))
+    assert not any(torch.equal(tensor, halves[name]) for name, tensor in resumed.ema_teacher.state_dict().items())
     resumed._load_optimizer_and_scheduler(str(checkpoint))
-    for name, tensor in resumed.ema_teacher.state_dict().items():
-        assert torch.equal(tensor, torch.full_like(tensor, 0.5)), name
+    assert_teacher(resumed.ema_teacher, halves)
     (checkpoint / TEACHER_FILE).unlink()
     with pytest.raises(FileNotFoundError, match=rf"{checkpoint} has no {TEACHER_FILE}: it was not saved by "
                                                 r"EMATeacherTrainer \(or with save_only_model\), so the teacher cannot "
