@@ -157,3 +157,33 @@ def test_bad_inputs_raise_clear_errors(planted):
         evaluate_mining(broken, sources, gold)
     with pytest.raises(ValueError, match=r"k=5 must be an int in \[1, 3\]"):
         margin_scores(sources[:3], distractors, k=5)
+
+
+# --- hard negatives for translation ranking (scripts/mine_hard_negatives.py) --------------------------------------
+
+
+def test_hard_negative_mining_resolves_the_minilm_shortcut(tmp_path, small_pairs):
+    """`--model minilm` is the installed all-MiniLM-L6-v2 (as in configs and compare), not a Hub lookup: each pair's
+    negative is the German translation, other than its own, nearest its source by that model's cosine (computed
+    here with sentence-transformers)."""
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    from tests.conftest import write_jsonl
+    from trainers.hard_negatives import main
+    from trainers.loading import minilm_folder
+
+    pairs = [row for row in small_pairs if row["tgt_lang"] == "de"][:8]
+    output = tmp_path / "mined.jsonl"
+    main(["--model", "minilm", "--pairs", str(write_jsonl(tmp_path / "pairs.jsonl", pairs)), "--output", str(output),
+          "--k", "1", "--backend", "exact"])
+    mined = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+
+    model = SentenceTransformer(str(minilm_folder()), device="cpu")
+    targets = sorted({row["tgt"] for row in pairs})
+    cosines = model.encode([row["src"] for row in pairs]) @ model.encode(targets).T  # unit vectors: cosines
+    expected = [[next(targets[j] for j in np.argsort(-scores) if targets[j] != row["tgt"])]
+                for row, scores in zip(pairs, cosines)]
+    assert [row["negatives"] for row in mined] == expected
+    assert len(set(map(tuple, expected))) > 1  # not one target for all: the model's own ranking decides

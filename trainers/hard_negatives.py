@@ -13,7 +13,7 @@ import numpy as np
 from .data import load_parallel_dataset, validate_pairs
 from .encoding import encode
 from .evaluation.knn import BACKENDS, knn
-from .loading import load_encoder
+from .loading import MINILM, MINILM_NAME, load_encoder, resolve_model_setting
 
 
 def mine_hard_negatives(embed, pairs: datasets.Dataset, k: int, backend: str = "auto") -> datasets.Dataset:
@@ -42,8 +42,8 @@ def mine_hard_negatives(embed, pairs: datasets.Dataset, k: int, backend: str = "
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", required=True, help="A translation-ranking model folder (e.g. trained with "
-                        "configs/multitask_translation.yaml).")
+    parser.add_argument("--model", required=True, help="A translation-ranking model: a folder (e.g. trained with "
+                        f"configs/multitask_translation.yaml), a Hub id, or `{MINILM}` (the installed {MINILM_NAME}).")
     parser.add_argument("--pairs", required=True, help="Parallel pairs to mine for (any source load_parallel_dataset "
                         "reads).")
     parser.add_argument("--output", required=True, help="JSONL with the pair columns and `negatives`.")
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
                              "it.")
     args = parser.parse_args(argv)
     try:
-        model, tokenizer = load_encoder(args.model, trust_remote_code=args.trust_remote_code)
+        folder, _ = resolve_model_setting(args.model, "--model", "the command line")
+        model, tokenizer = load_encoder(folder, trust_remote_code=args.trust_remote_code)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     pairs = load_parallel_dataset(args.pairs)
