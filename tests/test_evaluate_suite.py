@@ -79,7 +79,7 @@ def test_suite_runs_every_task_on_a_saved_model_and_updates_the_card(saved_model
             for r in index["results"] for m in r["metrics"]]
     assert len(keys) == len(set(keys))
     assert ("wordsim", None, "spearman") in keys and ("dev_en-de", None, "p@1") in keys
-    assert ("libreoffice-parallel", "en-de", "precision_at_1") in keys  # the training card's entries are kept
+    assert ("libreoffice-translations", "en-de", "precision_at_1") in keys  # the training card's entries are kept
     assert card.text.count("## Evaluation suite `suite.yaml`") == 1
 
 

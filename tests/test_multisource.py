@@ -357,6 +357,11 @@ def test_pipeline_end_to_end_with_resume(tmp_path, tiny_setup):
     assert (output_dir / "multisource_plot.png").stat().st_size > 1000
     card = (output_dir / "README.md").read_text()
     assert "A+B (Proposed)" in card and "pipeline_tag: text-classification" in card
+    from huggingface_hub import ModelCard
+
+    widget = ModelCard.load(output_dir / "README.md").data.widget  # test inputs as the A+B classifier reads them:
+    texts = [line.split("\t")[0] for line in (data / "test.tsv").read_text(encoding="utf-8").splitlines()[1:4]]
+    assert widget == [{"text": f"{text} </s> {text[::-1]}"} for text in texts]  # the package's tokenizer pairs by </s>
     saved = AutoModelForSequenceClassification.from_pretrained(output_dir)
     assert type(saved) is EMSForSequenceClassification and saved.config.id2label == {0: "a", 1: "b", 2: "c"}
     best = max((run for run in results["runs"] if run["setting"] == "A+B"), key=lambda run: run["validation"])

@@ -1,18 +1,31 @@
 """Model cards rendered from `hub_cards/` templates with measured results in their `model-index`."""
 
 import os
+import platform
 import re
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from hub_cards import template
+
 from .data.languages import language_code_problem
+from .data.sources import DATA_SOURCES
 from .files import write_text_atomic
 
+# The distributions whose versions every card states (sentence-transformers cards' "Framework Versions"): the package
+# itself, then what it trains and evaluates with; one that is not installed is left out.
+CARD_LIBRARIES = ("ems-sentence-embeddings", "torch", "transformers", "sentence-transformers", "datasets",
+                  "accelerate", "peft", "tokenizers", "huggingface_hub")
 
-def retrieval_eval_results(results: dict, dataset_name: str, dataset_type: str) -> list[EvalResult]:
-    """One `model-index` entry per language pair and one for the average, metric `p@1` in percent."""
+
+def retrieval_eval_results(results: dict, dataset_name: str, dataset_type: str,
+                           dataset_split: str) -> list[EvalResult]:
+    """One `model-index` entry per language pair and one for the average, metric `p@1` in percent. `dataset_type` is
+    the data's id (`trainers.data.sources.dataset_type`); the Hub groups entries by type, config (the pair) and
+    split, so two evaluation sets of one source stay apart by their `dataset_split`."""
     entries = []
     for name, row in results.items():
         entries.append(
@@ -22,7 +35,7 @@ def retrieval_eval_results(results: dict, dataset_name: str, dataset_type: str) 
                 dataset_type=dataset_type,
                 dataset_name=dataset_name,
                 dataset_config=name,
-                dataset_split="heldout",
+                dataset_split=dataset_split,
                 metric_type="precision_at_1",
                 metric_name=f"P@1 ({name})",
                 metric_value=round(row["p@1"], 4),
@@ -35,9 +48,9 @@ def retrieval_card_context(results: dict, evaluation_sets: dict[str, dict]) -> d
     """Card context of held-out retrieval results, for any recipe that trains on parallel pairs.
 
     `results[set]` is `{"model": ..., "tfidf_baseline": ...}` from `retrieval_by_language` for each evaluation set;
-    `evaluation_sets[set]` names it: `title`, `dataset_name`, `dataset_type`. Returns `retrieval_sections` (a table
-    row per language pair beside the baseline, the averages, and where the model wins and loses) and `eval_results`
-    (`model-index` entries of every set)."""
+    `evaluation_sets[set]` names it: `title`, `dataset_name`, `dataset_type` (the split is the set's name). Returns
+    `retrieval_sections` (a table row per language pair beside the baseline, the averages, and where the model wins
+    and loses) and `eval_results` (`model-index` entries of every set)."""
     sections, entries = [], []
     for name, described in evaluation_sets.items():
         model, baseline = results[name]["model"], results[name]["tfidf_baseline"]
@@ -47,7 +60,7 @@ def retrieval_card_context(results: dict, evaluation_sets: dict[str, dict]) -> d
         losses = [pair for pair, row in rows if row["model"] <= row["baseline"]]
         sections.append({**described, "rows": rows, "wins": wins, "losses": losses,
                          "average": {"model": model["average"]["p@1"], "baseline": baseline["average"]["p@1"]}})
-        entries += retrieval_eval_results(model, described["dataset_name"], described["dataset_type"])
+        entries += retrieval_eval_results(model, described["dataset_name"], described["dataset_type"], name)
     return {"retrieval_sections": sections, "eval_results": entries}
 
 
@@ -58,6 +71,44 @@ def sentence_encoder_card_data(folder: str | Path) -> dict:
         return {"library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity",
                 "tags": ["sentence-transformers", "sentence-similarity", "feature-extraction", "transformers"]}
     return {"library_name": "transformers", "pipeline_tag": "feature-extraction", "tags": ["feature-extraction"]}
+
+
+def similarity_widget(pairs, languages: list[str], examples: int = 3, candidates: int = 3) -> list[dict]:
+    """The Hub widget of a sentence-similarity card, as sentence-transformers cards have it: `examples` entries, each
+    the `src` of a pair with `candidates` sentences to rank by similarity to it: its translation first, then the
+    translations of the next pairs. Pairs whose target is in one of the card's `languages` (`pt_BR` counts as `pt`)
+    are taken one target language at a time in turn (the first pair of each language, then the second, ...), so the
+    widget shows as many of them as it can."""
+    by_language = {}
+    for row in pairs.select_columns(["src", "tgt", "tgt_lang"]):
+        if row["tgt_lang"].split("_")[0] in languages:
+            by_language.setdefault(row["tgt_lang"], []).append(row)
+    needed = examples + candidates - 1
+    rows = [by_language[code][turn] for turn in range(needed) for code in sorted(by_language)
+            if turn < len(by_language[code])][:needed]
+    return [{"source_sentence": rows[index]["src"],
+             "sentences": [rows[(index + offset) % len(rows)]["tgt"] for offset in range(min(candidates, len(rows)))]}
+            for index in range(min(examples, len(rows)))]
+
+
+def library_versions() -> dict[str, str]:
+    """Python's version and that of each installed distribution of `CARD_LIBRARIES`."""
+    versions = {"python": platform.python_version()}
+    for name in CARD_LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def provenance_section(card_data: dict) -> str:
+    """The sections every card ends with (`hub_cards/_provenance.md`): "Data sources", each dataset id of the card
+    (`datasets` and the `model-index` dataset types) that `DATA_SOURCES` knows with its title, address and licence,
+    and "Framework versions" (`library_versions`)."""
+    ids = [*(card_data.get("datasets") or []), *(entry.dataset_type for entry in card_data.get("eval_results") or [])]
+    sources = {source: DATA_SOURCES[source] for source in dict.fromkeys(ids) if source in DATA_SOURCES}
+    return render_section(template("_provenance"), sources=sources, versions=library_versions())
 
 
 def render_section(path: str | Path, **context) -> str:
@@ -87,14 +138,16 @@ def check_card_languages(languages: list[str]) -> None:
 
 
 def render_model_card(output_dir: str | Path, template_path: str | Path, card_data: dict, **context) -> ModelCard:
-    """Write `README.md` in `output_dir` from the template at `template_path` (a recipe's, `hub_cards/<recipe>.md`):
-    `card_data` are `ModelCardData` fields (the folder's name is the model name), `context` fills the template.
-    Absolute paths come out relative to `output_dir` (`without_local_paths`)."""
+    """Write `README.md` in `output_dir` from the template at `template_path` (a recipe's, `hub_cards/<recipe>.md`)
+    followed by the data sources and library versions (`provenance_section`): `card_data` are `ModelCardData` fields
+    (the folder's name is the model name; `datasets`, `base_model`, `widget` where the recipe has them), `context`
+    fills the template. Absolute paths come out relative to `output_dir` (`without_local_paths`)."""
     name = Path(output_dir).name
     check_card_languages(card_data.get("language") or [])
     card = ModelCard.from_template(ModelCardData(model_name=name, **card_data), template_path=str(template_path),
                                    model_name=name, repo_id=name, **context)
-    card = ModelCard(without_local_paths(str(card), output_dir))
+    text = f"{str(card).rstrip()}\n\n{provenance_section(card_data)}\n"
+    card = ModelCard(without_local_paths(text, output_dir))
     write_text_atomic(Path(output_dir) / "README.md", str(card))
     return card
 

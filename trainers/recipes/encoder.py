@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, TrainingArguments
 
 from hub_cards import template
 
-from ..cards import render_section, retrieval_card_context, sentence_encoder_card_data
+from ..cards import render_section, retrieval_card_context, sentence_encoder_card_data, similarity_widget
 from ..config import check_known_settings
 from ..data import (
     PAIR_COLUMNS,
@@ -33,6 +33,7 @@ from ..data import (
     tokenize_pairs,
     validate_pairs,
 )
+from ..data.sources import dataset_ids, dataset_type
 from ..encoding import encode
 from ..evaluation.retrieval import retrieval_by_language
 from ..hub import write_sentence_transformers_config
@@ -51,7 +52,6 @@ EVAL_DESCRIPTION = ("Translation retrieval P@1 (Tatoeba protocol: cosine, mean o
 class EncoderRecipe(Recipe):
     """A recipe whose model is a sentence encoder trained on parallel pairs (`src, tgt, src_lang, tgt_lang`)."""
 
-    dataset_type: ClassVar[str] = "parallel"  # the `model-index` dataset type of the in-domain held-out data
     card_tags: ClassVar[tuple[str, ...]] = ()  # the method's own tags on the card
     card_license: ClassVar[str | None] = "mpl-2.0"  # the license the card states; None: none
     publish_ignore = (PREPARED_FOLDER,)  # the tokenized pairs `prepare_train_data` saves
@@ -107,11 +107,16 @@ class EncoderRecipe(Recipe):
         return str(self.run_config.data.train)
 
     def evaluation_sets(self) -> dict[str, dict]:
-        """How the card names each evaluation set of `load_data`: `title`, `dataset_name`, `dataset_type`."""
+        """How the card names each evaluation set of `load_data`: `title`, `dataset_name` and `dataset_type` (the
+        data's id: `trainers.data.sources`)."""
         data = self.run_config.data
         return {name: {"title": title, "dataset_name": describe_data(getattr(data, name)),
-                       "dataset_type": self.dataset_type if name == "heldout" else "out-of-domain-parallel"}
+                       "dataset_type": dataset_type(getattr(data, name))}
                 for name, title in EVALUATION_SETS.items()}
+
+    def training_sources(self) -> list[str]:
+        """The data the model was trained on, for the card's `datasets`: `data.train`."""
+        return [self.train_name]
 
     def pretokenize_length(self) -> int | None:
         """The length the pairs are tokenized to once, when the data is prepared (the collator then only pads); None:
@@ -186,11 +191,15 @@ class EncoderRecipe(Recipe):
 
     def card_data(self, model, results: dict) -> dict:
         """The encoder card's metadata: the sentence-transformers library fields, the languages, the method's tags,
-        the license (`card_license`) and the retrieval results of every evaluation set."""
+        the license (`card_license`), the ids of the training data (`training_sources`), a widget of held-out pairs
+        (`load_data`'s) and the retrieval results of every evaluation set."""
         card_data = sentence_encoder_card_data(self.output_dir)  # the folder carries modules.json by now
         retrieval = retrieval_card_context(results, self.evaluation_sets())
-        card_data.update(language=self.card_languages(model, results),
+        languages = self.card_languages(model, results)
+        card_data.update(language=languages,
                          tags=card_data["tags"] + ["sentence-embeddings", "multilingual", *self.card_tags],
+                         datasets=dataset_ids(self.training_sources()) or None,
+                         widget=similarity_widget(self.evaluation_data["heldout"], languages),
                          eval_results=retrieval["eval_results"])
         if self.card_license:
             card_data["license"] = self.card_license

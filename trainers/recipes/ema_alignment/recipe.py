@@ -34,6 +34,7 @@ from ...arguments import EncoderTrainingArguments
 from ...cards import retrieval_card_context
 from ...collators import ParallelPairCollator
 from ...data import describe_data, pair_languages
+from ...data.sources import dataset_type
 from ...encoding import encode, truncation_length
 from ...evaluation.common import read_tsv
 from ...evaluation.retrieval import retrieval_by_language
@@ -147,7 +148,6 @@ class EMAAlignmentRecipe(EncoderRecipe):
     sections = {"student": StudentSettings, "teacher": TeacherSettings, "similarity": SimilaritySettings}
     arguments_class = EMATrainingArguments
     example_config = "ema_minilm"
-    dataset_type = "libreoffice-parallel"
     publish_ignore = (STAGE1_FOLDER,)  # stage 1's student: the base of the adapters, not the model
     restart_files = ScratchEncoderRecipe.restart_files  # a new EMS student's vocabulary, trained by an earlier run
     card_tags = ("ema-teacher",)
@@ -529,13 +529,20 @@ class EMAAlignmentRecipe(EncoderRecipe):
                        if pair != "average" for code in pair.split("-")}
                       | {self.data_report["train"]["pivot_language"].split("_")[0]})
 
+    def training_sources(self) -> list[str]:
+        """The pairs and, when stage 1 ran, its similarity data."""
+        stage1 = self.run_config.similarity.train
+        return [*super().training_sources(), *([stage1] if stage1 is not None else [])]
+
     def card_data(self, model, results: dict) -> dict:
-        """The encoder card's metadata with the similarity results, the student's license and its Hub id as the
-        base model."""
+        """The encoder card's metadata with the similarity results (each set's type its data's id), the student's
+        license and its Hub id as the base model."""
         card_data = super().card_data(model, results)
+        paths = {Path(path).stem: path for path in self.run_config.similarity.eval}  # a set's name: its file's stem
         card_data["eval_results"] += [
-            EvalResult(task_type="sentence-similarity", task_name="Semantic similarity", dataset_type=row["name"],
-                       dataset_name=row["name"], metric_type="spearman", metric_name=f"{row['name']} Spearman",
+            EvalResult(task_type="sentence-similarity", task_name="Semantic similarity",
+                       dataset_type=dataset_type(paths[row["name"]]), dataset_name=row["name"],
+                       metric_type="spearman", metric_name=f"{row['name']} Spearman",
                        metric_value=round(row["model"], 4)) for row in self.similarity_card_rows(results)]
         student_card = self.student.folder / "README.md" if self.student.folder is not None else None
         if student_card is not None and student_card.is_file():

@@ -35,6 +35,7 @@ import datasets
 from huggingface_hub import EvalResult
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from ...data.sources import dataset_ids, dataset_type
 from ...encoding import model_token_limit
 from ...evaluation.common import read_tsv
 from ...loading import MINILM, read_sentence_transformer, resolve_model_setting
@@ -178,7 +179,6 @@ class MultiSourceRecipe(Recipe):
     name = "multisource"
     sections = {"classifier": ClassifierSettings, "translation": TranslationSettings}
     example_config = "multisource_topics"
-    dataset_type = "text-classification"
     publish_ignore = ("runs",)  # every (setting, seed) run; the folder itself holds the kept classifier
     launcher = "python"  # the sweep runs its trainers one after the other, in one process
     # Trainer settings the method fixes unless the config says otherwise (sec. 4.1.2: AdamW, 2e-5, early stopping
@@ -347,16 +347,34 @@ class MultiSourceRecipe(Recipe):
         return max((run for run in results["runs"] if run["setting"] == saved), key=lambda run: run["validation"])
 
     def card_data(self, model, results: dict) -> dict:
+        """The classifier's card metadata: its test score on the data (typed by the data's id,
+        `trainers.data.sources`), the data as `datasets`, a widget of test inputs and the classifier it started from
+        as `base_model` when that is a Hub model."""
         best = self.saved_run(results)
         entry = EvalResult(task_type="text-classification", task_name="Text classification",
-                           dataset_type=self.dataset_type, dataset_name=str(self.data_dir), dataset_split="test",
-                           metric_type=self.settings.metric, metric_name=f"{self.settings.metric} ({best['setting']})",
+                           dataset_type=dataset_type(self.data_dir), dataset_name=str(self.data_dir),
+                           dataset_split="test", metric_type=self.settings.metric,
+                           metric_name=f"{self.settings.metric} ({best['setting']})",
                            metric_value=round(best["test"], 4))
         card_data = {"library_name": "transformers", "pipeline_tag": "text-classification",
-                     "tags": ["text-classification", "multi-source", "machine-translation"], "eval_results": [entry]}
+                     "tags": ["text-classification", "multi-source", "machine-translation"], "eval_results": [entry],
+                     "datasets": dataset_ids([self.data_dir]) or None, "widget": self.widget(best["setting"])}
         if not Path(self.settings.model).expanduser().is_dir():
             card_data["base_model"] = self.classifier_source
         return card_data
+
+    def widget(self, setting: str, examples: int = 3) -> list[dict]:
+        """The Hub widget of the card: the first test inputs as the saved classifier reads them in `setting`; both
+        segments of A+B in one text, joined by the tokenizer's separator (`[SEP]`; `</s>` for this package's
+        tokenizers, which pair segments with it), as NLI cards give a pair."""
+        columns, rows = SETTINGS[setting], self.evaluation["test"]
+        separator = ""
+        if len(columns) > 1:
+            tokenizer = AutoTokenizer.from_pretrained(self.output_dir)
+            marker = tokenizer.sep_token or tokenizer.eos_token
+            separator = f" {marker} " if marker else " "
+        return [{"text": separator.join(row[column] for column in columns)}
+                for row in rows.select(range(min(examples, len(rows))))]
 
     def card_context(self, model, results: dict) -> dict:
         best, name = self.saved_run(results), Path(self.classifier_source).name

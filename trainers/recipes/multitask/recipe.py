@@ -80,7 +80,6 @@ class MultiTaskRecipe(ScratchEncoderRecipe):
     sections = {"model": dict, "tokenizer": TokenizerSettings, "tasks": dict}
     arguments_class = MultiTaskTrainingArguments
     example_config = "multitask_default"
-    dataset_type = "libreoffice-parallel"
     config_class = DualEncoderMultiTaskConfig
     card_tags = ("dual-encoder", "multi-task")
 
@@ -169,6 +168,10 @@ class MultiTaskRecipe(ScratchEncoderRecipe):
                                 processing_class=tokenizer,
                                 task_batch_sizes={task: s.batch_size for task, s in self.tasks.items() if s.batch_size},
                                 task_groups=train.language_groups(grouped))
+
+    def training_sources(self) -> list[str]:
+        """data.train and the source every other task trained on (`prepare_train_data` reports it)."""
+        return [self.train_name, *(self.data_report[task]["source"] for task in self.tasks if task in self.data_report)]
 
     def card_context(self, model, results: dict) -> dict:
         """The encoder card's values and each task's data: `(task, source, examples)`."""
