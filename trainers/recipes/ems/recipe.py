@@ -20,7 +20,6 @@ class EMSRecipe(ScratchEncoderRecipe):
     sections = {"model": dict, "tokenizer": TokenizerSettings}  # model: EMSConfig fields
     arguments_class = EMSTrainingArguments
     example_config = "ems_default"
-    dataset_type = "libreoffice-parallel"
     config_class = EMSConfig
     card_tags = ("ems",)
 
