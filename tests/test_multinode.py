@@ -1,8 +1,25 @@
-"""What several nodes must agree on: the checkpoint to resume from (`resume_checkpoint`), on 2 real processes."""
+"""What several processes and nodes must agree on, on 2 real processes: the checkpoint to resume from
+(`resume_checkpoint`), and under FSDP the whole model, saved and evaluated."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
 import pytest
+import torch
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+from transformers import AutoModel, AutoModelForPreTraining, AutoTokenizer
 
-from .conftest import torchrun
+from trainers.encoding import encode
+from trainers.evaluation.retrieval import retrieval_by_language
+from trainers.prepare import PREPARED_FOLDER
+
+from .conftest import torchrun, write_jsonl
+
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def checkpoint(folder, step):
@@ -23,3 +40,61 @@ def test_every_process_resumes_from_the_main_process_s_checkpoint_or_all_raise(t
     stdout = torchrun("distributed_resume.py", str(node0), str(node1))
     assert f"rank 0: resumes from {node0 / 'checkpoint-20'}" in stdout and (
         f"rank 1: resumes from {node1 / 'checkpoint-20'}" in stdout), stdout
+
+
+# configs/ems_paper.yaml at tiny sizes: its layer shape, dropout, schedule and data sections, a 32-wide model
+PAPER_SHAPED = ["model.hidden_size=32", "model.num_hidden_layers=2", "model.num_attention_heads=4",
+                "model.intermediate_size=64", "model.max_position_embeddings=32", "model.language_embedding_size=8",
+                "model.contrastive_projection_size=16", "tokenizer.vocab_size=1000", "training.max_steps=4",
+                "training.save_steps=2", "training.logging_steps=2", "training.warmup_steps=0",
+                "training.per_device_train_batch_size=4", "training.gradient_accumulation_steps=2",
+                "training.dataloader_num_workers=0", "training.dataloader_persistent_workers=false"]
+
+
+@pytest.mark.slow
+def test_an_fsdp_run_of_the_paper_config_saves_the_whole_model_as_a_hub_folder_and_evaluates_it(
+        tmp_path, small_pairs, heldout_pairs):
+    """`ems-prepare`, then `accelerate launch --use_fsdp` (FSDP2, checkpoints as SHARDED_STATE_DICT) of
+    configs/ems_paper.yaml at tiny sizes on 2 gloo processes: the run trains with sharded weights, and ends with
+    the folder a DDP run ends with: the whole weights (those of the last sharded checkpoint, consolidated here by
+    torch.distributed.checkpoint), code and `auto_map` of the package's own modules, loading with `AutoModel`, and
+    the evaluation of what it holds."""
+    output = tmp_path / "fsdp"
+    overrides = [f"data.train={write_jsonl(tmp_path / 'train.jsonl', small_pairs[:1200])}",
+                 f"data.heldout={write_jsonl(tmp_path / 'heldout.jsonl', heldout_pairs[:120])}", *PAPER_SHAPED]
+    options = ["--config", "ems_paper", "--output_dir", str(output), *(f"--set={value}" for value in overrides)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY)}
+    subprocess.run([sys.executable, "scripts/prepare.py", *options], check=True, capture_output=True, env=env,
+                   cwd=REPOSITORY, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2",
+         "--fsdp_state_dict_type", "SHARDED_STATE_DICT", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+         "--num_processes", "2", "--main_process_port", "0", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "tests/distributed_fsdp.py", *options],
+        capture_output=True, text=True, env=env, cwd=REPOSITORY, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-5000:]
+
+    checkpoint = output / "checkpoint-4"  # sharded: FSDP ran, and Trainer.save_model alone would save no weights
+    assert (checkpoint / "pytorch_model_fsdp_0").is_dir() and not (checkpoint / "model.safetensors").exists()
+    dcp_to_torch_save(checkpoint / "pytorch_model_fsdp_0", tmp_path / "consolidated.pt")
+    trained = torch.load(tmp_path / "consolidated.pt")["model"]
+
+    config = json.loads((output / "config.json").read_text())
+    assert {name.split(".")[0] for name in config["auto_map"].values()} == {"configuration_ems", "modeling_ems"}
+    assert not list(output.glob("_fsdp*.py")), sorted(path.name for path in output.iterdir())
+    heads = AutoModelForPreTraining.from_pretrained(output, trust_remote_code=True)
+    assert type(heads).__name__ == "EMSForPreTraining" and heads.state_dict().keys() == trained.keys()
+    for name, tensor in heads.state_dict().items():
+        assert torch.equal(tensor, trained[name]), name
+    encoder = AutoModel.from_pretrained(output, trust_remote_code=True)
+    assert type(encoder).__name__ == "EMSModel"
+
+    results = json.loads((output / "eval_results.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    for name in ("heldout", "out_of_domain"):
+        pairs = datasets.load_from_disk(str(output / PREPARED_FOLDER / name))
+        expected = retrieval_by_language(pairs, lambda texts: encode(encoder, tokenizer, texts))
+        assert results[name]["model"]["average"]["p@1"] == pytest.approx(expected["average"]["p@1"]), name
+    # 4 pairs on each of 2 processes, 2 accumulated batches per optimizer step
+    assert results["training"]["processes"] == 2 and results["training"]["global_batch_size"] == 16
+    assert "global_batch_size: 16" in (output / "README.md").read_text()

@@ -322,7 +322,10 @@ class Recipe:
                                "train_runtime_s": round(output.metrics["train_runtime"], 1),
                                "train_loss": round(output.training_loss, 4),
                                "bf16_autocast": bool(args.bf16),  # `bf16: auto` as resolved
-                               "processes": args.world_size}
+                               "processes": args.world_size,
+                               # examples (pairs) per optimizer step: every process's batch, times accumulation
+                               "global_batch_size": args.per_device_train_batch_size * args.world_size
+                               * args.gradient_accumulation_steps}
         write_text_atomic(self.output_dir / "eval_results.json",
                           without_local_paths(json.dumps(results, indent=2), self.output_dir))
         self.card(model, results)
