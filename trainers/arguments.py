@@ -22,7 +22,9 @@ class PairTrainingArguments(TrainingArguments):
     )
     matryoshka_dims: list[int] | None = field(default=None, metadata={
         "help": "Matryoshka dimensions, largest first (e.g. [384, 256, 128, 64]): the embedding losses are applied "
-                "to the leading d dimensions for each d and summed (trainers.losses.matryoshka_loss); None: off."})
+                "to the leading d dimensions for each d and summed (trainers.losses.matryoshka_loss): the alignment "
+                "and distillation MSE, the multi-task ranking losses, and for EMS a contrastive term (eq. 8) on the "
+                "sentence embedding beside eq. 12. None: off."})
     matryoshka_weights: list[float] | None = field(default=None, metadata={
         "help": "One weight per Matryoshka dimension; None: 1 each."})
 

@@ -35,6 +35,17 @@ ST_MODULE_TYPES = {"Transformer": "sentence_transformers.models.Transformer",
                    "Normalize": "sentence_transformers.models.Normalize"}
 
 
+def record_matryoshka_dims(folder: str | Path, dims: list[int] | None) -> None:
+    """Name the Matryoshka dimensions a model was trained with in its `config_sentence_transformers.json`
+    (`matryoshka_dims`, a key sentence-transformers reads past; `truncate_dim` stays unset, so the full embedding
+    is the default). Nothing without dims."""
+    if not dims:
+        return
+    path = Path(folder) / "config_sentence_transformers.json"
+    config = json.loads(path.read_text()) if path.is_file() else {"model_type": "SentenceTransformer"}
+    path.write_text(json.dumps({**config, "matryoshka_dims": list(dims)}, indent=2))
+
+
 def write_sentence_transformers_config(folder: str | Path, embedding_dimension: int, max_seq_length: int,
                                        pooling: str = "mean") -> None:
     """Write `modules.json` and the module configs so that `SentenceTransformer(folder, trust_remote_code=True)` of

@@ -36,7 +36,8 @@ from ..data import (
 from ..data.sources import dataset_ids, dataset_type
 from ..encoding import encode
 from ..evaluation.retrieval import retrieval_by_language
-from ..hub import write_sentence_transformers_config
+from ..hub import record_matryoshka_dims, write_sentence_transformers_config
+from ..losses import check_matryoshka_dims
 from ..prepare import PREPARED_FOLDER, file_digest, load_prepared, save_prepared, source_stamp
 from ..tokenizer import sample_sentences, tokenizer_languages, train_tokenizer
 from .base import Recipe
@@ -54,6 +55,8 @@ class EncoderRecipe(Recipe):
 
     card_tags: ClassVar[tuple[str, ...]] = ()  # the method's own tags on the card
     card_license: ClassVar[str | None] = "mpl-2.0"  # the license the card states; None: none
+    # what the Matryoshka dimensions apply to, as the card says it (`matryoshka_section`)
+    matryoshka_objective: ClassVar[str] = "the loss was applied"
     publish_ignore = (PREPARED_FOLDER,)  # the tokenized pairs `prepare_train_data` saves
 
     def load_data(self) -> tuple[datasets.Dataset, dict[str, datasets.Dataset]]:
@@ -163,10 +166,33 @@ class EncoderRecipe(Recipe):
                 train = datasets.load_from_disk(str(folder / "train"))  # memory-mapped from the saved folder
         return train
 
+    @property
+    def matryoshka_dims(self) -> list[int] | None:
+        """The Matryoshka dimensions the run trains (`training.matryoshka_dims`, checked by the arguments)."""
+        return self.run_config.training.get("matryoshka_dims")
+
+    def matryoshka_section(self) -> str:
+        """The card's paragraph on the Matryoshka dimensions trained (`hub_cards/_matryoshka.md`), or ''."""
+        return render_section(template("_matryoshka"), dims=self.matryoshka_dims,
+                              objective=self.matryoshka_objective)
+
+    def embedding_width(self, model) -> int:
+        """The width of the embedding the losses read (and Matryoshka dimensions truncate)."""
+        return model.config.hidden_size
+
+    def train_model(self, model, train, tokenizer, args, resume):
+        """`Recipe.train_model`, once the Matryoshka dimensions are checked against `embedding_width` (before any
+        step, not at the first loss)."""
+        if args.matryoshka_dims:
+            check_matryoshka_dims(args.matryoshka_dims, self.embedding_width(model), args.matryoshka_weights)
+        return super().train_model(model, train, tokenizer, args, resume)
+
     def save(self, model, tokenizer):
-        """The sentence-transformers files (Transformer -> mean pooling) beside the saved encoder."""
+        """The sentence-transformers files (Transformer -> mean pooling) beside the saved encoder, naming the
+        Matryoshka dimensions trained."""
         write_sentence_transformers_config(self.output_dir, model.config.hidden_size,
                                            model.config.max_position_embeddings)
+        record_matryoshka_dims(self.output_dir, self.matryoshka_dims)
         return model
 
     def evaluate(self, model, tokenizer, evaluation: dict[str, datasets.Dataset]) -> dict:
@@ -214,7 +240,7 @@ class EncoderRecipe(Recipe):
                              "sentences.",
             retrieval_sections=retrieval_card_context(results, self.evaluation_sets())["retrieval_sections"])
         return {"languages": model.config.languages, "training_data": describe_data(self.train_name),
-                "evaluation_section": evaluation}
+                "evaluation_section": evaluation, "matryoshka_section": self.matryoshka_section()}
 
 
 @dataclass

@@ -39,8 +39,7 @@ from ...encoding import encode, truncation_length
 from ...evaluation.common import read_tsv
 from ...evaluation.retrieval import retrieval_by_language
 from ...evaluation.similarity import SimilarityEvaluator
-from ...hub import append_normalize, write_sentence_transformers_config
-from ...losses import check_matryoshka_dims
+from ...hub import append_normalize, record_matryoshka_dims, write_sentence_transformers_config
 from ...tokenizer import tokenizer_languages, train_tokenizer
 from ..base import register_recipe, training_arguments
 from ..encoder import EVAL_DESCRIPTION, EncoderRecipe, ScratchEncoderRecipe
@@ -290,9 +289,6 @@ class EMAAlignmentRecipe(EncoderRecipe):
             if args.process_index == 0:
                 self.after_stage1 = self.measure(model, tokenizer, self.evaluation, "After stage 1")
         model = self.adapted(model)
-        width = self.teacher.width if self.teacher is not None else model.config.hidden_size
-        if args.matryoshka_dims is not None:
-            check_matryoshka_dims(args.matryoshka_dims, width, args.matryoshka_weights)
         if self.teacher is not None and model.config.hidden_size != self.teacher.width:
             logger.warning("The student's embedding has %d dims, the teacher's %d: the student learns through a "
                            "linear projection to %d dims, saved as a sentence-transformers Dense module.",
@@ -419,6 +415,11 @@ class EMAAlignmentRecipe(EncoderRecipe):
                               "teacher": self.teacher_description(), "matryoshka_dims": self.args.matryoshka_dims}
         return results
 
+    def embedding_width(self, model) -> int:
+        """The teacher's width where there is a separate teacher (the student's reaches it through a projection),
+        else the student's."""
+        return self.teacher.width if self.teacher is not None else model.config.hidden_size
+
     def tau_base(self) -> float | None:
         """The EMA teacher's τ_base as trained: `training.tau_base`, or scaled to the run (`scaled_tau_base`); None
         with a separate teacher."""
@@ -486,6 +487,7 @@ class EMAAlignmentRecipe(EncoderRecipe):
             self.copy_student_modules()
         if self.normalizes():
             append_normalize(output_dir)  # as trained: fitted to a normalizing teacher as unit vectors
+        record_matryoshka_dims(output_dir, self.matryoshka_dims)
 
     def normalizes(self) -> bool:
         """Whether the saved student ends with a Normalize module: its own does, or it was fitted as unit vectors
@@ -564,6 +566,7 @@ class EMAAlignmentRecipe(EncoderRecipe):
             normalize=self.normalizes(),
             lora=self.run_config.student.lora, tau_base=self.tau_base(), frozen_teacher=self.args.frozen_teacher,
             teacher=self.teacher_description(), matryoshka_dims=self.args.matryoshka_dims,
+            matryoshka_section=self.matryoshka_section(),
             projected=isinstance(model, ProjectedStudent), vocabulary=self.data_report.get("vocabulary", {}),
             pivot=self.data_report["train"]["pivot_language"],
             stage1=self.data_report.get("stage1"), similarity_rows=self.similarity_card_rows(results),

@@ -11,8 +11,9 @@ from transformers.utils import is_torch_tf32_available
 from ...arguments import PairTrainingArguments
 from ...evaluation.training import SuiteEvaluationMixin
 from ...grad_cache import cached_objective
+from ...layout import PairLayout
 from ...loss_logging import LossTermLoggingMixin
-from ...losses import ems_objective, xtr_loss
+from ...losses import contrastive_loss, ems_objective, matryoshka_loss, xtr_loss
 
 
 @dataclass
@@ -46,9 +47,6 @@ class EMSTrainingArguments(PairTrainingArguments):
             raise ValueError(f"mini_batch_size={self.mini_batch_size!r}: give a number of pairs >= 1 (below "
                              f"per_device_train_batch_size={self.per_device_train_batch_size} to save memory), or "
                              "null to encode the whole batch at once.")
-        if self.mini_batch_size is not None and self.matryoshka_dims:
-            raise ValueError(f"mini_batch_size={self.mini_batch_size} with matryoshka_dims={self.matryoshka_dims}: "
-                             "the EMS trainer does not combine GradCache with Matryoshka dimensions; drop one.")
 
 
 class EMSTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
@@ -58,7 +56,13 @@ class EMSTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
 
     With `mini_batch_size`, a training batch runs through GradCache (`cached_objective`): both terms depend on the
     encoder only through each sentence's XTR divergence and contrastive embedding (the heads read the pooled `u`
-    of eq. 1), which are what is cached."""
+    of eq. 1), which are what is cached.
+
+    With `matryoshka_dims`, a third term, `matryoshka_loss`: the contrastive loss of eq. 8 (same temperature) on
+    the leading d dimensions of the sentence embedding `u` (eq. 1, what inference returns) for each d, summed with
+    `matryoshka_weights` (`trainers.losses.matryoshka_loss`, as sentence-transformers' `MatryoshkaLoss`). Eq. 8
+    itself reads `h(S)`, a training head that the published folder drops: truncating it would not shape the
+    embedding users truncate. Under GradCache `u` is cached beside the other two."""
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs and not getattr(self, "_batch_logged", False):  # the first training log, once
@@ -101,19 +105,27 @@ class EMSTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
             return_xtr_logits=self.args.xtr_weight != 0,  # a term weighted 0 is not computed
         )
 
-    def per_row(self, outputs, inputs) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Each row's XTR divergence (eq. 6, one direction; None when XTR is weighted 0) and contrastive embedding
-        `h(S)` (eqs. 10-11): all that the objective reads of the model."""
+    def per_row(self, outputs, inputs) -> tuple[torch.Tensor | None, ...]:
+        """Each row's XTR divergence (eq. 6, one direction; None when XTR is weighted 0), contrastive embedding
+        `h(S)` (eqs. 10-11) and sentence embedding `u` (eq. 1; None without `matryoshka_dims`): all that the
+        objective reads of the model."""
         kl = xtr_loss(outputs.xtr_logits, inputs["translation_ids"], inputs["translation_mask"]) \
             if self.args.xtr_weight else None
-        return kl, outputs.contrastive_embeddings
+        return kl, outputs.contrastive_embeddings, outputs.pooler_output if self.args.matryoshka_dims else None
 
-    def objective(self, model, xtr_kl, contrastive_embeddings) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return ems_objective(
-            None, contrastive_embeddings, None, None, xtr_kl=xtr_kl,
-            temperature=self.accelerator.unwrap_model(model).config.temperature,
+    def objective(self, model, xtr_kl, contrastive_embeddings,
+                  sentence_embeddings=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        temperature = self.accelerator.unwrap_model(model).config.temperature
+        loss, terms = ems_objective(
+            None, contrastive_embeddings, None, None, xtr_kl=xtr_kl, temperature=temperature,
             xtr_weight=self.args.xtr_weight, contrastive_weight=self.args.contrastive_weight,
         )
+        if self.args.matryoshka_dims:  # eq. 8 on the leading d dims of u, for each d, weighted and summed
+            terms["matryoshka_loss"] = matryoshka_loss(
+                lambda u: contrastive_loss(*PairLayout.split(u), temperature).mean(), [sentence_embeddings],
+                self.args.matryoshka_dims, self.args.matryoshka_weights)
+            loss = loss + terms["matryoshka_loss"]
+        return loss, terms
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.args.mini_batch_size and model.training and torch.is_grad_enabled() and not return_outputs:

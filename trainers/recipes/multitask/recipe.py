@@ -82,6 +82,7 @@ class MultiTaskRecipe(ScratchEncoderRecipe):
     example_config = "multitask_default"
     config_class = DualEncoderMultiTaskConfig
     card_tags = ("dual-encoder", "multi-task")
+    matryoshka_objective = "each ranking loss (eq. 2) was taken"
 
     def __init__(self, run_config, output_dir):
         super().__init__(run_config, output_dir)

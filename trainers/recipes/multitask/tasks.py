@@ -26,7 +26,7 @@ from modeling_ems.configuration_dual_encoder import TASKS as MODEL_TASKS
 from modeling_ems.modeling_dual_encoder import TASK_SIDES
 
 from ...data import _local_builder, load_parallel_dataset, read_data_file, validate_pairs
-from ...losses import nli_loss, ranking_loss
+from ...losses import matryoshka_loss, nli_loss, ranking_loss
 
 NLI_LABELS = (0, 1, 2)  # entailment, neutral, contradiction
 LANGUAGE = "lang"  # the column of a monolingual task's rows that holds their language
@@ -240,11 +240,14 @@ if set(TASKS) != set(MODEL_TASKS) or any(len(task.columns) != len(TASK_SIDES[nam
 
 
 def task_loss(task: str, outputs, labels: torch.Tensor | None = None, similarity: str = "dot",
-              temperature: float = 1.0, text_ids: torch.Tensor | None = None) -> torch.Tensor:
+              temperature: float = 1.0, text_ids: torch.Tensor | None = None, matryoshka_dims=None,
+              matryoshka_weights=None) -> torch.Tensor:
     """The loss of one task batch (`TASKS[task].loss`), from `DualEncoderMultiTaskForPreTraining`'s outputs
     (sec. 2.2). Ranking losses are means over the local examples, with in-batch candidates gathered across
     processes; with `text_ids` (one per row of the batch, as `SidesCollator` gives them), candidates whose text
-    equals the right one's (or that answer an equal query) are masked out as false negatives."""
+    equals the right one's (or that answer an equal query) are masked out as false negatives. With
+    `matryoshka_dims`, each ranking loss is taken on the leading d dimensions of every side for each d and summed
+    with `matryoshka_weights` (`matryoshka_loss`); the NLI classifier reads the whole embeddings."""
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; tasks: {', '.join(TASKS)}.")
     def rank(query: int, candidate: int, negatives: int | None = None) -> torch.Tensor:
@@ -252,10 +255,12 @@ def task_loss(task: str, outputs, labels: torch.Tensor | None = None, similarity
         ids = [None] * len(embeddings) if text_ids is None else text_ids.split([len(side) for side in embeddings])
         if negatives is not None and not len(embeddings[negatives]):  # no hard negatives mined
             negatives = None
-        return ranking_loss(embeddings[query], embeddings[candidate],
-                            None if negatives is None else embeddings[negatives], similarity=similarity,
-                            temperature=temperature, query_ids=ids[query], candidate_ids=ids[candidate],
-                            negative_ids=None if negatives is None else ids[negatives]).mean()
+        return matryoshka_loss(  # eq. 2 on the leading d dims of each side, for each Matryoshka d
+            lambda queries, candidates, hard: ranking_loss(
+                queries, candidates, hard, similarity=similarity, temperature=temperature, query_ids=ids[query],
+                candidate_ids=ids[candidate], negative_ids=None if negatives is None else ids[negatives]).mean(),
+            [embeddings[query], embeddings[candidate], None if negatives is None else embeddings[negatives]],
+            matryoshka_dims, matryoshka_weights)
 
     return TASKS[task].loss(outputs, labels, rank)
 

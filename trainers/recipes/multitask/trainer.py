@@ -257,6 +257,7 @@ class MultiTaskTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
         config = self.accelerator.unwrap_model(model).config
         loss = task_loss(task, outputs, inputs.get("labels"), similarity=config.similarity,
                          temperature=config.temperature if config.similarity == "cosine" else 1.0,
-                         text_ids=inputs.get("text_ids") if self.args.mask_false_negatives else None)
+                         text_ids=inputs.get("text_ids") if self.args.mask_false_negatives else None,
+                         matryoshka_dims=self.args.matryoshka_dims, matryoshka_weights=self.args.matryoshka_weights)
         self.record_loss_terms({f"{task}_loss": loss})
         return (loss, outputs) if return_outputs else loss
