@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import datasets
 import pytest
 import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
@@ -15,7 +14,7 @@ from transformers import AutoModel, AutoModelForPreTraining, AutoTokenizer
 
 from trainers.encoding import encode
 from trainers.evaluation.retrieval import retrieval_by_language
-from trainers.prepare import PREPARED_FOLDER
+from trainers.recipes import get_recipe, load_run_config
 
 from .conftest import torchrun, write_jsonl
 
@@ -51,18 +50,33 @@ PAPER_SHAPED = ["model.hidden_size=32", "model.num_hidden_layers=2", "model.num_
                 "training.dataloader_num_workers=0", "training.dataloader_persistent_workers=false"]
 
 
+# configs/multitask_default.yaml at tiny sizes: three tasks cycled (each step leaves two heads without gradient)
+MULTITASK_SHAPED = ["model.hidden_size=32", "model.num_hidden_layers=2", "model.num_attention_heads=4",
+                    "model.intermediate_size=64", "model.max_position_embeddings=32", "model.head_intermediate_size=16",
+                    "tokenizer.vocab_size=1000", "tasks.translation.batch_size=4", "tasks.response.batch_size=4",
+                    "tasks.response.max_examples=200", "tasks.quick_thought.batch_size=4",
+                    "tasks.quick_thought.max_examples=200", "training.max_steps=4", "training.save_steps=2",
+                    "training.logging_steps=2", "training.warmup_steps=0", "training.per_device_train_batch_size=4",
+                    "training.gradient_accumulation_steps=2", "training.dataloader_num_workers=0"]
+
+
 @pytest.mark.slow
-def test_an_fsdp_run_of_the_paper_config_saves_the_whole_model_as_a_hub_folder_and_evaluates_it(
-        tmp_path, small_pairs, heldout_pairs):
-    """`ems-prepare`, then `accelerate launch --use_fsdp` (FSDP2, checkpoints as SHARDED_STATE_DICT) of
-    configs/ems_paper.yaml at tiny sizes on 2 gloo processes: the run trains with sharded weights, and ends with
-    the folder a DDP run ends with: the whole weights (those of the last sharded checkpoint, consolidated here by
-    torch.distributed.checkpoint), code and `auto_map` of the package's own modules, loading with `AutoModel`, and
-    the evaluation of what it holds."""
+@pytest.mark.parametrize("config, shaped, heads_class, encoder_class, code", [
+    ("ems_paper", PAPER_SHAPED, "EMSForPreTraining", "EMSModel", {"configuration_ems", "modeling_ems"}),
+    ("multitask_default", MULTITASK_SHAPED, "DualEncoderMultiTaskForPreTraining", "DualEncoderMultiTask",
+     {"configuration_dual_encoder", "modeling_dual_encoder"}),
+])
+def test_an_fsdp_run_saves_the_whole_model_as_a_hub_folder_and_evaluates_it(
+        tmp_path, small_pairs, heldout_pairs, config, shaped, heads_class, encoder_class, code):
+    """`ems-prepare`, then `accelerate launch --use_fsdp` (FSDP2, checkpoints as SHARDED_STATE_DICT) of a shipped
+    config at tiny sizes on 2 gloo processes (the EMS paper's; the multi-task default, whose steps each train one
+    task's head): the run trains with sharded weights, and ends with the folder a DDP run ends with: the whole
+    weights (those of the last sharded checkpoint, consolidated here by torch.distributed.checkpoint), code and
+    `auto_map` of the package's own modules, loading with `AutoModel`, and the evaluation of what it holds."""
     output = tmp_path / "fsdp"
     overrides = [f"data.train={write_jsonl(tmp_path / 'train.jsonl', small_pairs[:1200])}",
-                 f"data.heldout={write_jsonl(tmp_path / 'heldout.jsonl', heldout_pairs[:120])}", *PAPER_SHAPED]
-    options = ["--config", "ems_paper", "--output_dir", str(output), *(f"--set={value}" for value in overrides)]
+                 f"data.heldout={write_jsonl(tmp_path / 'heldout.jsonl', heldout_pairs[:120])}", *shaped]
+    options = ["--config", config, "--output_dir", str(output), *(f"--set={value}" for value in overrides)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY)}
     subprocess.run([sys.executable, "scripts/prepare.py", *options], check=True, capture_output=True, env=env,
                    cwd=REPOSITORY, timeout=300)
@@ -79,21 +93,22 @@ def test_an_fsdp_run_of_the_paper_config_saves_the_whole_model_as_a_hub_folder_a
     dcp_to_torch_save(checkpoint / "pytorch_model_fsdp_0", tmp_path / "consolidated.pt")
     trained = torch.load(tmp_path / "consolidated.pt")["model"]
 
-    config = json.loads((output / "config.json").read_text())
-    assert {name.split(".")[0] for name in config["auto_map"].values()} == {"configuration_ems", "modeling_ems"}
+    folder_config = json.loads((output / "config.json").read_text())
+    assert {name.split(".")[0] for name in folder_config["auto_map"].values()} == code
     assert not list(output.glob("_fsdp*.py")), sorted(path.name for path in output.iterdir())
     heads = AutoModelForPreTraining.from_pretrained(output, trust_remote_code=True)
-    assert type(heads).__name__ == "EMSForPreTraining" and heads.state_dict().keys() == trained.keys()
+    assert type(heads).__name__ == heads_class and heads.state_dict().keys() == trained.keys()
     for name, tensor in heads.state_dict().items():
         assert torch.equal(tensor, trained[name]), name
     encoder = AutoModel.from_pretrained(output, trust_remote_code=True)
-    assert type(encoder).__name__ == "EMSModel"
+    assert type(encoder).__name__ == encoder_class
 
     results = json.loads((output / "eval_results.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(output)
+    run_config = load_run_config(config, overrides)
+    _, evaluation = get_recipe(run_config.recipe)(run_config, output).load_data()  # the held-out pairs, as trained
     for name in ("heldout", "out_of_domain"):
-        pairs = datasets.load_from_disk(str(output / PREPARED_FOLDER / name))
-        expected = retrieval_by_language(pairs, lambda texts: encode(encoder, tokenizer, texts))
+        expected = retrieval_by_language(evaluation[name], lambda texts: encode(encoder, tokenizer, texts))
         assert results[name]["model"]["average"]["p@1"] == pytest.approx(expected["average"]["p@1"]), name
     # 4 pairs on each of 2 processes, 2 accumulated batches per optimizer step
     assert results["training"]["processes"] == 2 and results["training"]["global_batch_size"] == 16

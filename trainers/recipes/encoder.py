@@ -36,6 +36,7 @@ from ..data import (
 from ..data.sources import dataset_ids, dataset_type
 from ..encoding import encode
 from ..evaluation.retrieval import retrieval_by_language
+from ..full_weights import unsharded_class
 from ..hub import record_matryoshka_dims, write_sentence_transformers_config
 from ..losses import check_matryoshka_dims
 from ..prepare import PREPARED_FOLDER, file_digest, load_prepared, save_prepared, source_stamp
@@ -300,6 +301,13 @@ class ScratchEncoderRecipe(EncoderRecipe):
                                         self.output_dir, input_sentence_size=settings.sample_sentences)
         check_languages(train, tokenizer_languages(tokenizer), name=self.train_name)
         return tokenizer
+
+    def save(self, model, tokenizer):
+        """`EncoderRecipe.save`, and the model to evaluate read back from the saved folder, on the trained model's
+        device: the whole weights (`FullWeightsSaveMixin`) also where training sharded them (FSDP), which the main
+        process alone could not run; what is evaluated is what the folder ships."""
+        super().save(model, tokenizer)
+        return unsharded_class(model).from_pretrained(self.output_dir).to(next(model.parameters()).device)
 
     def model_config(self, tokenizer, **defaults):
         """`config_class` from the `model` section (and `defaults` where it is silent) with what the tokenizer

@@ -27,13 +27,6 @@ class EMSRecipe(ScratchEncoderRecipe):
     def build_model(self, tokenizer) -> EMSForPreTraining:
         return EMSForPreTraining(self.model_config(tokenizer))
 
-    def save(self, model, tokenizer) -> EMSForPreTraining:
-        """The sentence-transformers files, and the model to evaluate read back from the saved folder, on the trained
-        model's device: the whole weights (`EMSTrainer.save_model`) also where training sharded them (FSDP), which
-        the main process alone could not run; what is evaluated is what the folder ships."""
-        super().save(model, tokenizer)
-        return EMSForPreTraining.from_pretrained(self.output_dir).to(next(model.parameters()).device)
-
     def make_trainer(self, model, args, train, tokenizer) -> EMSTrainer:
         collator = ParallelPairCollator(tokenizer, model.config.max_position_embeddings,
                                         languages=model.config.languages, translation_tokens=True)

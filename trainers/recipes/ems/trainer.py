@@ -1,15 +1,14 @@
 """`EMSTrainer`: the joint XTR + contrastive objective of the EMS paper (eq. 12) on top of `transformers.Trainer`."""
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from transformers import Trainer
-from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils import is_torch_tf32_available
 
 from ...arguments import PairTrainingArguments
 from ...evaluation.training import SuiteEvaluationMixin
+from ...full_weights import FullWeightsSaveMixin
 from ...grad_cache import cached_objective
 from ...layout import PairLayout
 from ...loss_logging import LossTermLoggingMixin
@@ -49,7 +48,7 @@ class EMSTrainingArguments(PairTrainingArguments):
                              "null to encode the whole batch at once.")
 
 
-class EMSTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
+class EMSTrainer(FullWeightsSaveMixin, LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
     """Trains an `EMSForPreTraining` on `ParallelPairCollator` batches (with target languages and translation
     tokens), logs `xtr_loss` and `contrastive_loss`, and evaluates with an evaluation suite
     (`set_evaluation_suite`) at the training arguments' `eval_strategy`.
@@ -72,30 +71,6 @@ class EMSTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
             logs.update({"global_batch_pairs": pairs, "in_batch_candidates": pairs,
                          "mini_batch_size": self.args.mini_batch_size or self.args.per_device_train_batch_size})
         super().log(logs, *args, **kwargs)
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """The final folder (`Recipe.train_model`'s call) holds the whole weights. Under FSDP, whatever the plugin's
-        `state_dict_type`, every process's shard is gathered into the full state dict (accelerate's `get_state_dict`,
-        as `Trainer.save_model` does for FULL_STATE_DICT; a collective, so every process calls this) and the main
-        process saves it through an unsharded copy of the model: FSDP2 shards in place, turning the model's class
-        into a subclass of `FSDPModule` that `save_pretrained` would write into the folder's code and `auto_map`.
-        The folder then loads with `from_pretrained` as a DDP run's does. Checkpoints (`_internal_call`) stay in the
-        plugin's format, which resumes."""
-        if not self.is_fsdp_enabled or _internal_call:
-            return super().save_model(output_dir, _internal_call)
-        output_dir = output_dir or self.args.output_dir
-        state_dict = self.accelerator.get_state_dict(self.model)  # empty but on the main process
-        if not self.args.should_save:
-            return
-        sharded = self.accelerator.unwrap_model(self.model)
-        from torch.distributed import fsdp
-
-        fsdp2 = getattr(fsdp, "FSDPModule", ())  # torch >= 2.6
-        whole = next(cls for cls in type(sharded).__mro__ if not issubclass(cls, fsdp2))(sharded.config)
-        whole.load_state_dict(state_dict)  # strict: every weight gathered
-        whole.save_pretrained(output_dir)
-        self.processing_class.save_pretrained(output_dir)
-        torch.save(self.args, Path(output_dir) / TRAINING_ARGS_NAME)
 
     def forward_heads(self, model, inputs):
         return model(

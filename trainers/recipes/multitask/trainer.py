@@ -22,6 +22,7 @@ from modeling_ems.modeling_dual_encoder import WordAndCharNgramEmbedding
 
 from ...arguments import PairTrainingArguments
 from ...evaluation.training import SuiteEvaluationMixin
+from ...full_weights import FullWeightsSaveMixin
 from ...loss_logging import LossTermLoggingMixin
 from .tasks import task_loss
 
@@ -185,7 +186,7 @@ def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:
     return parameters
 
 
-class MultiTaskTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
+class MultiTaskTrainer(FullWeightsSaveMixin, LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
     """Trains a `DualEncoderMultiTaskForPreTraining` on `TaskDatasets` with a `TaskCollator`, one task per step
     (`TaskCycleBatchSampler`), and logs each task's loss as `<task>_loss`.
 
