@@ -209,16 +209,41 @@ class DualEncoderMultiTaskForPreTraining(DualEncoderMultiTaskPreTrainedModel):
             self.nli_head = DualEncoderMultiTaskNLIHead(config)
         self.post_init()
 
+    def side_heads(self, task: str) -> list[nn.Module | None]:
+        """The head each side of a `task` batch goes through (None: `g` itself), in the order of its sides
+        (`TASK_SIDES[task]`), then for translation the hard negatives' (sec. 2.2)."""
+        if task == "response":
+            return [None, self.response_head]  # g^I = g, g^R
+        if task == "quick_thought":  # g^P, g^I, g^R
+            return [self.quick_thought_previous_head, self.quick_thought_current_head, self.quick_thought_next_head]
+        return [None] * (len(TASK_SIDES[task]) + (task == "translation"))  # translation: g on both sides (and K)
+
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         task: str = "translation",
         num_examples: int | None = None,
+        row_sides: torch.Tensor | None = None,
         **kwargs,
     ) -> DualEncoderMultiTaskOutput:
+        """With `row_sides` (the side of each row, the hard negatives one past the last), the rows may be any part of
+        a task batch, e.g. a mini-batch of it: each row goes through its side's head, and `task_embeddings` is one
+        `(rows, hidden_size)` tensor in the rows' order. NLI's head reads a premise with its hypothesis: NLI
+        batches are encoded whole."""
         self.config.check_tasks([task])
         sides = len(TASK_SIDES[task])
+        if row_sides is not None:
+            if task == "nli":
+                raise ValueError("row_sides: the NLI head reads each premise with its hypothesis; pass the whole NLI "
+                                 "batch with num_examples instead.")
+            encoded = self.encoder(input_ids, attention_mask)
+            g = embeddings = encoded.pooler_output
+            for side, head in enumerate(self.side_heads(task)):
+                if head is not None:  # row-wise heads: the rows of this side through it, the others as they are
+                    embeddings = torch.where((row_sides == side).unsqueeze(-1), head(g), embeddings)
+            return DualEncoderMultiTaskOutput(last_hidden_state=encoded.last_hidden_state, pooler_output=g,
+                                              task_embeddings=(embeddings,))
         n = input_ids.shape[0] // sides if num_examples is None else int(num_examples)
         if n < 1 or input_ids.shape[0] < sides * n or (task != "translation" and input_ids.shape[0] != sides * n):
             raise ValueError(f"A {task} batch holds {sides} sides of num_examples rows each"
@@ -227,16 +252,10 @@ class DualEncoderMultiTaskForPreTraining(DualEncoderMultiTaskPreTrainedModel):
         encoded = self.encoder(input_ids, attention_mask)
         g = encoded.pooler_output
         parts = [g[i * n : (i + 1) * n] for i in range(sides)]
-        logits = None
         if task == "translation":
-            parts.append(g[sides * n :])  # no head: g is both g^I and g^R, hard negatives included
-        elif task == "response":
-            parts[1] = self.response_head(parts[1])
-        elif task == "quick_thought":
-            heads = (self.quick_thought_previous_head, self.quick_thought_current_head, self.quick_thought_next_head)
-            parts = [head(part) for head, part in zip(heads, parts)]
-        else:
-            logits = self.nli_head(*parts)
+            parts.append(g[sides * n :])  # the hard negatives
+        parts = [part if head is None else head(part) for head, part in zip(self.side_heads(task), parts)]
+        logits = self.nli_head(*parts) if task == "nli" else None
         return DualEncoderMultiTaskOutput(last_hidden_state=encoded.last_hidden_state, pooler_output=g,
                                           task_embeddings=tuple(parts), logits=logits)
 

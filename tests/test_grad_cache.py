@@ -3,12 +3,16 @@ of the whole batch, mini-batch by mini-batch."""
 
 import copy
 
+import datasets
 import pytest
 import torch
 
-from modeling_ems import EMSConfig, EMSForPreTraining
+from modeling_ems import DualEncoderMultiTaskConfig, DualEncoderMultiTaskForPreTraining, EMSConfig, EMSForPreTraining
+from modeling_ems.modeling_dual_encoder import TASK_SIDES
+from trainers.collators import TaskCollator
 from trainers.grad_cache import cached_objective, mini_batches
 from trainers.recipes.ems.trainer import EMSTrainer, EMSTrainingArguments
+from trainers.recipes.multitask.trainer import MultiTaskTrainer, MultiTaskTrainingArguments, TaskDatasets
 
 from .conftest import torchrun
 from .distributed_ems import pair_batch
@@ -40,7 +44,8 @@ def loss_and_gradients(trainer, model, batch) -> tuple[torch.Tensor, dict[str, t
     model.zero_grad(set_to_none=True)
     loss = trainer.compute_loss(model, batch)
     (loss / 2).backward()  # what gradient accumulation does: the mini-batches are scaled alike
-    return loss.detach(), {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
+    return loss.detach(), {name: parameter.grad.clone() for name, parameter in model.named_parameters()
+                           if parameter.grad is not None}  # a multi-task step leaves the other tasks' heads alone
 
 
 @pytest.mark.parametrize("mini_batch_size", [1, 2, 5])
@@ -107,7 +112,7 @@ def test_the_loss_scales_every_mini_batch_like_a_plain_loss():
     torch.testing.assert_close(weight.grad, torch.tensor([[3 * 2 * 2.0 * 30.0]]))  # d/dw 3 * w^2 * sum x^2
 
 
-@pytest.mark.parametrize("value, message", [(0, "mini_batch_size=0"), (-2, ">= 1"), (1.5, "number of pairs")])
+@pytest.mark.parametrize("value, message", [(0, "mini_batch_size=0"), (-2, ">= 1"), (1.5, "number of examples")])
 def test_a_mini_batch_size_that_makes_no_sense_is_refused(tmp_path, value, message):
     with pytest.raises(ValueError, match=message):
         EMSTrainingArguments(output_dir=str(tmp_path), mini_batch_size=value)
@@ -120,3 +125,59 @@ def test_two_processes_with_mini_batches_equal_one_process_on_the_whole_batch():
     stdout = torchrun("distributed_grad_cache.py")
     for rank in (0, 1):
         assert f"rank {rank}: loss" in stdout and "gradients of" in stdout, stdout
+
+
+# --- the multi-task ranking tasks ---------------------------------------------------------------------------------
+def tiny_multitask_trainer(tmp_path, **arguments) -> MultiTaskTrainer:
+    torch.manual_seed(0)
+    model = DualEncoderMultiTaskForPreTraining(DualEncoderMultiTaskConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        head_intermediate_size=8, nli_hidden_size=8, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        tasks=["translation", "response", "quick_thought", "nli"])).train()
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", **arguments)
+    data = TaskDatasets({"translation": datasets.Dataset.from_dict({"src": ["a"], "tgt": ["b"]})})
+    return MultiTaskTrainer(model=model, args=args, train_dataset=data, data_collator=TaskCollator({}))
+
+
+def task_batch(task: str, examples: int = 3, negatives: int = 2) -> dict:
+    """A ragged batch of the task's sides (and for translation K negatives per example), with text ids in which
+    row 1's answer recurs as a negative of row 0 (a false negative the loss masks)."""
+    rows = examples * len(TASK_SIDES[task]) + (examples * negatives if task == "translation" else 0)
+    generator = torch.Generator().manual_seed(3)
+    input_ids = torch.randint(3, 50, (rows, 9), generator=generator)
+    input_ids[torch.arange(9) >= torch.randint(2, 10, (rows, 1), generator=generator)] = 0
+    text_ids = torch.arange(rows)
+    if task == "translation":
+        text_ids[2 * examples] = text_ids[examples + 1]
+    return {"task": task, "input_ids": input_ids, "attention_mask": (input_ids != 0).long(), "num_examples": examples,
+            "text_ids": text_ids}
+
+
+@pytest.mark.parametrize("task", ["translation", "response", "quick_thought"])
+@pytest.mark.parametrize("mini_batch_size", [1, 2])
+def test_multitask_mini_batches_give_the_loss_and_gradients_of_the_whole_batch(tmp_path, task, mini_batch_size):
+    """Each ranking task's batch (translation with 2 hard negatives an example, a masked false negative among them;
+    response and quick-thought through their heads) in mini-batches of 1 or 2 examples' rows: the loss, the logged
+    term and every gradient (encoder and the task's heads) equal those of the whole batch at once."""
+    batch = task_batch(task)
+    whole, cached = tiny_multitask_trainer(tmp_path), tiny_multitask_trainer(tmp_path, mini_batch_size=mini_batch_size)
+    whole_loss, whole_gradients = loss_and_gradients(whole, whole.model, batch)
+    cached_loss, cached_gradients = loss_and_gradients(cached, cached.model, batch)
+    torch.testing.assert_close(cached_loss, whole_loss)
+    torch.testing.assert_close(cached._loss_sums[f"{task}_loss"], whole._loss_sums[f"{task}_loss"])
+    assert set(cached_gradients) == set(whole_gradients)
+    for name, gradient in cached_gradients.items():
+        torch.testing.assert_close(gradient, whole_gradients[name], rtol=1e-4, atol=1e-5, msg=name)
+    heads = {"response": "response_head", "quick_thought": "quick_thought_next_head"}
+    if task in heads:  # the task's heads were trained through the cached rows
+        assert any(name.startswith(heads[task]) and gradient.abs().sum() > 0
+                   for name, gradient in cached_gradients.items())
+
+
+def test_nli_batches_are_encoded_whole_and_row_sides_refuse_them(tmp_path):
+    trainer = tiny_multitask_trainer(tmp_path, mini_batch_size=1)
+    batch = {**task_batch("response"), "task": "nli", "labels": torch.tensor([0, 2, 1])}
+    loss, _ = loss_and_gradients(trainer, trainer.model, batch)  # through the plain forward: no error
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="the NLI head reads each premise with its hypothesis"):
+        trainer.model(batch["input_ids"], batch["attention_mask"], task="nli", row_sides=torch.zeros(6))

@@ -39,6 +39,27 @@ class PairTrainingArguments(TrainingArguments):
 
 
 @dataclass
+class GradCacheTrainingArguments(PairTrainingArguments):
+    """`PairTrainingArguments` of a trainer whose objective can run through GradCache (`cached_objective`)."""
+
+    mini_batch_size: int | None = field(default=None, metadata={
+        "help": "Examples (pairs; for the multi-task ranking tasks, examples with all their sides and hard "
+                "negatives) encoded at once (GradCache, trainers/grad_cache.py): the objective still covers the whole "
+                "per_device_train_batch_size (and the in-batch candidates of every process) with the activation "
+                "memory of this many examples, for about one more forward pass per step. None: the whole batch at "
+                "once."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mini_batch_size is not None and (isinstance(self.mini_batch_size, bool)
+                                                 or not isinstance(self.mini_batch_size, int)
+                                                 or self.mini_batch_size < 1):
+            raise ValueError(f"mini_batch_size={self.mini_batch_size!r}: give a number of examples >= 1 (below "
+                             f"per_device_train_batch_size={self.per_device_train_batch_size} to save memory), or "
+                             "null to encode the whole batch at once.")
+
+
+@dataclass
 class EncoderTrainingArguments(PairTrainingArguments):
     """`PairTrainingArguments` for a trainer of a sentence encoder: how it pools its token states."""
 

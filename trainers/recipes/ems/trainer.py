@@ -6,7 +6,7 @@ import torch
 from transformers import Trainer
 from transformers.utils import is_torch_tf32_available
 
-from ...arguments import PairTrainingArguments
+from ...arguments import GradCacheTrainingArguments
 from ...evaluation.training import SuiteEvaluationMixin
 from ...full_weights import FullWeightsSaveMixin
 from ...grad_cache import cached_objective
@@ -16,18 +16,14 @@ from ...losses import contrastive_loss, ems_objective, matryoshka_loss, xtr_loss
 
 
 @dataclass
-class EMSTrainingArguments(PairTrainingArguments):
-    """`PairTrainingArguments` with the EMS loss weights and GradCache's mini-batch."""
+class EMSTrainingArguments(GradCacheTrainingArguments):
+    """`GradCacheTrainingArguments` with the EMS loss weights and TF32."""
 
     xtr_weight: float = field(default=1.0, metadata={"help": "Weight of the XTR loss (eq. 12 uses 1)."})
     contrastive_weight: float = field(default=1.0, metadata={"help": "Weight of the contrastive loss (eq. 12 uses 1)."})
     tf32: bool | str | None = field(default=None, metadata={
         "help": "TF32 matmuls on CUDA (Ampere or newer): true, false, or auto: on where the GPU has them, else "
                 "torch's default (a machine without CUDA refuses true)."})
-    mini_batch_size: int | None = field(default=None, metadata={
-        "help": "Pairs encoded at once (GradCache, trainers/grad_cache.py): the objective still covers the whole "
-                "per_device_train_batch_size (and the in-batch candidates of every process) with the activation "
-                "memory of this many pairs, for about one more forward pass per step. None: the whole batch at once."})
 
     def __post_init__(self):
         if self.tf32 == "auto":
@@ -40,12 +36,6 @@ class EMSTrainingArguments(PairTrainingArguments):
                 f"xtr_weight={self.xtr_weight} and contrastive_weight={self.contrastive_weight}: both must be >= 0 "
                 "and at least one > 0."
             )
-        if self.mini_batch_size is not None and (isinstance(self.mini_batch_size, bool)
-                                                 or not isinstance(self.mini_batch_size, int)
-                                                 or self.mini_batch_size < 1):
-            raise ValueError(f"mini_batch_size={self.mini_batch_size!r}: give a number of pairs >= 1 (below "
-                             f"per_device_train_batch_size={self.per_device_train_batch_size} to save memory), or "
-                             "null to encode the whole batch at once.")
 
 
 class EMSTrainer(FullWeightsSaveMixin, LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):

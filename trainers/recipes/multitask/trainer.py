@@ -18,11 +18,12 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 from transformers import Trainer
 
-from modeling_ems.modeling_dual_encoder import WordAndCharNgramEmbedding
+from modeling_ems.modeling_dual_encoder import TASK_SIDES, DualEncoderMultiTaskOutput, WordAndCharNgramEmbedding
 
-from ...arguments import PairTrainingArguments
+from ...arguments import GradCacheTrainingArguments
 from ...evaluation.training import SuiteEvaluationMixin
 from ...full_weights import FullWeightsSaveMixin
+from ...grad_cache import cached_objective
 from ...loss_logging import LossTermLoggingMixin
 from .tasks import task_loss
 
@@ -147,8 +148,8 @@ class TaskCycleBatchSampler:
 
 
 @dataclass
-class MultiTaskTrainingArguments(PairTrainingArguments):
-    """`PairTrainingArguments` for task cycling. Each task's batch size comes with its data
+class MultiTaskTrainingArguments(GradCacheTrainingArguments):
+    """`GradCacheTrainingArguments` for task cycling. Each task's batch size comes with its data
     (`MultiTaskTrainer(task_batch_sizes=...)`); `per_device_train_batch_size` is the default."""
 
     ddp_find_unused_parameters: bool | None = field(
@@ -188,7 +189,9 @@ def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 class MultiTaskTrainer(FullWeightsSaveMixin, LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
     """Trains a `DualEncoderMultiTaskForPreTraining` on `TaskDatasets` with a `TaskCollator`, one task per step
-    (`TaskCycleBatchSampler`), and logs each task's loss as `<task>_loss`.
+    (`TaskCycleBatchSampler`), and logs each task's loss as `<task>_loss`. With `mini_batch_size`, the ranking tasks'
+    batches run through GradCache (`cached_loss`); NLI batches, whose head reads a premise with its hypothesis, are
+    encoded whole.
 
     Args:
         task_batch_sizes: examples per batch of each task (default: `per_device_train_batch_size`).
@@ -251,14 +254,44 @@ class MultiTaskTrainer(FullWeightsSaveMixin, LossTermLoggingMixin, SuiteEvaluati
                             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
         return self.accelerator.prepare(loader)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        task = inputs["task"]
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], task=task,
-                        num_examples=inputs["num_examples"])
+    def objective(self, model, inputs, outputs) -> torch.Tensor:
+        """The loss of a task batch from the model's `outputs` for it (`task_loss`, with the config's similarity)."""
         config = self.accelerator.unwrap_model(model).config
-        loss = task_loss(task, outputs, inputs.get("labels"), similarity=config.similarity,
+        return task_loss(inputs["task"], outputs, inputs.get("labels"), similarity=config.similarity,
                          temperature=config.temperature if config.similarity == "cosine" else 1.0,
                          text_ids=inputs.get("text_ids") if self.args.mask_false_negatives else None,
                          matryoshka_dims=self.args.matryoshka_dims, matryoshka_weights=self.args.matryoshka_weights)
+
+    def cached_loss(self, model, inputs) -> torch.Tensor:
+        """A ranking task's loss through GradCache (`cached_objective`): the rows encoded `mini_batch_size`
+        examples' worth at a time, each through its side's head (`row_sides`); the ranking loss, which reads only
+        the rows' embeddings, on the whole batch."""
+        task, n, rows = inputs["task"], int(inputs["num_examples"]), inputs["input_ids"].shape[0]
+        sides = len(TASK_SIDES[task])
+        row_sides = (torch.arange(rows, device=inputs["input_ids"].device) // n).clamp(max=sides)  # K: side `sides`
+        sizes = [n] * sides + ([rows - sides * n] if task == "translation" else [])
+
+        def objective(embeddings):
+            outputs = DualEncoderMultiTaskOutput(task_embeddings=tuple(embeddings.split(sizes)))
+            loss = self.objective(model, inputs, outputs)
+            return loss, {f"{task}_loss": loss}
+
+        loss, terms = cached_objective(
+            model, {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
+                    "row_sides": row_sides}, self.args.mini_batch_size * (rows // n),
+            lambda model, part: model(input_ids=part["input_ids"], attention_mask=part["attention_mask"], task=task,
+                                      row_sides=part["row_sides"]).task_embeddings,
+            objective, no_sync=lambda: self.accelerator.no_sync(model))
+        self.record_loss_terms(terms)
+        return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        task = inputs["task"]
+        if (self.args.mini_batch_size and task != "nli" and model.training and torch.is_grad_enabled()
+                and not return_outputs):
+            return self.cached_loss(model, inputs)
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], task=task,
+                        num_examples=inputs["num_examples"])
+        loss = self.objective(model, inputs, outputs)
         self.record_loss_terms({f"{task}_loss": loss})
         return (loss, outputs) if return_outputs else loss
