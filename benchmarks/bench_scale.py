@@ -20,7 +20,8 @@ steps again in a new process on the same output folder and cache: what every fur
 pays.
 
 Wall time is the child's; peak RSS is `ru_maxrss` of the child and its own children (`os.wait4`), which counts the
-pages of memory-mapped Arrow files it touched. One JSON line per size goes to --output.
+pages of memory-mapped Arrow files it touched; `peak_anon_mib` is the child's largest anonymous resident memory
+(`RssAnon`, sampled every 50 ms), the memory beyond those file pages. One JSON line per size goes to --output.
 """
 
 import argparse
@@ -116,9 +117,28 @@ def tokenizer_input(train) -> dict:
     return {"tokenizer_input_s": time.perf_counter() - clock, "tokenizer_input_texts": count}
 
 
+def sample_anonymous_memory(peak: dict, every_s: float = 0.05) -> None:
+    """Keep `peak["anon_mib"]` at the largest `RssAnon` of this process (Linux `/proc/self/status`), sampled every
+    `every_s` in a daemon thread: the memory beyond the file-backed pages of memory-mapped Arrow files, which
+    `ru_maxrss` counts as well but the kernel can drop and re-read."""
+    import threading
+
+    def sample():
+        while True:
+            with open("/proc/self/status") as status:
+                anon = next(int(line.split()[1]) for line in status if line.startswith("RssAnon:"))
+            peak["anon_mib"] = max(peak.get("anon_mib", 0), round(anon / 1024))
+            time.sleep(every_s)
+
+    threading.Thread(target=sample, daemon=True).start()
+
+
 def child(corpus: str, tokenizer: str, output_dir: str) -> None:
+    peak = {}
+    sample_anonymous_memory(peak)
     times, train = steps(corpus, tokenizer, output_dir)
-    print("RESULT " + json.dumps({**times, **tokenizer_input(train)}))
+    result = {**times, **tokenizer_input(train)}
+    print("RESULT " + json.dumps({**result, "peak_anon_mib": peak.get("anon_mib")}))
 
 
 def run_child(code: Path, corpus: Path, tokenizer: Path, output_dir: Path, cache: Path) -> dict:
