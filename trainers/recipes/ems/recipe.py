@@ -22,7 +22,7 @@ class EMSRecipe(ScratchEncoderRecipe):
     example_config = "ems_default"
     config_class = EMSConfig
     card_tags = ("ems",)
-    matryoshka_objective = "beside eq. 12, the contrastive loss of eq. 8 (on the sentence embedding, not h(S)) was taken"
+    matryoshka_objective = "beside eq. 12, eq. 8's contrastive loss (on the sentence embedding, not h(S)) was taken"
 
     def build_model(self, tokenizer) -> EMSForPreTraining:
         return EMSForPreTraining(self.model_config(tokenizer))
