@@ -238,10 +238,12 @@ class DualEncoderMultiTaskForPreTraining(DualEncoderMultiTaskPreTrainedModel):
                 raise ValueError("row_sides: the NLI head reads each premise with its hypothesis; pass the whole NLI "
                                  "batch with num_examples instead.")
             encoded = self.encoder(input_ids, attention_mask)
-            g = embeddings = encoded.pooler_output
+            g = encoded.pooler_output
+            embeddings = g.clone()
             for side, head in enumerate(self.side_heads(task)):
-                if head is not None:  # row-wise heads: the rows of this side through it, the others as they are
-                    embeddings = torch.where((row_sides == side).unsqueeze(-1), head(g), embeddings)
+                if head is not None:  # row-wise heads: only the rows of this side go through it
+                    rows = row_sides == side
+                    embeddings[rows] = head(g[rows])
             return DualEncoderMultiTaskOutput(last_hidden_state=encoded.last_hidden_state, pooler_output=g,
                                               task_embeddings=(embeddings,))
         n = input_ids.shape[0] // sides if num_examples is None else int(num_examples)
