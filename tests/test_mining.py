@@ -1,5 +1,6 @@
 """Bitext mining (BUCC protocol): margin scores, candidate extraction, threshold tuning, F1 and the evaluator."""
 
+import datasets
 import numpy as np
 import pytest
 
@@ -187,3 +188,85 @@ def test_hard_negative_mining_resolves_the_minilm_shortcut(tmp_path, small_pairs
                 for row, scores in zip(pairs, cosines)]
     assert [row["negatives"] for row in mined] == expected
     assert len(set(map(tuple, expected))) > 1  # not one target for all: the model's own ranking decides
+
+
+def reference_hard_negatives(embed, pairs, k, backend="auto"):
+    """The loop `mine_hard_negatives` was before it was vectorised (issue 18), kept as the oracle."""
+    from trainers.data import validate_pairs
+    from trainers.evaluation.knn import knn
+
+    if k < 1:
+        raise ValueError(f"k={k}: mine at least one hard negative per pair (the paper uses 5).")
+    validate_pairs(pairs, name="pairs to mine")
+    negatives = [None] * len(pairs)
+    languages = pairs["tgt_lang"]
+    sources, targets = pairs["src"], pairs["tgt"]
+    for language in sorted(set(languages)):
+        rows = [i for i, code in enumerate(languages) if code == language]
+        pool = sorted({targets[i] for i in rows})
+        if len(pool) <= k:
+            raise ValueError(f"Language {language!r} has {len(pool)} distinct translations: too few for k={k} hard "
+                             "negatives each; lower k or add pairs.")
+        _, nearest = knn(np.asarray(embed([sources[i] for i in rows])), np.asarray(embed(pool)), k + 1,
+                         backend=backend)
+        for row, candidates in zip(rows, nearest):
+            found = [pool[j] for j in candidates if pool[j] != targets[row]]
+            negatives[row] = found[:k]
+    return pairs.add_column("negatives", negatives)
+
+
+def recording_embedder(seed):
+    """Hashed random vectors per text (the same text, the same vector), and the list of calls made."""
+    calls = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return np.stack([np.random.default_rng([seed, *text.encode()]).standard_normal(DIM) for text in texts])
+
+    return embed, calls
+
+
+def random_translation_pairs(rng, size, languages, distinct):
+    """Pairs over `languages` with `distinct` translations each (so targets repeat within a language, and the same
+    text occurs in two languages); a third of the sources are their own translation's text (its nearest target)."""
+    codes = [languages[i] for i in rng.integers(len(languages), size=size)]
+    targets = [f"translation {j}" if j % 3 else f"{code} translation {j}"
+               for code, j in zip(codes, rng.integers(distinct, size=size))]
+    sources = [target if i % 3 == 0 else f"source {i}" for i, target in enumerate(targets)]
+    return datasets.Dataset.from_dict({"src": sources, "tgt": targets, "src_lang": ["en"] * size, "tgt_lang": codes})
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_hard_negatives_equal_the_loop_they_replace(k):
+    from trainers.hard_negatives import mine_hard_negatives
+
+    pairs = random_translation_pairs(np.random.default_rng(k), 600, ["fr", "de", "zh", "ar", "pt_BR"], 40)
+    embed, calls = recording_embedder(0)
+    mined = mine_hard_negatives(embed, pairs, k, backend="exact")
+    reference_embed, reference_calls = recording_embedder(0)
+    expected = reference_hard_negatives(reference_embed, pairs, k, backend="exact")
+    assert mined.features == expected.features
+    assert mined.to_list() == expected.to_list()
+    assert calls == reference_calls  # the same texts embedded in the same order
+    # the exclusion was exercised: a source that is its own translation's text has it as nearest candidate
+    assert all(row["tgt"] not in row["negatives"] and len(row["negatives"]) == k for row in mined)
+    assert sum(row["src"] == row["tgt"] for row in mined) > 100
+    # and through an index mapping (a shuffled selection), row for row
+    shuffled = pairs.select(np.random.default_rng(9).permutation(len(pairs)))
+    assert (mine_hard_negatives(recording_embedder(0)[0], shuffled, k, backend="exact").to_list()
+            == reference_hard_negatives(recording_embedder(0)[0], shuffled, k, backend="exact").to_list())
+
+
+def test_hard_negative_errors_equal_the_loop():
+    from trainers.hard_negatives import mine_hard_negatives
+
+    pairs = random_translation_pairs(np.random.default_rng(0), 60, ["fr", "de"], 40)
+    few = datasets.concatenate_datasets([pairs, datasets.Dataset.from_dict(
+        {"src": ["a", "b", "c"], "tgt": ["x", "y", "x"], "src_lang": ["en"] * 3, "tgt_lang": ["ja"] * 3})])
+    blank = pairs.map(lambda row, index: {"tgt": " " if index == 7 else row["tgt"]}, with_indices=True)
+    for data, k, message in [(pairs, 0, "k=0: mine at least one"),
+                             (few, 2, "Language 'ja' has 2 distinct translations: too few for k=2"),
+                             (blank, 1, "pairs to mine, row 7: column 'tgt' is ' '")]:
+        for mine in (mine_hard_negatives, reference_hard_negatives):
+            with pytest.raises(ValueError, match=message):
+                mine(recording_embedder(0)[0], data, k, backend="exact")

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from .data import load_parallel_dataset, validate_pairs
+from .data import SCAN_ROWS, load_parallel_dataset, validate_pairs
 from .encoding import encode
 from .evaluation.knn import BACKENDS, knn
 from .loading import MINILM, MINILM_NAME, load_encoder, resolve_model_setting
@@ -19,25 +21,49 @@ from .loading import MINILM, MINILM_NAME, load_encoder, resolve_model_setting
 def mine_hard_negatives(embed, pairs: datasets.Dataset, k: int, backend: str = "auto") -> datasets.Dataset:
     """`pairs` with a `negatives` column: for each pair, the `k` targets of other pairs in its target language
     nearest (cosine) to its source, nearest first. A target equal to the pair's own translation is never a
-    negative. `embed(texts)` returns one row per text (e.g. `encode` with a translation-ranking model)."""
+    negative. `embed(texts)` returns one row per text (e.g. `encode` with a translation-ranking model): per language
+    (sorted), its sources in row order, then its distinct targets sorted.
+
+    The grouping is vectorised (Arrow hashing, numpy sorts): every target is numbered by its rank among the distinct
+    targets, and one `np.unique` of (language, rank) keys gives each language's pool (its distinct targets, sorted)
+    and each row's own translation's place in it, so no Python loop runs over the pairs."""
     if k < 1:
         raise ValueError(f"k={k}: mine at least one hard negative per pair (the paper uses 5).")
     validate_pairs(pairs, name="pairs to mine")
-    negatives: list[list[str] | None] = [None] * len(pairs)
-    languages = pairs["tgt_lang"]
-    sources, targets = pairs["src"], pairs["tgt"]
-    for language in sorted(set(languages)):
-        rows = [i for i, code in enumerate(languages) if code == language]
-        pool = sorted({targets[i] for i in rows})
-        if len(pool) <= k:
-            raise ValueError(f"Language {language!r} has {len(pool)} distinct translations: too few for k={k} hard "
+    columns = pairs.with_format("arrow")
+    sources, targets, codes = columns["src"], columns["tgt"], columns["tgt_lang"]
+    languages = sorted(pc.unique(codes).to_pylist())
+    language = _indices_in(codes, pa.array(languages, codes.type))
+    texts = pc.unique(targets)
+    texts = texts.take(pc.array_sort_indices(texts))  # byte order of UTF-8 = code point order, as `sorted`
+    keys = language * len(texts) + _indices_in(targets, texts)
+    pool_keys, own = np.unique(keys, return_inverse=True)  # pools by language, each sorted; own: place in them
+    pool_starts = np.searchsorted(pool_keys, np.arange(len(languages) + 1) * len(texts))
+    for code, size in zip(languages, np.diff(pool_starts)):
+        if size <= k:
+            raise ValueError(f"Language {code!r} has {size} distinct translations: too few for k={k} hard "
                              "negatives each; lower k or add pairs.")
-        _, nearest = knn(np.asarray(embed([sources[i] for i in rows])), np.asarray(embed(pool)), k + 1,
-                         backend=backend)
-        for row, candidates in zip(rows, nearest):
-            found = [pool[j] for j in candidates if pool[j] != targets[row]]  # the own translation is not negative
-            negatives[row] = found[:k]
-    return pairs.add_column("negatives", negatives)
+    order = np.argsort(language, kind="stable")  # rows grouped by language, in row order within one
+    row_starts = np.searchsorted(language[order], np.arange(len(languages) + 1))
+    negatives = np.empty((len(pairs), k), dtype=np.int64)  # ranks in `texts`
+    for index in range(len(languages)):
+        rows = order[row_starts[index] : row_starts[index + 1]]
+        pool = pool_keys[pool_starts[index] : pool_starts[index + 1]] % len(texts)
+        _, nearest = knn(np.asarray(embed(sources.take(rows).to_pylist())), np.asarray(embed(texts.take(pool)
+                         .to_pylist())), k + 1, backend=backend)
+        # the own translation is not a negative: the first k candidates other than it (it is among them at most once)
+        other = nearest != (own[rows] - pool_starts[index])[:, None]
+        first = np.argsort(~other, axis=1, kind="stable")[:, :k]
+        negatives[rows] = pool[np.take_along_axis(nearest, first, axis=1)]
+    blocks = [pa.ListArray.from_arrays(np.arange(0, k * len(block) + 1, k, dtype=np.int32),
+                                       texts.take(block.ravel()))
+              for block in np.split(negatives, range(SCAN_ROWS, len(pairs), SCAN_ROWS))]
+    return pairs.add_column("negatives", pa.chunked_array(blocks))
+
+
+def _indices_in(values: pa.ChunkedArray, value_set: pa.Array) -> np.ndarray:
+    """The index of each of `values` in `value_set` (which holds them all), as int64."""
+    return pc.index_in(values, value_set=value_set).to_numpy().astype(np.int64)
 
 
 def main(argv: list[str] | None = None) -> None:
