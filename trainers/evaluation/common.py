@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 
@@ -54,12 +55,19 @@ def read_tsv(
     return table
 
 
-def embed_distinct(embed: EmbedFn, groups: Mapping[str, Sequence[str]], dtype=np.float32) -> list[np.ndarray]:
+def embed_distinct(embed: EmbedFn, groups: Mapping[str, Sequence[str]], dtype=np.float32,
+                   allow_sparse: bool = False) -> list[np.ndarray]:
     """Embed every distinct text of `groups` (name -> texts) in one call of `embed` and return, in the order of
-    `groups`, one `(len(texts), dim)` array of `dtype` per group, checked to hold one finite row per text."""
+    `groups`, one `(len(texts), dim)` array of `dtype` per group, checked to hold one finite row per text. With
+    `allow_sparse`, an `embed` returning a scipy sparse matrix (the TF-IDF baseline) gives CSR arrays; without, the
+    caller cannot score them and that is refused."""
     distinct = list(dict.fromkeys(text for texts in groups.values() for text in texts))
-    vectors = np.asarray(embed(distinct))
-    if vectors.ndim != 2 or len(vectors) != len(distinct) or vectors.shape[1] == 0:
+    vectors = embed(distinct)
+    if sparse.issparse(vectors) and not allow_sparse:
+        raise ValueError("embed returned a scipy sparse matrix, which this evaluator cannot score: it takes dense "
+                         "(len(texts), dim) arrays; densify the embeddings or use a retrieval / eigen evaluator.")
+    vectors = sparse.csr_array(vectors) if sparse.issparse(vectors) else np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[0] != len(distinct) or vectors.shape[1] == 0:
         raise ValueError(
             f"embed returned an array of shape {vectors.shape} for {len(distinct)} texts: "
             "it must return one row per text, shape (len(texts), dim) with dim >= 1."
@@ -69,35 +77,59 @@ def embed_distinct(embed: EmbedFn, groups: Mapping[str, Sequence[str]], dtype=np
     arrays = []
     for name, texts in groups.items():
         array = vectors[[index[text] for text in texts]]
-        check_finite_rows(np.isfinite(array).all(axis=1), f"{name} embeddings")
+        check_finite_rows(finite_rows(array), f"{name} embeddings")
         arrays.append(array)
     return arrays
 
 
 def l2_normalize(embeddings, name: str = "embeddings", dtype=np.float32) -> np.ndarray:
     """`embeddings` as a C-contiguous `(count, dim)` array of `dtype` with unit rows; returned as is when it already
-    is, to within ten times the precision of `dtype` (1e-5 in float32, 1e-14 in float64)."""
-    array = np.asarray(embeddings)
+    is, to within ten times the precision of `dtype` (1e-5 in float32, 1e-14 in float64). A scipy sparse matrix
+    (the TF-IDF baseline's rows) comes back as a CSR array of `dtype` with unit rows."""
+    array = sparse.csr_array(embeddings) if sparse.issparse(embeddings) else np.asarray(embeddings)
     if array.ndim != 2 or 0 in array.shape:
         raise ValueError(
             f"{name} must be a non-empty 2-D (count, dim) array, got shape {array.shape}; embed at least one text."
         )
     array = real_array(array, name, dtype)
-    norms = np.sqrt(np.einsum("ij,ij->i", array, array, dtype=np.float64))  # no (count, dim) temporary
+    if sparse.issparse(array):
+        norms = np.sqrt(np.bincount(stored_rows(array), array.data.astype(np.float64) ** 2, minlength=array.shape[0]))
+    else:
+        norms = np.sqrt(np.einsum("ij,ij->i", array, array, dtype=np.float64))  # no (count, dim) temporary
     check_finite_rows(np.isfinite(norms), name)
     if (norms == 0).any():
         row = int(np.flatnonzero(norms == 0)[0])
         raise ValueError(f"{name} row {row} is all zeros and has no cosine similarity; drop it or fix its encoding.")
     if np.allclose(norms, 1.0, rtol=0, atol=10 * np.finfo(dtype).resolution):
         return array
+    if sparse.issparse(array):
+        return sparse.csr_array((array.data / norms[stored_rows(array)].astype(dtype), array.indices, array.indptr),
+                                shape=array.shape)
     return array / norms.astype(dtype)[:, None]
 
 
-def real_array(array: np.ndarray, name: str, dtype) -> np.ndarray:
-    """`array` as a C-contiguous array of `dtype`, after checking that it holds real numbers (floats or ints)."""
+def real_array(array, name: str, dtype):
+    """`array` as a C-contiguous array (or a CSR array, when sparse) of `dtype`, after checking that it holds real
+    numbers (floats or ints)."""
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise ValueError(f"{name} has dtype {array.dtype}; pass real-valued (float) embeddings.")
+    if sparse.issparse(array):
+        return sparse.csr_array(array, dtype=dtype)
     return np.ascontiguousarray(array, dtype=dtype)
+
+
+def stored_rows(array: sparse.csr_array) -> np.ndarray:
+    """The row of each stored value of a CSR array, in storage order."""
+    return np.repeat(np.arange(array.shape[0]), np.diff(array.indptr))
+
+
+def finite_rows(array) -> np.ndarray:
+    """One flag per row of a dense or CSR array: whether all its values are finite."""
+    if not sparse.issparse(array):
+        return np.isfinite(array).all(axis=1)
+    finite = np.ones(array.shape[0], dtype=bool)
+    finite[stored_rows(array)[~np.isfinite(array.data)]] = False
+    return finite
 
 
 def check_finite_rows(finite: np.ndarray, name: str) -> None:

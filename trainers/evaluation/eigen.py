@@ -6,6 +6,7 @@ Lower is more similar: identical spaces, and spaces that differ by a rotation or
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import sparse
 
 from .common import EmbedFn, embed_distinct, l2_normalize
 
@@ -23,9 +24,14 @@ def check_sampling(num_pairs: int, sample_size: int, num_samples: int) -> None:
 def laplacian_spectra(embeddings: np.ndarray, samples: np.ndarray, name: str = "embeddings") -> np.ndarray:
     """Ascending eigenvalues `(N, K)` of the graph Laplacian of each sample, a row of `samples` `(N, K)` indexing
     `embeddings` (called `name` in errors). The graph's edge weights are the pairwise cosine distances within the
-    sample: L = D - W."""
-    vectors = l2_normalize(embeddings, name, np.float64)[samples]
-    weights = 1.0 - vectors @ vectors.transpose(0, 2, 1)
+    sample: L = D - W. `embeddings` may be a scipy sparse matrix (the TF-IDF baseline's rows)."""
+    vectors = l2_normalize(embeddings, name, np.float64)
+    if sparse.issparse(vectors):
+        cosines = np.stack([((rows := vectors[sample]) @ rows.T).toarray() for sample in samples])
+    else:
+        gathered = vectors[samples]
+        cosines = gathered @ gathered.transpose(0, 2, 1)
+    weights = 1.0 - cosines
     diagonal = np.arange(samples.shape[1])
     weights[:, diagonal, diagonal] = 0.0
     laplacians = -weights
@@ -42,15 +48,16 @@ def eigen_similarity(
 ) -> float:
     """Psi(S, T) of the two spaces, where row i of `embeddings_a` and row i of `embeddings_b` embed a translation
     pair: `num_samples` (N) random sets of `sample_size` (K) pairs, each compared through its Laplacians' spectra."""
-    embeddings_a, embeddings_b = np.asarray(embeddings_a), np.asarray(embeddings_b)
-    if embeddings_a.ndim != 2 or embeddings_b.ndim != 2 or len(embeddings_a) != len(embeddings_b):
+    embeddings_a, embeddings_b = (sparse.csr_array(side) if sparse.issparse(side) else np.asarray(side)
+                                  for side in (embeddings_a, embeddings_b))
+    if embeddings_a.ndim != 2 or embeddings_b.ndim != 2 or embeddings_a.shape[0] != embeddings_b.shape[0]:
         raise ValueError(
             f"eigen_similarity needs two 2-d arrays with one row per translation pair, got shapes "
             f"{embeddings_a.shape} and {embeddings_b.shape}: row i of both must embed pair i."
         )
-    check_sampling(len(embeddings_a), sample_size, num_samples)
+    check_sampling(embeddings_a.shape[0], sample_size, num_samples)
     rng = np.random.default_rng(seed)
-    samples = np.stack([rng.choice(len(embeddings_a), size=sample_size, replace=False) for _ in range(num_samples)])
+    samples = np.stack([rng.choice(embeddings_a.shape[0], size=sample_size, replace=False) for _ in range(num_samples)])
     spectra_a = laplacian_spectra(embeddings_a, samples, "embeddings_a")
     spectra_b = laplacian_spectra(embeddings_b, samples, "embeddings_b")
     # eq. 3: Psi(S, T) = 1/N sum_i sum_j (lambda_j(L_i^(s)) - lambda_j(L_i^(t)))^2
@@ -84,6 +91,6 @@ class EigenSimilarityEvaluator:
 
     def __call__(self, embed: EmbedFn) -> dict[str, float]:
         embeddings_a, embeddings_b = embed_distinct(embed, {"texts_a": self.texts_a, "texts_b": self.texts_b},
-                                                    dtype=np.float64)
+                                                    dtype=np.float64, allow_sparse=True)
         value = eigen_similarity(embeddings_a, embeddings_b, self.sample_size, self.num_samples, self.seed)
         return {f"{self.name}_eigen_similarity": value}

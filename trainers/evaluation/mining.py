@@ -58,7 +58,7 @@ def margin_scores(
     """
     source = l2_normalize(source, "source embeddings")
     target = l2_normalize(target, "target embeddings")
-    smaller = min(len(source), len(target))
+    smaller = min(source.shape[0], target.shape[0])
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= smaller:
         raise ValueError(f"k={k!r} must be an int in [1, {smaller}] (the smaller side holds {smaller} sentences); "
                          "lower k or embed more sentences.")
@@ -66,10 +66,10 @@ def margin_scores(
     if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or candidates < k:
         raise ValueError(f"candidates={candidates!r} must be an int >= k={k}: the margin needs the k nearest.")
     forward_cosines, forward_indices = knn(
-        source, target, min(candidates, len(target)), backend=backend, chunk_size=chunk_size
+        source, target, min(candidates, target.shape[0]), backend=backend, chunk_size=chunk_size
     )
     backward_cosines, backward_indices = knn(
-        target, source, min(candidates, len(source)), backend=backend, chunk_size=chunk_size
+        target, source, min(candidates, source.shape[0]), backend=backend, chunk_size=chunk_size
     )
     source_means = forward_cosines[:, :k].mean(axis=1)
     target_means = backward_cosines[:, :k].mean(axis=1)

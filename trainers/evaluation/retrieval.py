@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from tqdm.auto import tqdm
 
@@ -62,9 +63,9 @@ def checked_cutoffs(n: Sequence[int]) -> list[int]:
 
 def _paired(queries, candidates, query_name: str, candidate_name: str) -> tuple[np.ndarray, np.ndarray]:
     queries, candidates = l2_normalize(queries, query_name), l2_normalize(candidates, candidate_name)
-    if len(candidates) < len(queries):
+    if candidates.shape[0] < queries.shape[0]:
         raise ValueError(
-            f"{len(queries)} {query_name} but only {len(candidates)} {candidate_name}: row i of the "
+            f"{queries.shape[0]} {query_name} but only {candidates.shape[0]} {candidate_name}: row i of the "
             f"{candidate_name} is the translation of {query_name} row i, so pass at least as many {candidate_name}."
         )
     return queries, candidates
@@ -89,7 +90,7 @@ def pool_retrieval(
     """
     queries, candidates = _paired(queries, candidates, "queries", "candidates")
     cutoffs = checked_cutoffs(n)
-    ids = checked_ids(candidate_ids, len(candidates), "candidate")
+    ids = checked_ids(candidate_ids, candidates.shape[0], "candidate")
     if margin:
         margins = margin_scores(queries, candidates, k=k, candidates=max(k, cutoffs[-1]), backend=backend,
                                 chunk_size=chunk_size)
@@ -97,7 +98,7 @@ def pool_retrieval(
         rankings = np.take_along_axis(margins.forward_indices, order, axis=1)
     else:
         rankings = knn(queries, candidates, cutoffs[-1], backend=backend, chunk_size=chunk_size)[1]
-    return precision_at(ids[rankings[:, : cutoffs[-1]]], ids[: len(queries)], cutoffs)
+    return precision_at(ids[rankings[:, : cutoffs[-1]]], ids[: queries.shape[0]], cutoffs)
 
 
 def checked_num_distractors(num_distractors: int, available: int, cutoffs: Sequence[int]) -> int:
@@ -148,19 +149,30 @@ def distractor_retrieval(
     """
     sources, targets = _paired(sources, targets, "sources", "targets")
     cutoffs = checked_cutoffs(n)
-    num_distractors = checked_num_distractors(num_distractors, len(targets), cutoffs)
-    ids = checked_ids(target_ids, len(targets), "target")
-    candidates = draw_distractors(len(sources), len(targets), num_distractors, seed)
-    step = checked_chunk_size(chunk_size, max(1, BLOCK_ELEMENTS // (candidates.shape[1] * targets.shape[1])))
+    num_distractors = checked_num_distractors(num_distractors, targets.shape[0], cutoffs)
+    ids = checked_ids(target_ids, targets.shape[0], "target")
+    candidates = draw_distractors(sources.shape[0], targets.shape[0], num_distractors, seed)
+    # values held per gathered target row: its dimension, or its mean stored values when sparse
+    width = targets.nnz // targets.shape[0] + 1 if sparse.issparse(targets) else targets.shape[1]
+    step = checked_chunk_size(chunk_size, max(1, BLOCK_ELEMENTS // (candidates.shape[1] * width)))
     scores = np.empty(candidates.shape, dtype=np.float64)
-    for start in range(0, len(sources), step):
+    for start in range(0, sources.shape[0], step):
         rows = slice(start, start + step)
-        scores[rows] = np.einsum("qd,qcd->qc", sources[rows], targets[candidates[rows]])
+        scores[rows] = candidate_cosines(sources[rows], targets, candidates[rows])
     if margin:
         margins = margin_scores(sources, targets, k=k, backend=backend, chunk_size=chunk_size)
         scores = ratio_margin(scores, margins.source_means[:, None], margins.target_means[candidates])
     order = np.argsort(-scores, axis=1, kind="stable")[:, : cutoffs[-1]]
-    return precision_at(ids[np.take_along_axis(candidates, order, axis=1)], ids[: len(sources)], cutoffs)
+    return precision_at(ids[np.take_along_axis(candidates, order, axis=1)], ids[: sources.shape[0]], cutoffs)
+
+
+def candidate_cosines(sources, targets, candidates: np.ndarray) -> np.ndarray:
+    """`(len(sources), c)` dot products of source i with the target rows `candidates[i]` (unit rows: cosines), for
+    dense arrays or CSR arrays alike."""
+    if not sparse.issparse(sources):
+        return np.einsum("qd,qcd->qc", sources, targets[candidates])
+    repeated = sources[np.repeat(np.arange(sources.shape[0]), candidates.shape[1])]
+    return repeated.multiply(targets[candidates.ravel()]).sum(axis=1).reshape(candidates.shape)
 
 
 class RetrievalEvaluator:
@@ -206,8 +218,8 @@ class RetrievalEvaluator:
         self.name, self.note = name, note
 
     def __call__(self, embed: EmbedFn) -> dict[str, float]:
-        (sources,) = embed_distinct(embed, {"source": self.sources})
-        (targets,) = embed_distinct(embed, {"target": self.targets + self.pool})
+        (sources,) = embed_distinct(embed, {"source": self.sources}, allow_sparse=True)
+        (targets,) = embed_distinct(embed, {"target": self.targets + self.pool}, allow_sparse=True)
         sources, targets = l2_normalize(sources, "source embeddings"), l2_normalize(targets, "target embeddings")
         paired = targets[: len(self.sources)]
         source_ids, target_ids = text_ids(self.sources), text_ids(self.targets + self.pool)
@@ -229,23 +241,19 @@ class RetrievalEvaluator:
 class TfidfPool:
     """The character 2-4-gram TF-IDF baseline as an embedding function over one retrieval pool.
 
-    Fitted on `texts` (duplicates kept); the distinct texts get
-    the coordinates of their unit TF-IDF vectors in an orthonormal basis of the space those vectors span (from the
-    eigen-decomposition of their Gram matrix), so cosines equal the TF-IDF cosines while the vectors hold one value
-    per text at most instead of one per n-gram. It embeds only texts of its pool."""
+    Fitted on `texts` (duplicates kept); each distinct text gets its unit TF-IDF vector as a row of a scipy CSR
+    array (one column per n-gram, about 150 stored values per sentence), so memory grows with the pool, not with its
+    square. The evaluators that take it (retrieval, margin, eigen-similarity) score the sparse rows exactly; the
+    others refuse them (`embed_distinct`). It embeds only texts of its pool."""
 
     def __init__(self, texts: Sequence[str]):
         texts = list(texts)
         vectorizer = TfidfVectorizer(**TFIDF_OPTIONS).fit(texts)
         self.texts = list(dict.fromkeys(texts))
-        vectors = vectorizer.transform(self.texts)
-        gram = (vectors @ vectors.T).toarray()
-        values, basis = np.linalg.eigh(gram)
-        keep = values > values.max() * len(gram) * np.finfo(np.float64).eps
-        self.vectors = basis[:, keep] * np.sqrt(values[keep])
+        self.vectors = sparse.csr_array(vectorizer.transform(self.texts))
         self.index = {text: row for row, text in enumerate(self.texts)}
 
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+    def __call__(self, texts: Sequence[str]) -> sparse.csr_array:
         missing = [text for text in texts if text not in self.index]
         if missing:
             raise ValueError(f"TF-IDF is fitted on its retrieval pool and cannot embed {len(missing)} texts outside "
