@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from trainers.losses import contrastive_loss
+from trainers.recipes.base import end_processes
 
 
 def main():
@@ -39,7 +40,7 @@ def main():
     torch.testing.assert_close(projection.bias.grad, reference.bias.grad, rtol=1e-5, atol=1e-6)
     print(f"rank {rank}: loss {mean_loss.item():.6f} == {full.item():.6f}, gradients equal", flush=True)
     dist.barrier()
-    dist.destroy_process_group()
+    end_processes()
 
 
 if __name__ == "__main__":

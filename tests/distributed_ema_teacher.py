@@ -15,6 +15,7 @@ from transformers import AutoTokenizer, TrainerCallback
 from modeling_ems import EMSConfig, EMSModel
 from trainers.collators import ParallelPairCollator
 from trainers.data import load_parallel_dataset
+from trainers.recipes.base import end_processes
 from trainers.recipes.ema_alignment.trainer import EMATeacherTrainer, EMATrainingArguments
 
 TAU_BASE, STEPS = 0.9, 3
@@ -67,7 +68,7 @@ def main():
     assert identical_on_all_processes(dict(model.named_parameters())), f"rank {rank}: the students differ"
     print(f"rank {rank}: teacher is the average of the student, identical on 2 processes", flush=True)
     dist.barrier()
-    dist.destroy_process_group()
+    end_processes()
 
 
 if __name__ == "__main__":

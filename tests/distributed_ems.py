@@ -13,6 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from modeling_ems import EMSConfig, EMSForPreTraining
 from trainers.layout import PairLayout
 from trainers.losses import ems_objective
+from trainers.recipes.base import end_processes
 
 
 def pair_batch(sources: torch.Tensor, targets: torch.Tensor, source_languages, target_languages) -> dict:
@@ -77,7 +78,7 @@ def main():
     print(f"rank {rank}: loss {mean[0].item():.6f} == {expected[0].item():.6f} (xtr {mean[1].item():.4f}, "
           f"contrastive {mean[2].item():.4f}), gradients of {checked} parameters equal", flush=True)
     dist.barrier()
-    dist.destroy_process_group()
+    end_processes()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ accelerate wraps a model in FSDP only on accelerators: on CPU processes its stat
 does on GPUs, so that `Accelerator.prepare` shards the model with it (FSDP2 `fully_shard` runs on gloo); the
 test checks that the checkpoints are sharded."""
 
-import torch.distributed as dist
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType
 
@@ -26,6 +25,4 @@ def keep_the_fsdp_plugin(self, *args, fsdp_plugin=None, **kwargs):
 
 if __name__ == "__main__":
     AcceleratorState.__init__ = keep_the_fsdp_plugin
-    train()
-    dist.barrier()  # every process got here: none waits on a collective the main process skipped
-    dist.destroy_process_group()
+    train()  # which ends with `end_processes`

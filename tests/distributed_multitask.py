@@ -19,6 +19,7 @@ from transformers import AutoTokenizer
 from modeling_ems import DualEncoderMultiTaskConfig, DualEncoderMultiTaskForPreTraining
 from trainers.collators import SidesCollator, TaskCollator
 from trainers.losses import ranking_loss
+from trainers.recipes.base import end_processes
 from trainers.recipes.multitask.trainer import MultiTaskTrainer, MultiTaskTrainingArguments, TaskDatasets
 
 
@@ -114,7 +115,7 @@ def main():
     hard_negative_check(rank, world)
     trainer_schedule(rank, sys.argv[1], sys.argv[2])
     dist.barrier()
-    dist.destroy_process_group()
+    end_processes()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer
 from modeling_ems import EMSConfig, EMSForPreTraining
 from trainers.evaluation import training as training_module
 from trainers.evaluation.retrieval import RetrievalEvaluator
+from trainers.recipes.base import end_processes
 from trainers.recipes.ems.trainer import EMSTrainer, EMSTrainingArguments
 from trainers.tokenizer import tokenizer_languages
 
@@ -66,7 +67,7 @@ def main():
     except RuntimeError as error:
         say(f"rank {rank}: raised {error}")
     dist.barrier()
-    dist.destroy_process_group()
+    end_processes()
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@ def train(argv: list[str] | None = None) -> None:
     run_config, recipe = _recipe(args)
     results = recipe.run(resume=not args.no_resume, overwrite_output_dir=args.overwrite_output_dir,
                          keep_checkpoints=not args.drop_checkpoints)
+    from .recipes.base import end_processes
+
+    end_processes()
     if results:  # the main process
         print(json.dumps(recipe.summary(results), indent=2))
 

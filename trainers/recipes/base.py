@@ -27,6 +27,7 @@ own is named by its import path, `recipe: my_package.my_module:MyRecipe`, and ne
 """
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -282,6 +283,18 @@ def resume_checkpoint(output_dir: Path) -> Path | None:
                                 f"see in its {output_dir}: give every node the same output folder (a shared "
                                 "filesystem, or copy the checkpoint there), or start over with --no_resume.")
     return checkpoint
+
+
+def end_processes() -> None:
+    """A process's distributed end, once its part of the run is done: the objects that still hold the process group
+    collected first (a `DistributedDataParallel` wrapper and a `Trainer` live on in reference cycles until the
+    garbage collector runs), then the group destroyed, while the interpreter is alive. Left to the interpreter's exit,
+    the wrapper and the group are torn down with it: the likely cause of a finished 2-process gloo run aborting at
+    its exit once in CI (SIGABRT, "terminate called without an active exception"; pytorch/pytorch#179291 describes
+    the same). No barrier: the main process may still be evaluating."""
+    gc.collect()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 class Recipe:
