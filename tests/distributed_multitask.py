@@ -103,10 +103,14 @@ def trainer_schedule(rank: int, tokenizer_dir: str, output_dir: str) -> None:
 
     trainer.compute_loss = recording
     trainer.train()
-    logged = [sorted(k for k in entry if k.endswith("_loss")) for entry in trainer.state.log_history if "loss" in entry]
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    logged = [sorted(k for k in entry if k.endswith("_loss")) for entry in logs]
+    figures = [{k: v for k, v in entry.items() if k.endswith(("_global_batch", "_in_batch_candidates"))}
+               for entry in logs]
     # a file per rank: two processes' long lines on one stdout pipe can interleave
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(output_dir) / f"schedule-rank{rank}.json").write_text(json.dumps({"steps": seen, "logged": logged}))
+    (Path(output_dir) / f"schedule-rank{rank}.json").write_text(json.dumps(
+        {"steps": seen, "logged": logged, "figures": figures}))
 
 
 def main():

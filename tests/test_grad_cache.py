@@ -165,6 +165,9 @@ def test_multitask_mini_batches_give_the_loss_and_gradients_of_the_whole_batch(t
     cached_loss, cached_gradients = loss_and_gradients(cached, cached.model, batch)
     torch.testing.assert_close(cached_loss, whole_loss)
     torch.testing.assert_close(cached._loss_sums[f"{task}_loss"], whole._loss_sums[f"{task}_loss"])
+    candidates = 3 * (1 + 2) if task == "translation" else 3  # each answer, and for translation 2 negatives each
+    assert cached.batch_figures() == {f"{task}_global_batch": 3, f"{task}_in_batch_candidates": candidates,
+                                      "mini_batch_size": mini_batch_size}
     assert set(cached_gradients) == set(whole_gradients)
     for name, gradient in cached_gradients.items():
         torch.testing.assert_close(gradient, whole_gradients[name], rtol=1e-4, atol=1e-5, msg=name)

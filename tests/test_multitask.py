@@ -372,6 +372,11 @@ def test_two_processes_run_the_same_task_at_every_step_and_hard_negative_labels_
     assert tasks == [task for task, _ in one["steps"]] == ["translation", "response", "quick_thought", "nli"] * 2
     assert all(a != b for (_, a), (_, b) in zip(zero["steps"], one["steps"]))  # each process its own examples
     assert zero["logged"] == [["nli_loss", "quick_thought_loss", "response_loss", "translation_loss"]] * 2
+    # batches of 3 translation pairs and 2 examples of the rest on each of the 2 processes, stated once
+    assert zero["figures"] == [{"translation_global_batch": 6, "translation_in_batch_candidates": 6,
+                                "response_global_batch": 4, "response_in_batch_candidates": 4,
+                                "quick_thought_global_batch": 4, "quick_thought_in_batch_candidates": 4,
+                                "nli_global_batch": 4}, {}]
 
 
 # --- hard negatives (sec. 2.2, translation ranking) ---

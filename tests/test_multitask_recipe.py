@@ -54,11 +54,19 @@ def test_tiny_multitask_run_cycles_tasks_saves_a_loadable_encoder_and_resumes(tm
     assert any("eval_dev_en-de_p@1" in entry for entry in state["log_history"] if entry["step"] == 8)
     for entry in logged:  # one step of each task per cycle, each task's loss logged
         assert {"translation_loss", "response_loss", "quick_thought_loss", "nli_loss"} <= set(entry)
+    # each task's own batch, once, in the first log and on the card; NLI ranks nothing
+    figures = {"translation_global_batch": 16, "translation_in_batch_candidates": 16, "response_global_batch": 8,
+               "response_in_batch_candidates": 8, "quick_thought_global_batch": 8,
+               "quick_thought_in_batch_candidates": 8, "nli_global_batch": 8}
+    assert {key: logged[0].get(key) for key in figures} == figures and not set(figures) & set(logged[1])
+    assert "nli_in_batch_candidates" not in logged[0]
+    assert {key: results["training"][key] for key in figures} == figures
     assert results["data"]["response"]["source"] == str(SHIPPED_TASK_DATA / "chatterbot.jsonl.gz")
     assert results["data"]["quick_thought"]["examples"] <= 200
     assert set(results) >= {"heldout", "out_of_domain", "data", "training"}
     assert "tfidf_baseline" in results["heldout"] and "average" in results["out_of_domain"]["model"]
     card = (output_dir / "README.md").read_text()
+    assert "translation_in_batch_candidates: 16" in card
     assert "multi-task dual-encoder" in card and "quick_thought" in card and "character 3- and 4-gram" in card
     model = AutoModel.from_pretrained(output_dir)
     assert type(model) is DualEncoderMultiTask and model.config.input_type == "char_ngram"

@@ -313,6 +313,7 @@ class Recipe:
     def __init__(self, run_config: RunConfig, output_dir: str | Path):
         self.run_config, self.output_dir = run_config, Path(output_dir)
         self.data_report: dict[str, dict] = {}  # what `load_data` used, written into eval_results.json
+        self.batch_figures: dict[str, int] = {}  # the trainer's `batch_figures` (`train_model`), on the card
 
     def run(self, resume: bool = True, overwrite_output_dir: bool = False, keep_checkpoints: bool = True) -> dict:
         """Train, save, evaluate and write a Hub-ready folder; publish it when `training.push_to_hub` asks. Returns
@@ -338,7 +339,7 @@ class Recipe:
                                "processes": args.world_size,
                                # examples (pairs) per optimizer step: every process's batch, times accumulation
                                "global_batch_size": args.per_device_train_batch_size * args.world_size
-                               * args.gradient_accumulation_steps}
+                               * args.gradient_accumulation_steps, **self.batch_figures}
         write_text_atomic(self.output_dir / "eval_results.json",
                           without_local_paths(json.dumps(results, indent=2), self.output_dir))
         self.card(model, results)
@@ -450,6 +451,7 @@ class Recipe:
         trainer.add_callback(clock)
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         trainer.save_model(str(self.output_dir))
+        self.batch_figures = trainer.batch_figures()
         return trainer.model, whole_run(output, trainer.state.log_history, clock)
 
     def save(self, model, tokenizer):

@@ -53,14 +53,11 @@ class EMSTrainer(FullWeightsSaveMixin, LossTermLoggingMixin, SuiteEvaluationMixi
     itself reads `h(S)`, a training head that the published folder drops: truncating it would not shape the
     embedding users truncate. Under GradCache `u` is cached beside the other two."""
 
-    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        if "loss" in logs and not getattr(self, "_batch_logged", False):  # the first training log, once
-            self._batch_logged = True
-            pairs = self.args.per_device_train_batch_size * self.args.world_size
-            # eq. 8: each sentence is ranked among the translations of every process's batch
-            logs.update({"global_batch_pairs": pairs, "in_batch_candidates": pairs,
-                         "mini_batch_size": self.args.mini_batch_size or self.args.per_device_train_batch_size})
-        super().log(logs, *args, **kwargs)
+    def batch_figures(self) -> dict[str, int]:
+        pairs = self.args.per_device_train_batch_size * self.args.world_size
+        # eq. 8: each sentence is ranked among the translations of every process's batch
+        return {"global_batch_pairs": pairs, "in_batch_candidates": pairs,
+                "mini_batch_size": self.args.mini_batch_size or self.args.per_device_train_batch_size}
 
     def forward_heads(self, model, inputs):
         return model(

@@ -25,7 +25,7 @@ from ...evaluation.training import SuiteEvaluationMixin
 from ...full_weights import FullWeightsSaveMixin
 from ...grad_cache import cached_objective
 from ...loss_logging import LossTermLoggingMixin
-from .tasks import task_loss
+from .tasks import TASKS, task_loss
 
 
 class TaskDatasets(ConcatDataset):
@@ -219,6 +219,7 @@ class MultiTaskTrainer(FullWeightsSaveMixin, LossTermLoggingMixin, SuiteEvaluati
         self.task_batch_sizes = {task: (task_batch_sizes or {}).get(task, self.args.per_device_train_batch_size)
                                  for task in self.train_dataset.tasks}
         self.task_groups = task_groups or {}
+        self._task_batches: dict[str, tuple[int, int]] = {}  # task: (examples, rows) of its first training batch
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """`Trainer.create_optimizer` (its weight-decay groups and optimizer), then with
@@ -285,8 +286,23 @@ class MultiTaskTrainer(FullWeightsSaveMixin, LossTermLoggingMixin, SuiteEvaluati
         self.record_loss_terms(terms)
         return loss
 
+    def batch_figures(self) -> dict[str, int]:
+        """For each task trained so far, its global batch (examples of every process) and, for a ranking task
+        (eq. 2), the candidates each query is ranked among: every process's answers and their hard negatives."""
+        figures = {}
+        for task, (examples, rows) in self._task_batches.items():
+            figures[f"{task}_global_batch"] = examples * self.args.world_size
+            if TASKS[task].label_column is None:  # ranking; rows beyond the sides are K negatives per example
+                negatives = rows - len(TASK_SIDES[task]) * examples
+                figures[f"{task}_in_batch_candidates"] = (examples + negatives) * self.args.world_size
+        if self.args.mini_batch_size:
+            figures["mini_batch_size"] = self.args.mini_batch_size
+        return figures
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         task = inputs["task"]
+        if model.training:
+            self._task_batches.setdefault(task, (int(inputs["num_examples"]), inputs["input_ids"].shape[0]))
         if (self.args.mini_batch_size and task != "nli" and model.training and torch.is_grad_enabled()
                 and not return_outputs):
             return self.cached_loss(model, inputs)
