@@ -121,10 +121,12 @@ def test_a_mini_batch_size_that_makes_no_sense_is_refused(tmp_path, value, messa
 @pytest.mark.slow
 def test_two_processes_with_mini_batches_equal_one_process_on_the_whole_batch():
     """2 gloo processes, DDP, 4 pairs each in mini-batches of 1 pair: the mean loss and the DDP-averaged gradients
-    of one process on the 8 pairs at once, and the in-batch candidates logged as 8."""
+    of one process on the 8 pairs at once, and the in-batch candidates logged as 8. The same for the multi-task
+    translation ranking with hard negatives (2 pairs each, a false negative across the processes)."""
     stdout = torchrun("distributed_grad_cache.py")
     for rank in (0, 1):
         assert f"rank {rank}: loss" in stdout and "gradients of" in stdout, stdout
+        assert f"rank {rank}: multi-task loss" in stdout, stdout
 
 
 # --- the multi-task ranking tasks ---------------------------------------------------------------------------------
