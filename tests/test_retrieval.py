@@ -85,6 +85,30 @@ def test_auto_backend_switches_on_pool_size():
         resolve_backend("annoy", 10)
 
 
+def test_reduced_precision_search_returns_float32_neighbours_and_scores(vectors):
+    """bf16 products (as on CUDA, here on the CPU) shortlist, float32 rescoring decides: the same neighbours and
+    cosines as float32. The near pool spaces its cosines 0.001 apart around 0.6-0.7, finer than bf16 resolves."""
+    float32 = knn(*vectors, 5, backend="exact", device="cpu")
+    reduced = knn(*vectors, 5, backend="exact", device="cpu", dtype=torch.bfloat16, chunk_size=100)
+    np.testing.assert_array_equal(reduced[1], float32[1])
+    np.testing.assert_allclose(reduced[0], float32[0], atol=1e-6)
+    cosines = 0.5 + 0.001 * np.random.default_rng(3).permutation(200)
+    near = np.stack([at_cosine(16, 0, cosine, 1 + index % 15) for index, cosine in enumerate(cosines)])
+    scores, indices = knn(np.eye(16)[:1], near, 5, backend="exact", device="cpu", dtype=torch.bfloat16)
+    np.testing.assert_array_equal(indices[0], np.argsort(-cosines)[:5])
+    np.testing.assert_allclose(scores[0], [0.699, 0.698, 0.697, 0.696, 0.695], atol=1e-6)
+    with pytest.raises(ValueError, match="dtype=torch.int8: search in torch.float32"):
+        knn(*vectors, 5, backend="exact", device="cpu", dtype=torch.int8)
+
+
+def test_auto_takes_the_gpu_product_over_faiss_on_cuda():
+    pytest.importorskip("faiss")
+    pool = knn_module.AUTO_FAISS_MIN_POOL
+    assert resolve_backend("auto", pool, device=torch.device("cpu")) == "faiss"
+    assert resolve_backend("auto", pool, device=torch.device("cuda")) == "exact"
+    assert resolve_backend("faiss", pool, device=torch.device("cuda")) == "faiss"  # asked for by name
+
+
 def test_knn_bad_inputs(vectors):
     queries, candidates = vectors
     with pytest.raises(ValueError, match="queries must be a non-empty 2-D"):

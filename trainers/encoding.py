@@ -14,6 +14,11 @@ POOLING_MODES = ("mean", "cls", "max")
 UNBOUNDED_LENGTH = 1_000_000
 
 
+def default_device() -> str:
+    """Where encoding and search run when no device is named: cuda when present."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def bare_encoder(model):
     """The bare encoder of `model`, for its attributes: unwrapped from DDP / DataParallel (`.module`), then a head
     class's `base_model` (e.g. `EMSForPreTraining.ems`), else the model itself."""

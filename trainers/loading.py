@@ -22,7 +22,7 @@ from transformers.utils import logging as transformers_logging
 
 import modeling_ems  # noqa: F401  (registers the package's Auto classes)
 
-from .encoding import POOLING_MODES, UNBOUNDED_LENGTH, check_texts, embed_in_batches, encode
+from .encoding import POOLING_MODES, UNBOUNDED_LENGTH, check_texts, default_device, embed_in_batches, encode
 from .verbosity import verbose
 
 logger = logging.getLogger(__name__)
@@ -131,10 +131,6 @@ def torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: use one of {sorted(DTYPES)}.")
     return DTYPES[dtype]
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def native_bf16() -> bool:
