@@ -22,7 +22,7 @@ PACKAGES = ("modeling_ems", "hub_cards", "trainers")
 LAYERS = [
     ["modeling_ems", "hub_cards", "trainers.verbosity"],
     ["trainers.config", "trainers.files", "trainers.layout", "trainers.metrics", "trainers.loss_logging",
-     "trainers.full_weights", "trainers.tokenizer", "trainers.encoding", "trainers.data"],
+     "trainers.length_grouping", "trainers.full_weights", "trainers.tokenizer", "trainers.encoding", "trainers.data"],
     ["trainers.losses", "trainers.grad_cache", "trainers.collators", "trainers.loading",
      "trainers.evaluation", "trainers.cards", "trainers.hub", "trainers.prepare"],
     ["trainers.hard_negatives", "trainers.export", "trainers.arguments"],  # arguments: checks of trainers.losses

@@ -27,6 +27,7 @@ from ...collators import ParallelPairCollator
 from ...encoding import sentence_embeddings
 from ...evaluation.training import SuiteEvaluationMixin
 from ...layout import PairLayout
+from ...length_grouping import LengthGroupingMixin
 from ...loading import load_embedder, read_sentence_transformer, resolve_model_setting
 from ...loss_logging import LossTermLoggingMixin
 from ...losses import distillation_loss, matryoshka_loss
@@ -195,7 +196,7 @@ class TeacherTargetCollator(ParallelPairCollator):
         return batch
 
 
-class DistillationTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
+class DistillationTrainer(LengthGroupingMixin, LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
     """Trains a sentence encoder on `TeacherTargetCollator` batches: the student embeds both sides of each pair and
     fits them to the cached teacher embedding of the pivot (`distillation_loss`), on the leading dimensions of
     `matryoshka_dims` when set, after scaling them to unit length when `normalize` (a teacher that normalizes: else

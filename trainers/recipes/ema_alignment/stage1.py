@@ -22,6 +22,7 @@ from ...collators import ParallelPairCollator
 from ...data import add_token_lengths, data_file, read_data_file
 from ...encoding import sentence_embeddings
 from ...layout import PairLayout
+from ...length_grouping import LengthGroupingMixin
 from ...loss_logging import LossTermLoggingMixin
 from ...losses import cosine_similarity_loss
 
@@ -104,7 +105,7 @@ class ScoredPairCollator:
         return batch
 
 
-class SimilarityTrainer(LossTermLoggingMixin, Trainer):
+class SimilarityTrainer(LengthGroupingMixin, LossTermLoggingMixin, Trainer):
     """Trains a sentence encoder on `ScoredPairCollator` batches: the cosine of each pair's embeddings fitted to its
     gold score by MSE (sec. 5.1); logs `similarity_loss`. Trains on one process or DDP."""
 

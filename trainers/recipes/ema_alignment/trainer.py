@@ -28,6 +28,7 @@ from ...data import validate_pairs
 from ...encoding import bare_encoder, sentence_embeddings
 from ...evaluation.training import SuiteEvaluationMixin
 from ...layout import PairLayout
+from ...length_grouping import LengthGroupingMixin
 from ...loss_logging import LossTermLoggingMixin
 from ...losses import ema_alignment_loss, matryoshka_loss
 
@@ -227,7 +228,7 @@ class _TeacherUpdate(TrainerCallback):
         self.trainer.update_teacher()
 
 
-class EMATeacherTrainer(LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
+class EMATeacherTrainer(LengthGroupingMixin, LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
     """Trains a sentence encoder on `ParallelPairCollator` batches (`PairLayout`: pivot sources, then their
     translations) by aligning the student's embedding of each translation with the EMA teacher's embedding of its
     pivot source (eq. 1). Logs `alignment_loss` and the decay rate `ema_tau`; each checkpoint holds the teacher

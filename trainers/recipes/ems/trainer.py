@@ -11,6 +11,7 @@ from ...evaluation.training import SuiteEvaluationMixin
 from ...full_weights import FullWeightsSaveMixin
 from ...grad_cache import cached_objective
 from ...layout import PairLayout
+from ...length_grouping import LengthGroupingMixin
 from ...loss_logging import LossTermLoggingMixin
 from ...losses import contrastive_loss, ems_objective, matryoshka_loss, xtr_loss
 
@@ -38,7 +39,7 @@ class EMSTrainingArguments(GradCacheTrainingArguments):
             )
 
 
-class EMSTrainer(FullWeightsSaveMixin, LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
+class EMSTrainer(FullWeightsSaveMixin, LengthGroupingMixin, LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
     """Trains an `EMSForPreTraining` on `ParallelPairCollator` batches (with target languages and translation
     tokens), logs `xtr_loss` and `contrastive_loss`, and evaluates with an evaluation suite
     (`set_evaluation_suite`) at the training arguments' `eval_strategy`.

@@ -24,6 +24,7 @@ from ...arguments import GradCacheTrainingArguments
 from ...evaluation.training import SuiteEvaluationMixin
 from ...full_weights import FullWeightsSaveMixin
 from ...grad_cache import cached_objective
+from ...length_grouping import LengthGroupingMixin
 from ...loss_logging import LossTermLoggingMixin
 from .tasks import TASKS, task_loss
 
@@ -187,7 +188,7 @@ def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:
     return parameters
 
 
-class MultiTaskTrainer(FullWeightsSaveMixin, LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
+class MultiTaskTrainer(FullWeightsSaveMixin, LengthGroupingMixin, LossTermLoggingMixin, SuiteEvaluationMixin, Trainer):
     """Trains a `DualEncoderMultiTaskForPreTraining` on `TaskDatasets` with a `TaskCollator`, one task per step
     (`TaskCycleBatchSampler`), and logs each task's loss as `<task>_loss`. With `mini_batch_size`, the ranking tasks'
     batches run through GradCache (`cached_loss`); NLI batches, whose head reads a premise with its hypothesis, are
