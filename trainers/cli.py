@@ -110,7 +110,9 @@ Runs what `scripts/train.py` runs before training, in one process: the data read
 named by file and line), the held-out pairs that share a text with the training data removed, the tokenizer trained on
 a seeded sample of the texts (`tokenizer.sample_sentences`), the pairs tokenized once and saved to
 OUTPUT_DIR/prepared (Arrow), with the run's config. The training command with the same config and --output_dir then
-loads them on every process (and every node that sees the folder) instead of preparing again.
+loads them on every process (and every node that sees the folder) instead of preparing again. With data.streaming,
+only the tokenizer (trained on the stream's first pairs) and the output folder are prepared: the pairs are read,
+checked and tokenized as training runs.
 """
 
 
@@ -126,8 +128,9 @@ def prepare(argv: list[str] | None = None) -> None:
     train, evaluation, tokenizer = recipe.prepare(training, resume=not args.no_resume,
                                                   overwrite_output_dir=args.overwrite_output_dir)
     sets = ", ".join(f"{name} {len(pairs)}" for name, pairs in evaluation.items())
-    print(f"{len(train)} training pairs, evaluation pairs: {sets}; tokenizer of {len(tokenizer)} tokens -> "
-          f"{args.output_dir}")
+    pairs = "a stream of training pairs (read as training runs)" if run_config.data.streaming else (
+        f"{len(train)} training pairs")
+    print(f"{pairs}, evaluation pairs: {sets}; tokenizer of {len(tokenizer)} tokens -> {args.output_dir}")
 
 
 EVALUATE_DOC = """Evaluate a saved sentence encoder with the papers' protocols.

@@ -120,8 +120,17 @@ class DataSettings:
     out_of_domain: str | None = None  # held-out pairs from another domain (e.g. debian)
     max_train_pairs: int | None = None
     on_training_overlap: str = "remove"  # held-out pairs with a text seen in training: "remove" (and say so), "error"
+    # read data.train as a stream (datasets.IterableDataset) as training consumes it: for corpora that do not fit on
+    # a node's disk; needs training.max_steps, and batches in the stream's order through a shuffle buffer
+    streaming: bool = False
+    shuffle_buffer: int = 10_000  # pairs a stream is shuffled within (IterableDataset.shuffle's buffer_size)
 
     def __post_init__(self):
+        if not isinstance(self.streaming, bool):
+            raise ValueError(f"data.streaming={self.streaming!r}: use true or false.")
+        if isinstance(self.shuffle_buffer, bool) or not isinstance(self.shuffle_buffer, int) or self.shuffle_buffer < 1:
+            raise ValueError(f"data.shuffle_buffer={self.shuffle_buffer!r}: use a number of pairs >= 1 (1: the "
+                             "stream's own order).")
         if self.max_train_pairs is not None and (isinstance(self.max_train_pairs, bool)
                                                  or not isinstance(self.max_train_pairs, int)
                                                  or self.max_train_pairs < 1):

@@ -166,15 +166,43 @@ def load_parallel_dataset(source: str | Path, split: str = "train") -> datasets.
     return as_pairs(dataset, name=str(source))
 
 
-def as_pairs(dataset: datasets.Dataset, name: str = "dataset") -> datasets.Dataset:
-    """Keep the pair columns; convert the English-pivot layout (in Arrow batches); raise if columns are missing."""
-    columns = set(dataset.column_names)
-    if set(PAIR_COLUMNS) <= columns:
+def stream_parallel_dataset(source: str | Path, split: str = "train") -> datasets.IterableDataset:
+    """The pairs of a local data file, a local dataset folder, shipped data or a Hub dataset, as a stream
+    (`datasets.IterableDataset`: read as training consumes it, nothing converted or cached beforehand), for corpora
+    that do not fit on a node's disk. Rows in the English-pivot layout are converted as they are read."""
+    path = Path(source)
+    if not path.exists() and not path.is_absolute() and (Path(str(files(__name__))) / path).exists():
+        path = Path(str(files(__name__))) / path
+    if path.is_file():
+        builder, options = _local_builder(path)
+        stream = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, **options)
+    elif path.is_dir() and _language_files(path):
+        raise ValueError(f"{source} is a folder of LANG.tsv files (evaluation data); data.streaming reads a data "
+                         "file, a dataset folder or a Hub dataset: convert it to one file, or set data.streaming: "
+                         "false.")
+    elif path.is_dir() or not (path.suffix or str(source).startswith((".", "/", "~"))):
+        stream = datasets.load_dataset(str(path if path.is_dir() else source), split=split, streaming=True)
+    else:
+        raise FileNotFoundError(f"No such data file or folder: {source!r}.")
+    return as_pairs(stream, name=str(source))
+
+
+def as_pairs(dataset: datasets.Dataset | datasets.IterableDataset, name: str = "dataset"):
+    """Keep the pair columns; convert the English-pivot layout (in Arrow batches); raise if columns are missing. A
+    stream whose columns are not known before reading (e.g. a streamed CSV) is named by its first row's."""
+    columns = dataset.column_names
+    if columns is None:
+        first = next(iter(dataset.take(1)), None)
+        if first is None:
+            raise ValueError(f"{name} has no rows: nothing to read.")
+        columns = list(first)
+    if set(PAIR_COLUMNS) <= set(columns):
         return dataset.select_columns(list(PAIR_COLUMNS))
-    if set(ENGLISH_PIVOT_COLUMNS) <= columns:
+    if set(ENGLISH_PIVOT_COLUMNS) <= set(columns):
         pivot = dataset.select_columns(list(ENGLISH_PIVOT_COLUMNS)).with_format("arrow")
-        return pivot.map(_from_english_pivot, batched=True, batch_size=100_000, desc="English-pivot pairs",
-                         remove_columns=list(ENGLISH_PIVOT_COLUMNS)).with_format(None)
+        progress = {"desc": "English-pivot pairs"} if isinstance(dataset, datasets.Dataset) else {}
+        return pivot.map(_from_english_pivot, batched=True, batch_size=100_000,
+                         remove_columns=list(ENGLISH_PIVOT_COLUMNS), **progress).with_format(None)
     raise ValueError(
         f"{name} has columns {sorted(columns)}; parallel data needs {list(PAIR_COLUMNS)} "
         f"(or the English-pivot layout {list(ENGLISH_PIVOT_COLUMNS)})."
@@ -240,10 +268,12 @@ def row_place(source, index: int) -> str:
     return f"row {index}"
 
 
-def validate_pairs(dataset: datasets.Dataset, languages: list[str] | None = None, name: str = "dataset") -> None:
+def validate_pairs(dataset: datasets.Dataset, languages: list[str] | None = None, name: str = "dataset",
+                   first_row: int = 0) -> None:
     """Raise a `ValueError` naming the first bad row: a missing / empty / whitespace-only text or, when `languages`
     is given, an unknown language code. Texts longer than the model's positions are not errors: the tokenizer
-    truncates them. The checks run in Arrow batches (`SCAN_ROWS` rows), column by column."""
+    truncates them. The checks run in Arrow batches (`SCAN_ROWS` rows), column by column. `dataset` is the part of
+    `name` from its row `first_row` on (a batch of a stream: `checked_stream`)."""
     if len(dataset) == 0:
         raise ValueError(f"{name} is empty: no parallel pairs to use.")
     for column in PAIR_COLUMNS:
@@ -254,21 +284,22 @@ def validate_pairs(dataset: datasets.Dataset, languages: list[str] | None = None
         if index is not None:
             value = dataset[index][column]
             raise ValueError(
-                f"{name}, {row_place(name, index)}: column {column!r} is {value!r}; every pair needs two non-empty "
-                "texts and two language codes. Remove or fix that row."
+                f"{name}, {row_place(name, first_row + index)}: column {column!r} is {value!r}; every pair needs two "
+                "non-empty texts and two language codes. Remove or fix that row."
             )
     for column in ("src_lang", "tgt_lang"):
         for code in sorted(dataset.unique(column), key=str):  # the distinct codes, from Arrow: no second pass
             problem = language_code_problem(code)
             if problem:
                 index = _first_row(dataset, column, lambda values, code=code: pc.equal(values, code))
-                raise ValueError(f"{name}, {row_place(name, index)}: column {column!r}: {problem}. Fix the code, or "
-                                 "remove the row.")
+                raise ValueError(f"{name}, {row_place(name, first_row + index)}: column {column!r}: {problem}. Fix "
+                                 "the code, or remove the row.")
     if languages is not None:
-        check_languages(dataset, languages, name)
+        check_languages(dataset, languages, name, first_row)
 
 
-def check_languages(dataset: datasets.Dataset, languages: list[str], name: str = "dataset") -> None:
+def check_languages(dataset: datasets.Dataset, languages: list[str], name: str = "dataset",
+                    first_row: int = 0) -> None:
     """Raise a `ValueError` naming the first row whose language code has no `<2xx>` token."""
     known = set(languages)
     for column in ("src_lang", "tgt_lang"):
@@ -276,10 +307,33 @@ def check_languages(dataset: datasets.Dataset, languages: list[str], name: str =
         if unknown:
             index = _first_row(dataset, column, lambda values: pc.is_in(values, value_set=pa.array(unknown)))
             raise ValueError(
-                f"{name}, {row_place(name, index)}: unknown language code {dataset[index][column]!r} in {column!r}; "
+                f"{name}, {row_place(name, first_row + index)}: unknown language code {dataset[index][column]!r} in "
+                f"{column!r}; "
                 f"the tokenizer has <2xx> tokens for {sorted(known)}. Retrain the tokenizer with that language or "
                 "drop the row."
             )
+
+
+def checked_stream(pairs: datasets.IterableDataset, languages: list[str], name: str, held_out: set[str],
+                   on_overlap: str = "remove", batch_size: int = 1000) -> datasets.IterableDataset:
+    """A stream of pairs checked as it is read, `batch_size` rows at a time: a bad row stops the run with the same
+    error `validate_pairs` gives (its row or line in `name`), when training reaches it. Pairs that share a text with
+    `held_out` (the evaluation sets) are skipped, as the whole-corpus path removes those evaluation pairs instead (a
+    stream cannot be scanned first), or, with `on_overlap="error"`, stop the run naming the row."""
+    value_set = pa.array(sorted(held_out), pa.string())
+
+    def check(batch: pa.Table, indices: list[int]) -> pa.Table:
+        validate_pairs(datasets.Dataset(batch), languages, name, first_row=indices[0])
+        seen = pc.or_(pc.is_in(batch["src"], value_set=value_set), pc.is_in(batch["tgt"], value_set=value_set))
+        index = pc.index(seen, True).as_py()
+        if index >= 0 and on_overlap == "error":
+            raise ValueError(f"{name}, {row_place(name, indices[0] + index)}: the pair shares a text with the "
+                             "evaluation data; train on other pairs, or set data.on_training_overlap: remove to skip "
+                             "such pairs.")
+        return batch.filter(pc.invert(seen))
+
+    checked = pairs.with_format("arrow").map(check, batched=True, batch_size=batch_size, with_indices=True)
+    return checked.with_format(None)
 
 
 def pair_languages(dataset: datasets.Dataset) -> list[str]:
@@ -299,12 +353,13 @@ def add_token_lengths(pairs: datasets.Dataset, tokenizer, column: str = "length"
     return pairs.map(lengths, batched=True, batch_size=1000, desc="token lengths")
 
 
-def tokenize_pairs(pairs: datasets.Dataset, tokenizer, max_length: int, length_column: str | None = None,
-                   num_proc: int | None = None) -> datasets.Dataset:
+def tokenize_pairs(pairs: datasets.Dataset | datasets.IterableDataset, tokenizer, max_length: int,
+                   length_column: str | None = None, num_proc: int | None = None):
     """Add `src_input_ids` and `tgt_input_ids`: each side tokenized once, as `ParallelPairCollator` would (truncated
     to `max_length`, with the tokenizer's special tokens), so that batches are only padded; with `length_column`, also
     the longer side's token count, for length-grouped batching. A batched `map`, cached by `datasets` (a second
-    process with the same pairs and tokenizer reads the cache), over `num_proc` processes when given."""
+    process with the same pairs and tokenizer reads the cache), over `num_proc` processes when given; a stream is
+    tokenized as it is read."""
 
     tokenizer = copy.deepcopy(tokenizer)  # a call with truncation sets it on the backend, which would be saved
 
@@ -316,6 +371,8 @@ def tokenize_pairs(pairs: datasets.Dataset, tokenizer, max_length: int, length_c
             ids[length_column] = [max(len(s), len(t)) for s, t in zip(ids["src_input_ids"], ids["tgt_input_ids"])]
         return ids
 
+    if isinstance(pairs, datasets.IterableDataset):  # a stream: tokenized as it is read
+        return pairs.map(encode, batched=True, batch_size=1000)
     features = pairs.features.copy()  # int32 ids: half the disk of the default int64
     for name in ("src_input_ids", "tgt_input_ids", *([length_column] if length_column else [])):
         features[name] = datasets.Value("int32") if name == length_column else datasets.List(datasets.Value("int32"))

@@ -35,6 +35,7 @@ import shlex
 import shutil
 import time
 import typing
+from collections.abc import Sized
 from importlib import import_module
 from pathlib import Path
 from pkgutil import iter_modules
@@ -310,10 +311,31 @@ class Recipe:
     restart_files: ClassVar[tuple[str, ...]] = ()  # files an earlier run leaves that a new one would reuse
     launcher: ClassVar[str] = "accelerate launch"  # how the card's command starts scripts/train.py
 
+    # whether the recipe reads `data.streaming` (its `load_data` can give a stream); False: it needs its whole
+    # training data first, and a config that asks for a stream is refused
+    streams_train_data: ClassVar[bool] = False
+
     def __init__(self, run_config: RunConfig, output_dir: str | Path):
+        if run_config.data.streaming:
+            self.check_streaming(run_config)
         self.run_config, self.output_dir = run_config, Path(output_dir)
         self.data_report: dict[str, dict] = {}  # what `load_data` used, written into eval_results.json
         self.batch_figures: dict[str, int] = {}  # the trainer's `batch_figures` (`train_model`), on the card
+
+    def check_streaming(self, run_config: RunConfig) -> None:
+        """Before any work, the settings `data.streaming` needs: a recipe that streams, a number of steps (a stream
+        has no length), no length-grouped batches (they sort the whole corpus)."""
+        source, training = run_config.source, run_config.training
+        if not self.streams_train_data:
+            raise ValueError(f"{source}: data.streaming is true, but recipe {self.name!r} needs its whole training "
+                             "data before training; set data.streaming: false.")
+        if not isinstance(training.get("max_steps"), int) or training["max_steps"] < 1:
+            raise ValueError(f"{source}: data.streaming reads data.train as a stream, which has no length: set "
+                             f"training.max_steps (now {training.get('max_steps')!r}) to the number of steps to train.")
+        if training.get("train_sampling_strategy") == "group_by_length":
+            raise ValueError(f"{source}: training.train_sampling_strategy: group_by_length sorts the whole corpus by "
+                             "length, which a stream cannot; with data.streaming set it to random (batches come "
+                             "through a shuffle buffer, data.shuffle_buffer).")
 
     def run(self, resume: bool = True, overwrite_output_dir: bool = False, keep_checkpoints: bool = True) -> dict:
         """Train, save, evaluate and write a Hub-ready folder; publish it when `training.push_to_hub` asks. Returns
@@ -332,7 +354,8 @@ class Recipe:
         file_modes_as_umask(self.output_dir)
         results = self.evaluate(model, tokenizer, evaluation)
         results["data"] = self.data_report
-        results["training"] = {"train_examples": len(train), "global_step": output.global_step,
+        results["training"] = {"train_examples": len(train) if isinstance(train, Sized) else "stream",
+                               "global_step": output.global_step,
                                "train_runtime_s": round(output.metrics["train_runtime"], 1),
                                "train_loss": round(output.training_loss, 4),
                                "bf16_autocast": bool(args.bf16),  # `bf16: auto` as resolved

@@ -26,10 +26,13 @@ from ..data import (
     PAIR_COLUMNS,
     add_token_lengths,
     check_languages,
+    checked_stream,
     describe_data,
     drop_seen_pairs,
     load_parallel_dataset,
     pair_languages,
+    stream_parallel_dataset,
+    texts_of,
     tokenize_pairs,
     validate_pairs,
 )
@@ -59,13 +62,16 @@ class EncoderRecipe(Recipe):
     # what the Matryoshka dimensions apply to, as the card says it (`matryoshka_section`)
     matryoshka_objective: ClassVar[str] = "the loss was applied"
     publish_ignore = (PREPARED_FOLDER,)  # the tokenized pairs `prepare_train_data` saves
+    streams_train_data = True  # `data.streaming`: `load_data` and `prepare_train_data` read a stream
 
     def load_data(self) -> tuple[datasets.Dataset, dict[str, datasets.Dataset]]:
         """Training pairs and the evaluation sets `{"heldout": in domain, "out_of_domain": ...}` the data section
         names. No evaluation pair may share a text with the training data: such pairs are removed (the count is
         logged and recorded in `self.data_report`) or, with `data.on_training_overlap: error`, refused. Data that
         `ems-prepare` (or an earlier start) prepared in the output folder from the same data, settings and tokenizer
-        is loaded instead (`trainers.prepare`)."""
+        is loaded instead (`trainers.prepare`). With `data.streaming`, the training pairs are a stream
+        (`datasets.IterableDataset`), checked as training reads them (`prepare_train_data`), and the training pairs
+        that share a text with the evaluation sets are skipped instead."""
         data = self.run_config.data
         unset = [name for name in ("train", *EVALUATION_SETS) if getattr(data, name) is None]
         if unset:
@@ -80,15 +86,24 @@ class EncoderRecipe(Recipe):
             self.evaluation_data = evaluation  # saved again if the tokenizer changes (`prepare_train_data`)
             logger.warning("Using the data prepared in %s/prepared.", self.output_dir)
             return train, evaluation
-        train = load_parallel_dataset(data.train)
-        if data.max_train_pairs is not None:
-            train = train.select(range(min(data.max_train_pairs, len(train))))
-        validate_pairs(train, name=self.train_name)
+        if data.streaming:
+            train = stream_parallel_dataset(data.train)
+            if data.max_train_pairs is not None:
+                train = train.take(data.max_train_pairs)
+        else:
+            train = load_parallel_dataset(data.train)
+            if data.max_train_pairs is not None:
+                train = train.select(range(min(data.max_train_pairs, len(train))))
+            validate_pairs(train, name=self.train_name)
         evaluation = {}
         for name in EVALUATION_SETS:
             source = getattr(data, name)
             pairs = load_parallel_dataset(source)
             validate_pairs(pairs, name=str(source))
+            if data.streaming:  # training skips the pairs that share a text with these (`checked_stream`)
+                evaluation[name] = pairs
+                self.data_report[name] = {"source": str(source), "pairs": len(pairs)}
+                continue
             pairs, dropped = drop_seen_pairs(pairs, train)
             if dropped and data.on_training_overlap == "error":
                 raise ValueError(f"{dropped} of the {name} pairs in {source} share a text with the training data "
@@ -102,7 +117,8 @@ class EncoderRecipe(Recipe):
                                  "there is nothing unseen to evaluate on.")
             evaluation[name] = pairs
             self.data_report[name] = {"source": str(source), "pairs": len(pairs), "removed_seen_in_training": dropped}
-        self.data_report["train"] = {"source": self.train_name, "pairs": len(train)}
+        self.data_report["train"] = ({"source": self.train_name, "streaming": True} if data.streaming
+                                     else {"source": self.train_name, "pairs": len(train)})
         self.evaluation_data = evaluation  # saved beside the tokenized pairs (`prepare_train_data`)
         return train, evaluation
 
@@ -132,7 +148,7 @@ class EncoderRecipe(Recipe):
         files, the tokenizer, the truncation length and the length column; None when the pairs are not tokenized
         once."""
         max_length = self.pretokenize_length()
-        if max_length is None:
+        if max_length is None or self.run_config.data.streaming:
             return None
         data = self.run_config.to_dict()["data"]
         return {"recipe": self.name, "data": data, "max_length": max_length,
@@ -149,8 +165,20 @@ class EncoderRecipe(Recipe):
         """Pairs with their token lengths when batches are grouped by length (less padding). With
         `pretokenize_length`, the pairs tokenized once (`tokenize_pairs`, with the lengths) and saved with the
         evaluation sets to the output folder's `prepared/`: the main process of the job first, the others then load
-        what it saved (a process that cannot see it tokenizes for itself)."""
+        what it saved (a process that cannot see it tokenizes for itself). A stream is checked, tokenized and
+        shuffled (`data.shuffle_buffer`) as training reads it: accelerate's data loader then gives each process its
+        batches (by default the main process reads and dispatches them; with
+        `training.accelerator_config.dispatch_batches: false` each process reads, from its own files when the stream
+        has at least as many as there are processes)."""
         max_length = self.pretokenize_length()
+        data = self.run_config.data
+        if data.streaming:
+            held_out = set().union(*map(texts_of, self.evaluation_data.values()))
+            train = checked_stream(train, tokenizer_languages(tokenizer), self.train_name, held_out,
+                                   data.on_training_overlap)
+            if max_length is not None:
+                train = tokenize_pairs(train, tokenizer, max_length)
+            return train.shuffle(seed=args.seed, buffer_size=data.shuffle_buffer)
         if max_length is None:
             if args.train_sampling_strategy == "group_by_length":
                 train = add_token_lengths(train, tokenizer, args.length_column_name)
@@ -282,9 +310,10 @@ class ScratchEncoderRecipe(EncoderRecipe):
 
     def prepare_tokenizer(self, train, args):
         """Load the tokenizer an earlier run or `ems-prepare` saved in the output folder (or `tokenizer.path`), or,
-        in a single process, train one on a seeded sample of the pairs' texts (`tokenizer.sample_sentences`); then
-        check that it covers every language of the pairs. A run of several processes never trains it (that would
-        keep the others waiting at a barrier): it asks for `ems-prepare` first."""
+        in a single process, train one on a seeded sample of the pairs' texts (`tokenizer.sample_sentences`; of a
+        stream, its first pairs: its languages are those); then check that it covers every language of the pairs. A
+        run of several processes never trains it (that would keep the others waiting at a barrier): it asks for
+        `ems-prepare` first."""
         settings = self.run_config.tokenizer
         source = settings.path or (self.output_dir if (self.output_dir / "tokenizer.json").is_file() else None)
         if source is not None:
@@ -296,10 +325,13 @@ class ScratchEncoderRecipe(EncoderRecipe):
                              f"the processes start: ems-prepare --config {self.run_config.source} --output_dir "
                              f"{self.output_dir}{overrides} (or set tokenizer.path to a tokenizer folder).")
         else:
+            if isinstance(train, datasets.IterableDataset):  # a stream: its first pairs, as many as the sample
+                train = datasets.Dataset.from_list(list(train.take((settings.sample_sentences + 1) // 2)))
             tokenizer = train_tokenizer(sample_sentences(train, settings.sample_sentences, args.seed),
                                         pair_languages(train), settings.vocab_size, self.pretokenize_length(),
                                         self.output_dir, input_sentence_size=settings.sample_sentences)
-        check_languages(train, tokenizer_languages(tokenizer), name=self.train_name)
+        if isinstance(train, datasets.Dataset):  # a stream's languages are checked as it is read
+            check_languages(train, tokenizer_languages(tokenizer), name=self.train_name)
         return tokenizer
 
     def save(self, model, tokenizer):

@@ -145,6 +145,7 @@ class SimilaritySettings:
 class EMAAlignmentRecipe(EncoderRecipe):
     name = "ema_alignment"
     sections = {"student": StudentSettings, "teacher": TeacherSettings, "similarity": SimilaritySettings}
+    streams_train_data = False  # the pivot language and the teacher's cached embeddings need the whole pairs
     arguments_class = EMATrainingArguments
     example_config = "ema_minilm"
     publish_ignore = (STAGE1_FOLDER,)  # stage 1's student: the base of the adapters, not the model

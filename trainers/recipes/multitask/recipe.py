@@ -83,6 +83,7 @@ class MultiTaskRecipe(ScratchEncoderRecipe):
     config_class = DualEncoderMultiTaskConfig
     card_tags = ("dual-encoder", "multi-task")
     matryoshka_objective = "each ranking loss (eq. 2) was taken"
+    streams_train_data = False  # tasks are mixed and mined from whole datasets
 
     def __init__(self, run_config, output_dir):
         super().__init__(run_config, output_dir)
