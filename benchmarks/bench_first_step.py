@@ -10,15 +10,15 @@ which loads the prepared Arrow data. Each is timed from its start; the training 
 """
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _record import record  # benchmarks/_record.py: run as a script, this folder is on the path
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DEV = REPO.parent / "shared" / "data" / "parallel" / "dev"
@@ -63,13 +63,8 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    row = {"pairs": options.pairs, "commit": commit.stdout.strip(), "prepare_s": round(prepare_s, 1),
-           "train_command_to_first_step_s": round(first_step_s, 1), "load_average": os.getloadavg(),
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}
-    print(json.dumps(row), flush=True)
-    options.output.parent.mkdir(parents=True, exist_ok=True)
-    with options.output.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
+    record({"pairs": options.pairs, "commit": commit.stdout.strip(), "prepare_s": round(prepare_s, 1),
+            "train_command_to_first_step_s": round(first_step_s, 1)}, options.output)
 
 
 if __name__ == "__main__":

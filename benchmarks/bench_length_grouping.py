@@ -10,9 +10,6 @@ it); the time of one epoch's indices (`list(LengthGroupedSampler(...))`, batch 6
 """
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +17,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
+from _record import record  # benchmarks/_record.py: run as a script, this folder is on the path
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,12 +44,7 @@ def main() -> None:
             row = {"rows": size, "list_s": round(epoch_seconds(lambda: dataset["length"][:], size), 3)}
             if size <= options.column_max:
                 row["column_s"] = round(epoch_seconds(lambda: dataset["length"], size), 2)
-        row["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-        row["load_average"] = os.getloadavg()
-        print(json.dumps(row), flush=True)
-        options.output.parent.mkdir(parents=True, exist_ok=True)
-        with options.output.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        record(row, options.output)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,14 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _record import record  # benchmarks/_record.py: run as a script, this folder is on the path
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_CORPUS = REPO.parent / "shared" / "data" / "parallel" / "train.tsv.gz"
@@ -184,18 +185,14 @@ def main() -> None:
         corpus = build_corpus(size, options.workdir)
         scratch = Path(tempfile.mkdtemp(dir=options.workdir, prefix=f"run_{size}_"))
         try:
-            row = {"label": options.label, "commit": commit.stdout.strip(), "pairs": size,
-                   "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)"}
+            row = {"label": options.label, "commit": commit.stdout.strip(), "pairs": size}
             first = run_child(options.code, corpus, tokenizer, scratch / "out", scratch / "cache")
             row.update(first=first, output_and_cache_mib=disk_mib(scratch))
             if not options.skip_reuse:
                 row["reuse"] = run_child(options.code, corpus, tokenizer, scratch / "out", scratch / "cache")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        print(json.dumps(row), flush=True)
-        options.output.parent.mkdir(parents=True, exist_ok=True)
-        with options.output.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        record(row, options.output)
 
 
 if __name__ == "__main__":
