@@ -1,6 +1,7 @@
 """Time from the training command to its first optimizer step on a 2M-pair corpus, with the data prepared first.
 
     python benchmarks/bench_first_step.py                     # after: python benchmarks/bench_scale.py --sizes 2000000
+    python benchmarks/bench_first_step.py --num_proc 2        # tokenized by 2 processes (data.num_proc)
 
 Two commands, as a job at scale runs them: `ems-prepare` (read, check, pivot, overlap removal, tokenize once: the
 tokenizer given by `tokenizer.path`, trained beforehand) and then `ems-train` with the same config and output folder,
@@ -45,6 +46,7 @@ def timed(command: list[str], log: Path, until: str | None = None) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=2_000_000)
+    parser.add_argument("--num_proc", type=int, default=None, help="data.num_proc: processes that tokenize.")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/ems-bench-scale"))
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "bench_first_step.jsonl")
     options = parser.parse_args()
@@ -54,7 +56,8 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(dir=options.workdir, prefix="first_step_"))
     bin_dir = Path(sys.executable).parent
     settings = ["--config", "ems_default", "--output_dir", str(scratch / "run"), "--set", f"data.train={corpus}",
-                "--set", f"data.heldout={SHARED_DEV}", "--set", f"tokenizer.path={tokenizer}"]
+                "--set", f"data.heldout={SHARED_DEV}", "--set", f"tokenizer.path={tokenizer}",
+                *(["--set", f"data.num_proc={options.num_proc}"] if options.num_proc else [])]
     os.environ["HF_DATASETS_CACHE"] = str(scratch / "cache")
     try:
         prepare_s = timed([str(bin_dir / "ems-prepare"), *settings], scratch.parent / "first_step_prepare.log")
@@ -63,8 +66,8 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    record({"pairs": options.pairs, "commit": commit.stdout.strip(), "prepare_s": round(prepare_s, 1),
-            "train_command_to_first_step_s": round(first_step_s, 1)}, options.output)
+    record({"pairs": options.pairs, "num_proc": options.num_proc, "commit": commit.stdout.strip(),
+            "prepare_s": round(prepare_s, 1), "train_command_to_first_step_s": round(first_step_s, 1)}, options.output)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 
 from trainers import cli
 from trainers.collators import ParallelPairCollator
+from trainers.config import DataSettings
 from trainers.data import (
     drop_seen_pairs,
     load_parallel_dataset,
@@ -188,3 +189,34 @@ def test_manifest_names_what_the_data_was_prepared_from(tmp_path, small_pairs, h
     manifest = json.loads((tmp_path / "run" / PREPARED_FOLDER / MANIFEST).read_text())
     assert manifest["key"]["max_length"] == 48 and manifest["key"]["data"]["train"] == run_config.data.train
     assert manifest["report"]["train"]["pairs"] == 300
+
+
+def test_tokenizing_in_two_processes_gives_the_rows_one_process_gives(tokenizer_dir, small_pairs):
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    pairs = datasets.Dataset.from_list(small_pairs[:3000])
+    one = tokenize_pairs(pairs, tokenizer, 24, length_column="length")
+    two = tokenize_pairs(pairs, tokenizer, 24, length_column="length", num_proc=2)
+    assert two.to_list() == one.to_list() and two.features == one.features
+    with pytest.raises(ValueError, match=r"data.num_proc=0: use a number of processes >= 1, or null"):
+        DataSettings(num_proc=0)
+
+
+def test_data_num_proc_reaches_the_tokenization(tmp_path, small_pairs, heldout_pairs, tokenizer_dir, monkeypatch):
+    import yaml
+
+    import trainers.recipes.encoder
+    from trainers.recipes import load_run_config
+    from trainers.recipes.base import training_arguments
+
+    path = Path(tiny_run_config(tmp_path, small_pairs[:300], heldout_pairs).source)
+    raw = yaml.safe_load(path.read_text())
+    raw["data"]["num_proc"] = 2
+    path.write_text(yaml.safe_dump(raw))
+    recipe = EMSRecipe(load_run_config(path), tmp_path / "run")
+    calls = []
+    monkeypatch.setattr(trainers.recipes.encoder, "tokenize_pairs",
+                        lambda *args, **kwargs: calls.append(kwargs) or tokenize_pairs(*args, **kwargs))
+    train, _ = recipe.load_data()
+    args = training_arguments(recipe.arguments_class, recipe.run_config, recipe.output_dir)[0]
+    prepared = recipe.prepare_train_data(train, AutoTokenizer.from_pretrained(tokenizer_dir), args)
+    assert calls == [{"num_proc": 2}] and len(prepared) == 300

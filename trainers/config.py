@@ -124,8 +124,12 @@ class DataSettings:
     # a node's disk; needs training.max_steps, and batches in the stream's order through a shuffle buffer
     streaming: bool = False
     shuffle_buffer: int = 10_000  # pairs a stream is shuffled within (IterableDataset.shuffle's buffer_size)
+    num_proc: int | None = None  # processes that tokenize the pairs once (Dataset.map's num_proc); None: this one
 
     def __post_init__(self):
+        if self.num_proc is not None and (isinstance(self.num_proc, bool) or not isinstance(self.num_proc, int)
+                                          or self.num_proc < 1):
+            raise ValueError(f"data.num_proc={self.num_proc!r}: use a number of processes >= 1, or null for one.")
         if not isinstance(self.streaming, bool):
             raise ValueError(f"data.streaming={self.streaming!r}: use true or false.")
         if isinstance(self.shuffle_buffer, bool) or not isinstance(self.shuffle_buffer, int) or self.shuffle_buffer < 1:

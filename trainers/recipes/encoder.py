@@ -188,7 +188,7 @@ class EncoderRecipe(Recipe):
             if prepared is not None:  # tokenizer may have been trained again since (--no_resume)
                 return prepared[0]
             train = train.select_columns(list(PAIR_COLUMNS))
-            train = tokenize_pairs(train, tokenizer, max_length, args.length_column_name)
+            train = tokenize_pairs(train, tokenizer, max_length, args.length_column_name, num_proc=data.num_proc)
             if PartialState().is_main_process:
                 folder = save_prepared(self.output_dir, self.preparation_key(), train, self.evaluation_data,
                                        self.data_report)
