@@ -55,6 +55,7 @@ from ..evaluation.suite import load_suite
 from ..files import write_text_atomic
 from ..hub import publish
 from ..loading import resolve_bf16
+from ..loss_logging import LossTermLoggingMixin
 
 logger = logging.getLogger(__name__)
 
@@ -474,7 +475,8 @@ class Recipe:
         trainer.add_callback(clock)
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         trainer.save_model(str(self.output_dir))
-        self.batch_figures = trainer.batch_figures()
+        # a trainer of the package states its batches; a plugin's plain `Trainer` does not
+        self.batch_figures = trainer.batch_figures() if isinstance(trainer, LossTermLoggingMixin) else {}
         return trainer.model, whole_run(output, trainer.state.log_history, clock)
 
     def save(self, model, tokenizer):
