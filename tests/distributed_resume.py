@@ -8,7 +8,7 @@ from pathlib import Path
 import torch.distributed as dist
 from accelerate import PartialState
 
-from trainers.recipes.base import resume_checkpoint
+from trainers.recipes.base import end_processes, resume_checkpoint
 
 
 def main():
@@ -19,6 +19,7 @@ def main():
     except FileNotFoundError as error:
         print(f"rank {state.process_index}: error: {error}", flush=True)
     dist.barrier()  # both ranks got here: nobody hangs
+    end_processes()
 
 
 if __name__ == "__main__":

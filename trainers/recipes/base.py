@@ -291,9 +291,10 @@ def end_processes() -> None:
     """A process's distributed end, once its part of the run is done: the objects that still hold the process group
     collected first (a `DistributedDataParallel` wrapper and a `Trainer` live on in reference cycles until the
     garbage collector runs), then the group destroyed, while the interpreter is alive. Left to the interpreter's exit,
-    the wrapper and the group are torn down with it: the likely cause of a finished 2-process gloo run aborting at
-    its exit once in CI (SIGABRT, "terminate called without an active exception"; pytorch/pytorch#179291 describes
-    the same). No barrier: the main process may still be evaluating."""
+    the group is torn down with it, and a finished 2-process gloo run sometimes aborts there (SIGABRT, "terminate
+    called without an active exception", a C++ thread destroyed unjoined; pytorch/pytorch#179291 describes the
+    same): seen in CI after a training run, and after a script that only set up the group, met at a barrier and
+    exited. No barrier here: the main process may still be evaluating."""
     gc.collect()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
