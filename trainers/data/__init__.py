@@ -353,6 +353,22 @@ def add_token_lengths(pairs: datasets.Dataset, tokenizer, column: str = "length"
     return pairs.map(lengths, batched=True, batch_size=1000, desc="token lengths")
 
 
+def token_ids(tokenizer, max_length: int):
+    """A function of a list of texts that gives their token ids as `tokenizer(texts, truncation=True,
+    max_length=max_length)` gives them (the tokenizer's special tokens, longest-first truncation on its side). A fast
+    tokenizer's Rust backend is called directly (`encode_batch_fast`: no offsets, no `BatchEncoding`), about 1.4x
+    faster than through the tokenizer; on a copy, since truncation is set on the backend, which would be saved."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):  # a slow (Python) tokenizer
+        tokenizer = copy.deepcopy(tokenizer)
+        return lambda texts: tokenizer(texts, truncation=True, max_length=max_length, verbose=False,
+                                       return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    backend = copy.deepcopy(backend)
+    backend.enable_truncation(max_length, stride=0, strategy="longest_first", direction=tokenizer.truncation_side)
+    backend.no_padding()
+    return lambda texts: [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=True)]
+
+
 def tokenize_pairs(pairs: datasets.Dataset | datasets.IterableDataset, tokenizer, max_length: int,
                    length_column: str | None = None, num_proc: int | None = None):
     """Add `src_input_ids` and `tgt_input_ids`: each side tokenized once, as `ParallelPairCollator` would (truncated
@@ -361,12 +377,10 @@ def tokenize_pairs(pairs: datasets.Dataset | datasets.IterableDataset, tokenizer
     process with the same pairs and tokenizer reads the cache), over `num_proc` processes when given; a stream is
     tokenized as it is read."""
 
-    tokenizer = copy.deepcopy(tokenizer)  # a call with truncation sets it on the backend, which would be saved
+    ids_of = token_ids(tokenizer, max_length)
 
     def encode(batch):
-        ids = {f"{side}_input_ids": tokenizer(batch[side], truncation=True, max_length=max_length, verbose=False,
-                                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-               for side in ("src", "tgt")}
+        ids = {f"{side}_input_ids": ids_of(batch[side]) for side in ("src", "tgt")}
         if length_column is not None:
             ids[length_column] = [max(len(s), len(t)) for s, t in zip(ids["src_input_ids"], ids["tgt_input_ids"])]
         return ids
