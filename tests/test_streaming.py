@@ -16,7 +16,6 @@ from trainers.data import (
     check_languages,
     checked_stream,
     load_parallel_dataset,
-    stream_parallel_dataset,
     texts_of,
     tokenize_pairs,
     validate_pairs,
@@ -90,7 +89,7 @@ def test_a_bad_row_past_the_first_batches_stops_the_stream_with_the_whole_file_s
         pairs = load_parallel_dataset(path)
         validate_pairs(pairs, name=str(path))
         check_languages(pairs, languages, name=str(path))
-    stream = checked_stream(stream_parallel_dataset(path), languages, str(path), set(), batch_size=700)
+    stream = checked_stream(load_parallel_dataset(path, streaming=True), languages, str(path), set(), batch_size=700)
     with pytest.raises(ValueError) as streamed:
         list(stream)
     assert "line 2103" in str(whole.value) and str(streamed.value) == str(whole.value)
@@ -99,10 +98,11 @@ def test_a_bad_row_past_the_first_batches_stops_the_stream_with_the_whole_file_s
 def test_a_training_pair_with_an_evaluation_text_is_skipped_or_refused(tmp_path):
     path = bad_file(tmp_path, 30, 2, "tgt", "Text 0")
     held_out = {"text 7", "Text 12"}
-    rows = list(checked_stream(stream_parallel_dataset(path), ["de", "en"], str(path), held_out, batch_size=8))
+    stream = load_parallel_dataset(path, streaming=True)
+    rows = list(checked_stream(stream, ["de", "en"], str(path), held_out, batch_size=8))
     assert [row["src"] for row in rows] == [f"text {index}" for index in range(30) if index not in (7, 12)]
     with pytest.raises(ValueError, match=r"pairs.tsv, line 9: the pair shares a text with the evaluation data"):
-        list(checked_stream(stream_parallel_dataset(path), ["de", "en"], str(path), held_out, "error", batch_size=8))
+        list(checked_stream(stream, ["de", "en"], str(path), held_out, "error", batch_size=8))
 
 
 def test_settings_a_stream_cannot_have_are_refused_before_any_work(tmp_path, small_pairs, heldout_pairs):
@@ -123,7 +123,7 @@ def test_settings_a_stream_cannot_have_are_refused_before_any_work(tmp_path, sma
     folder.mkdir()
     (folder / "de.tsv").write_text("en\ttext\nOpen\tÖffnen\n")
     with pytest.raises(ValueError, match="is a folder of LANG.tsv files"):
-        stream_parallel_dataset(folder)
+        load_parallel_dataset(folder, streaming=True)
 
 
 @pytest.mark.slow

@@ -146,45 +146,33 @@ def _read_language_folder(tables: dict[str, Path]) -> datasets.Dataset:
     return datasets.concatenate_datasets(parts)
 
 
-def load_parallel_dataset(source: str | Path, split: str = "train") -> datasets.Dataset:
+def load_parallel_dataset(source: str | Path, split: str = "train", streaming: bool = False):
     """Load parallel pairs with columns `src, tgt, src_lang, tgt_lang` from a local TSV / CSV / JSONL / Parquet file,
     a folder of `LANG.tsv` files with columns `en, text` (like ../shared/data/parallel/dev), a local dataset folder,
     data shipped with the package (`default/heldout.jsonl.gz`, `debian`), or a Hub dataset name. Rows in the
-    English-pivot layout `lang, en, text` are converted."""
+    English-pivot layout `lang, en, text` are converted. With `streaming`, a `datasets.IterableDataset` read (and
+    converted) as it is consumed, for corpora that do not fit on a node's disk; not a folder of `LANG.tsv` files."""
     path = Path(source)
     if not path.exists() and not path.is_absolute() and (Path(str(files(__name__))) / path).exists():
         path = Path(str(files(__name__))) / path
-    if path.is_file():
+    if path.is_file() and streaming:
+        builder, options = _local_builder(path)
+        dataset = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, **options)
+    elif path.is_file():
         dataset = read_data_file(path)
     elif path.is_dir():
         tables = _language_files(path)
-        dataset = _read_language_folder(tables) if tables else datasets.load_dataset(str(path), split=split)
+        if tables and streaming:
+            raise ValueError(f"{source} is a folder of LANG.tsv files (evaluation data); data.streaming reads a data "
+                             "file, a dataset folder or a Hub dataset: convert it to one file, or set "
+                             "data.streaming: false.")
+        dataset = (_read_language_folder(tables) if tables
+                   else datasets.load_dataset(str(path), split=split, streaming=streaming))
     elif path.suffix or str(source).startswith((".", "/", "~")):
         raise FileNotFoundError(f"No such data file or folder: {source!r}.")
     else:
-        dataset = datasets.load_dataset(str(source), split=split)
+        dataset = datasets.load_dataset(str(source), split=split, streaming=streaming)
     return as_pairs(dataset, name=str(source))
-
-
-def stream_parallel_dataset(source: str | Path, split: str = "train") -> datasets.IterableDataset:
-    """The pairs of a local data file, a local dataset folder, shipped data or a Hub dataset, as a stream
-    (`datasets.IterableDataset`: read as training consumes it, nothing converted or cached beforehand), for corpora
-    that do not fit on a node's disk. Rows in the English-pivot layout are converted as they are read."""
-    path = Path(source)
-    if not path.exists() and not path.is_absolute() and (Path(str(files(__name__))) / path).exists():
-        path = Path(str(files(__name__))) / path
-    if path.is_file():
-        builder, options = _local_builder(path)
-        stream = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, **options)
-    elif path.is_dir() and _language_files(path):
-        raise ValueError(f"{source} is a folder of LANG.tsv files (evaluation data); data.streaming reads a data "
-                         "file, a dataset folder or a Hub dataset: convert it to one file, or set data.streaming: "
-                         "false.")
-    elif path.is_dir() or not (path.suffix or str(source).startswith((".", "/", "~"))):
-        stream = datasets.load_dataset(str(path if path.is_dir() else source), split=split, streaming=True)
-    else:
-        raise FileNotFoundError(f"No such data file or folder: {source!r}.")
-    return as_pairs(stream, name=str(source))
 
 
 def as_pairs(dataset: datasets.Dataset | datasets.IterableDataset, name: str = "dataset"):
@@ -308,9 +296,8 @@ def check_languages(dataset: datasets.Dataset, languages: list[str], name: str =
             index = _first_row(dataset, column, lambda values: pc.is_in(values, value_set=pa.array(unknown)))
             raise ValueError(
                 f"{name}, {row_place(name, first_row + index)}: unknown language code {dataset[index][column]!r} in "
-                f"{column!r}; "
-                f"the tokenizer has <2xx> tokens for {sorted(known)}. Retrain the tokenizer with that language or "
-                "drop the row."
+                f"{column!r}; the tokenizer has <2xx> tokens for {sorted(known)}. Retrain the tokenizer with that "
+                "language or drop the row."
             )
 
 

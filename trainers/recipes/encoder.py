@@ -31,7 +31,6 @@ from ..data import (
     drop_seen_pairs,
     load_parallel_dataset,
     pair_languages,
-    stream_parallel_dataset,
     texts_of,
     tokenize_pairs,
     validate_pairs,
@@ -87,7 +86,7 @@ class EncoderRecipe(Recipe):
             logger.warning("Using the data prepared in %s/prepared.", self.output_dir)
             return train, evaluation
         if data.streaming:
-            train = stream_parallel_dataset(data.train)
+            train = load_parallel_dataset(data.train, streaming=True)
             if data.max_train_pairs is not None:
                 train = train.take(data.max_train_pairs)
         else:
@@ -325,10 +324,11 @@ class ScratchEncoderRecipe(EncoderRecipe):
                              f"the processes start: ems-prepare --config {self.run_config.source} --output_dir "
                              f"{self.output_dir}{overrides} (or set tokenizer.path to a tokenizer folder).")
         else:
-            if isinstance(train, datasets.IterableDataset):  # a stream: its first pairs, as many as the sample
-                train = datasets.Dataset.from_list(list(train.take((settings.sample_sentences + 1) // 2)))
-            tokenizer = train_tokenizer(sample_sentences(train, settings.sample_sentences, args.seed),
-                                        pair_languages(train), settings.vocab_size, self.pretokenize_length(),
+            pairs = train  # of a stream, its first pairs, as many as the sample
+            if isinstance(train, datasets.IterableDataset):
+                pairs = datasets.Dataset.from_list(list(train.take((settings.sample_sentences + 1) // 2)))
+            tokenizer = train_tokenizer(sample_sentences(pairs, settings.sample_sentences, args.seed),
+                                        pair_languages(pairs), settings.vocab_size, self.pretokenize_length(),
                                         self.output_dir, input_sentence_size=settings.sample_sentences)
         if isinstance(train, datasets.Dataset):  # a stream's languages are checked as it is read
             check_languages(train, tokenizer_languages(tokenizer), name=self.train_name)
